@@ -1,0 +1,1 @@
+"""The torch world: HF model ladders, KV state, multi-level verification, profiler. Never imports simpy."""

@@ -1,0 +1,1 @@
+"""Sub-commands of the specrouter CLI; each module exposes register(subparsers)."""

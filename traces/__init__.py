@@ -1,0 +1,1 @@
+"""Workloads in (trace loaders, synthetic generators) and records out (schemas, writers)."""
