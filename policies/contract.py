@@ -200,3 +200,19 @@ class Policy(Protocol):
     def route(self, view: RouteView) -> Route: ...
 
     def observe(self, feedback: RoundFeedback) -> None: ...
+
+
+@runtime_checkable
+class WorldTruth(Protocol):
+    """The true state of a simulated world, for the oracle policy only.
+
+    A real server cannot know these; the simulator can, which makes an oracle that picks
+    the best route at every moment -- the physical limit any learned router is measured
+    against.  ``alpha`` is the current expected acceptance of ``lower``'s tokens by
+    ``upper`` for a domain; ``pass_time`` the current expected time of a pass of ``model``
+    feeding ``tokens`` positions per sequence at ``batch_size`` (slowdowns included).
+    """
+
+    def alpha(self, lower: int, upper: int, domain: str | None, now: float) -> float: ...
+
+    def pass_time(self, model: int, tokens: int, batch_size: int, now: float) -> float: ...
