@@ -1,0 +1,287 @@
+"""The world profile: what the backend profiler measured, in a form the simulator replays.
+
+A *world profile* is a versioned JSON document (DESIGN.md §5, "profile -> simulate -> run
+for real -> compare").  The backend profiler writes it; the simulator's table latency model
+(:mod:`sim.latency`) and empirical acceptance mode (:mod:`sim.acceptance`) read it.  This
+module is pure Python + JSON so both worlds can import it.
+
+Schema, version 1 (``ladder index`` = position in ``models``, cheapest first, target last)::
+
+    {
+      "schema": "specrouter-world-profile",
+      "version": 1,
+      "device": "cpu: 2-core x86_64, torch 2.13",           # free text: where it was measured
+      "models": [
+        {"name": "SmolLM2-135M", "params": 1.35e8,
+         "pass_time": {                                    # V(b, n): one forward pass
+           "batch_sizes": [1, 2, 4],                       # strictly increasing, >= 1
+           "tokens": [1, 2, 4, 8],                         # positions fed per sequence, increasing
+           "context": 256,                                 # committed context it was measured at
+           "seconds": [[...4 values...], [...], [...]]     # seconds[i_batch][i_tokens] > 0
+         }}
+      ],
+      "acceptance": [
+        {"lower": 0, "upper": 2, "domain": null,           # pair of ladder indices, lower < upper
+         "mode": "greedy",                                 # "greedy" or "sampling"
+         "alpha": 0.71,                                    # mean per-token acceptance in [0, 1]
+         "positions": [0.78, 0.72, 0.69],                  # P(accept position i | 0..i-1 accepted)
+         "tv": [0.12, 0.4, 0.05],                          # TV(p_lower, p_upper) samples in [0, 1]
+         "samples": 1200}                                  # positions measured
+      ],
+      "meta": {}                                           # anything else (prompts, seeds, ...)
+    }
+
+``positions`` and ``tv`` may be empty lists; ``domain`` is ``null`` for "all domains".
+Every problem found on load raises :class:`WorldProfileError` naming the file and the key
+path (e.g. ``models[1].pass_time.seconds[0][2]``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SCHEMA = "specrouter-world-profile"
+VERSION = 1
+ACCEPTANCE_MODES = ("greedy", "sampling")
+
+
+class WorldProfileError(ValueError):
+    """A world profile is malformed; the message names the source and the key path."""
+
+
+@dataclass(frozen=True)
+class PassTimeTable:
+    """Measured pass times ``seconds[i][j]`` at ``batch_sizes[i]`` x ``tokens[j]``."""
+
+    batch_sizes: tuple[int, ...]
+    tokens: tuple[int, ...]
+    seconds: tuple[tuple[float, ...], ...]
+    context: int = 0
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    name: str
+    params: float
+    pass_time: PassTimeTable
+
+
+@dataclass(frozen=True)
+class PairProfile:
+    """Acceptance statistics of ``lower``'s tokens by ``upper`` (ladder indices)."""
+
+    lower: int
+    upper: int
+    alpha: float
+    domain: str | None = None
+    mode: str = "greedy"
+    positions: tuple[float, ...] = ()
+    tv: tuple[float, ...] = ()
+    samples: int = 0
+
+
+@dataclass(frozen=True)
+class WorldProfile:
+    device: str
+    models: tuple[ModelProfile, ...]
+    acceptance: tuple[PairProfile, ...] = ()
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+    def pair(self, lower: int, upper: int, domain: str | None = None) -> PairProfile | None:
+        """The statistics for ``(lower, upper, domain)``, falling back to ``domain=None``."""
+        fallback = None
+        for entry in self.acceptance:
+            if entry.lower == lower and entry.upper == upper:
+                if entry.domain == domain:
+                    return entry
+                if entry.domain is None:
+                    fallback = entry
+        return fallback
+
+
+def _fail(source: str, key: str, problem: str) -> WorldProfileError:
+    return WorldProfileError(f"{source}: {key}: {problem}")
+
+
+def _get(obj: dict[str, Any], name: str, source: str, where: str) -> Any:
+    if name not in obj:
+        raise _fail(source, f"{where}{name}", "missing required key")
+    return obj[name]
+
+
+def _number(
+    value: Any, source: str, key: str, low: float, high: float = math.inf, open_low: bool = False
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise _fail(source, key, f"expected a finite number, got {value!r}")
+    if value < low or value > high or (open_low and value == low):
+        bound = f"> {low}" if open_low else f">= {low}"
+        raise _fail(source, key, f"value {value!r} out of range ({bound}, <= {high})")
+    return float(value)
+
+
+def _int_list(value: Any, source: str, key: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not value:
+        raise _fail(source, key, f"expected a non-empty list of integers, got {value!r}")
+    for i, item in enumerate(value):
+        if isinstance(item, bool) or not isinstance(item, int) or item < 1:
+            raise _fail(source, f"{key}[{i}]", f"expected an integer >= 1, got {item!r}")
+    if any(b <= a for a, b in zip(value, value[1:])):
+        raise _fail(source, key, f"must be strictly increasing, got {value}")
+    return tuple(value)
+
+
+def _unknown_keys(obj: dict[str, Any], allowed: set[str], source: str, where: str) -> None:
+    extra = sorted(set(obj) - allowed)
+    if extra:
+        raise _fail(source, f"{where}{extra[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+
+def _table(obj: Any, source: str, where: str) -> PassTimeTable:
+    if not isinstance(obj, dict):
+        raise _fail(source, where.rstrip("."), "expected an object")
+    _unknown_keys(obj, {"batch_sizes", "tokens", "context", "seconds"}, source, where)
+    batches = _int_list(_get(obj, "batch_sizes", source, where), source, f"{where}batch_sizes")
+    tokens = _int_list(_get(obj, "tokens", source, where), source, f"{where}tokens")
+    context = int(_number(obj.get("context", 0), source, f"{where}context", 0))
+    rows = _get(obj, "seconds", source, where)
+    if not isinstance(rows, list) or len(rows) != len(batches):
+        raise _fail(source, f"{where}seconds", f"expected {len(batches)} rows (one per batch size)")
+    seconds = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) != len(tokens):
+            raise _fail(
+                source, f"{where}seconds[{i}]", f"expected {len(tokens)} values (one per token count)"
+            )
+        seconds.append(
+            tuple(
+                _number(v, source, f"{where}seconds[{i}][{j}]", 0.0, open_low=True) for j, v in enumerate(row)
+            )
+        )
+    return PassTimeTable(batches, tokens, tuple(seconds), context)
+
+
+def _pair(obj: Any, size: int, source: str, where: str) -> PairProfile:
+    if not isinstance(obj, dict):
+        raise _fail(source, where.rstrip("."), "expected an object")
+    allowed = {"lower", "upper", "domain", "mode", "alpha", "positions", "tv", "samples"}
+    _unknown_keys(obj, allowed, source, where)
+    lower = int(_number(_get(obj, "lower", source, where), source, f"{where}lower", 0, size - 1))
+    upper = int(_number(_get(obj, "upper", source, where), source, f"{where}upper", 0, size - 1))
+    if lower >= upper:
+        raise _fail(source, f"{where}upper", f"must exceed lower ({lower}), got {upper}")
+    domain = obj.get("domain")
+    if domain is not None and not isinstance(domain, str):
+        raise _fail(source, f"{where}domain", f"expected a string or null, got {domain!r}")
+    mode = obj.get("mode", "greedy")
+    if mode not in ACCEPTANCE_MODES:
+        raise _fail(source, f"{where}mode", f"expected one of {ACCEPTANCE_MODES}, got {mode!r}")
+    alpha = _number(_get(obj, "alpha", source, where), source, f"{where}alpha", 0.0, 1.0)
+    lists = {}
+    for name in ("positions", "tv"):
+        values = obj.get(name, [])
+        if not isinstance(values, list):
+            raise _fail(source, f"{where}{name}", "expected a list of numbers in [0, 1]")
+        lists[name] = tuple(_number(v, source, f"{where}{name}[{i}]", 0.0, 1.0) for i, v in enumerate(values))
+    samples = int(_number(obj.get("samples", 0), source, f"{where}samples", 0))
+    return PairProfile(lower, upper, alpha, domain, mode, lists["positions"], lists["tv"], samples)
+
+
+def validate_world_profile(data: Any, source: str = "<world profile>") -> WorldProfile:
+    """Check a decoded JSON document and build a :class:`WorldProfile` (raises on any problem)."""
+    if not isinstance(data, dict):
+        raise _fail(source, "<root>", "expected a JSON object")
+    _unknown_keys(data, {"schema", "version", "device", "models", "acceptance", "meta"}, source, "")
+    if data.get("schema") != SCHEMA:
+        raise _fail(source, "schema", f"expected {SCHEMA!r}, got {data.get('schema')!r}")
+    if data.get("version") != VERSION:
+        raise _fail(
+            source, "version", f"this reader understands version {VERSION}, got {data.get('version')!r}"
+        )
+    device = data.get("device", "")
+    if not isinstance(device, str):
+        raise _fail(source, "device", f"expected a string, got {device!r}")
+    raw_models = _get(data, "models", source, "")
+    if not isinstance(raw_models, list) or not raw_models:
+        raise _fail(source, "models", "expected a non-empty list (cheapest first, target last)")
+    models = []
+    for i, raw in enumerate(raw_models):
+        where = f"models[{i}]."
+        if not isinstance(raw, dict):
+            raise _fail(source, f"models[{i}]", "expected an object")
+        _unknown_keys(raw, {"name", "params", "pass_time"}, source, where)
+        name = _get(raw, "name", source, where)
+        if not isinstance(name, str) or not name:
+            raise _fail(source, f"{where}name", f"expected a non-empty string, got {name!r}")
+        params = _number(_get(raw, "params", source, where), source, f"{where}params", 0.0, open_low=True)
+        table = _table(_get(raw, "pass_time", source, where), source, f"{where}pass_time.")
+        models.append(ModelProfile(name, params, table))
+    raw_pairs = data.get("acceptance", [])
+    if not isinstance(raw_pairs, list):
+        raise _fail(source, "acceptance", "expected a list")
+    pairs = tuple(_pair(raw, len(models), source, f"acceptance[{i}].") for i, raw in enumerate(raw_pairs))
+    meta = data.get("meta", {})
+    if not isinstance(meta, dict):
+        raise _fail(source, "meta", "expected an object")
+    return WorldProfile(device, tuple(models), pairs, dict(meta))
+
+
+def world_profile_to_dict(profile: WorldProfile) -> dict[str, Any]:
+    """The JSON document for ``profile`` (inverse of :func:`validate_world_profile`)."""
+    return {
+        "schema": SCHEMA,
+        "version": VERSION,
+        "device": profile.device,
+        "models": [
+            {
+                "name": m.name,
+                "params": m.params,
+                "pass_time": {
+                    "batch_sizes": list(m.pass_time.batch_sizes),
+                    "tokens": list(m.pass_time.tokens),
+                    "context": m.pass_time.context,
+                    "seconds": [list(row) for row in m.pass_time.seconds],
+                },
+            }
+            for m in profile.models
+        ],
+        "acceptance": [
+            {
+                "lower": p.lower,
+                "upper": p.upper,
+                "domain": p.domain,
+                "mode": p.mode,
+                "alpha": p.alpha,
+                "positions": list(p.positions),
+                "tv": list(p.tv),
+                "samples": p.samples,
+            }
+            for p in profile.acceptance
+        ],
+        "meta": profile.meta,
+    }
+
+
+def load_world_profile(path: str | Path) -> WorldProfile:
+    """Read and validate a world profile JSON file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise WorldProfileError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
+    return validate_world_profile(data, str(path))
+
+
+def save_world_profile(profile: WorldProfile, path: str | Path) -> None:
+    """Validate (round-trip) and write ``profile`` as indented JSON."""
+    document = world_profile_to_dict(profile)
+    validate_world_profile(document, str(path))
+    Path(path).write_text(json.dumps(document, indent=1) + "\n")
