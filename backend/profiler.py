@@ -1,0 +1,371 @@
+"""Measure a real ladder and write the world profile the simulator replays (DESIGN.md §5).
+
+Two measurements, both under ``torch.inference_mode``:
+
+1. **Pass times** ``V_m(n, b, c)`` of every model: the wall time of one forward pass that
+   feeds ``n`` new positions to each of ``b`` sequences whose KV caches already hold ``c``
+   committed positions.  For each grid point the cache is prefilled once, the pass is run
+   ``warmup`` times unmeasured, then ``repeats`` times measured (the cache is cropped back
+   to ``c`` after each pass, so every repeat sees the same state); the table keeps the
+   **median**, which shrugs off the scheduler hiccups of a shared machine.
+
+2. **Pair statistics** for every ordered pair ``(lower, upper)`` of ladder indices and
+   every prompt domain, in two modes:
+
+   * the target continues each prompt by ``continuation`` tokens (greedy decoding for the
+     ``greedy`` mode, temperature-1 sampling for the ``sampling`` mode, seeded), so the
+     statistics are taken on the contexts decoding actually visits;
+   * every model scores prompt + continuation in one pass; at each continuation position
+     ``t`` we take ``p_lower``, ``p_upper`` (softmax of the logits at temperature 1) and record
+     ``match_t = [argmax p_lower == argmax p_upper]`` and
+     ``TV_t = ½ Σ_v |p_lower(v) − p_upper(v)|``;
+   * per-token acceptance: greedy ``α = mean(match)``; sampling ``α = 1 − mean(TV)`` (the
+     probability that the lossless rule accepts a token drawn from ``p_lower``);
+   * per-position acceptance (the empirical mode of the simulator): for draft position
+     ``k = 0 .. K−1`` starting at every continuation position ``s``,
+     ``P(accept s+k | s..s+k−1 accepted) = E[Π_{i≤k} a_{s+i}] / E[Π_{i<k} a_{s+i}]`` with
+     ``a = match`` (greedy) or ``a = 1 − TV`` (sampling, treating positions as
+     conditionally independent given the context).  Correlation between neighbouring
+     positions (easy boilerplate, hard identifiers) therefore shows up as rising
+     conditional acceptance -- which i.i.d. ``α`` misses.
+
+   Caveat, stated in the profile's ``meta``: the context under a draft is the target's
+   continuation, not the drafter's own tokens; after a rejection the real context is the
+   target's token too, so this is exact for the first draft position and an approximation
+   beyond it.
+
+The result is written in the versioned world-profile format of :mod:`traces.world_profile`.
+That schema holds one pass-time table (batch × tokens) per model at one context length; the
+profiler stores the table at the grid's median context there and the full
+(context × batch × tokens) grid in ``meta["pass_time_grid"]``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, WorldProfile
+
+TV_SAMPLES_KEPT = 2000  # per (pair, domain, mode); enough for the simulator's empirical draws
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """What to measure.  ``quick()`` is a seconds-long run for tests and demos."""
+
+    tokens: tuple[int, ...] = (1, 2, 4, 8, 16)
+    batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
+    contexts: tuple[int, ...] = (64, 256, 512)
+    warmup: int = 2
+    repeats: int = 7
+    prompts_per_domain: int = 8
+    continuation: int = 64
+    draft_positions: int = 8
+    seed: int = 0
+
+    @classmethod
+    def quick(cls) -> ProfileSettings:
+        return cls(
+            tokens=(1, 4),
+            batch_sizes=(1, 2),
+            contexts=(32,),
+            warmup=1,
+            repeats=3,
+            prompts_per_domain=2,
+            continuation=16,
+            draft_positions=4,
+        )
+
+
+@dataclass(frozen=True)
+class PassTimeGrid:
+    """``seconds[i_context][i_batch][i_tokens]``: median pass time of one model."""
+
+    contexts: tuple[int, ...]
+    batch_sizes: tuple[int, ...]
+    tokens: tuple[int, ...]
+    seconds: list[list[list[float]]] = field(default_factory=list)
+
+    def table_at(self, context_index: int) -> PassTimeTable:
+        rows = tuple(tuple(row) for row in self.seconds[context_index])
+        return PassTimeTable(self.batch_sizes, self.tokens, rows, self.contexts[context_index])
+
+
+def cached_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+    """One forward pass that appends ``input_ids`` to ``cache``; returns the logits."""
+    return model(input_ids=input_ids, past_key_values=cache, use_cache=True).logits
+
+
+def new_cache(model: torch.nn.Module) -> Any:
+    from transformers import DynamicCache
+
+    return DynamicCache(config=model.config)
+
+
+def crop_cache(cache: Any, length: int) -> None:
+    """Drop everything after the first ``length`` positions (transformers 5: negative crop)."""
+    surplus = cache.get_seq_length() - length
+    if surplus > 0:
+        cache.crop(-surplus)
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def max_context(model: torch.nn.Module) -> int:
+    return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+
+
+def measure_pass_times(
+    model: torch.nn.Module,
+    settings: ProfileSettings,
+    vocab_size: int,
+    label: str = "model",
+    clock: Callable[[], float] = time.perf_counter,
+) -> PassTimeGrid:
+    """Median wall time of one cached pass for every (context, batch, tokens) grid point.
+
+    Contexts longer than the model's positional range (minus the largest pass) are clipped
+    to it, so a small model still gets a table.
+    """
+    limit = max_context(model) - max(settings.tokens)
+    if limit < 1:
+        raise ValueError(f"{label}: context window {max_context(model)} is shorter than the largest pass")
+    contexts = tuple(sorted({min(c, limit) for c in settings.contexts}))
+    device = model_device(model)
+    generator = torch.Generator().manual_seed(settings.seed)
+    grid = PassTimeGrid(contexts, settings.batch_sizes, settings.tokens)
+    points = len(contexts) * len(settings.batch_sizes) * len(settings.tokens)
+    bar = tqdm(total=points, desc=f"pass times {label}", unit="pt", leave=False)
+    with torch.inference_mode():
+        for context in contexts:
+            plane = []
+            for batch in settings.batch_sizes:
+                cache = new_cache(model)
+                prompt = torch.randint(0, vocab_size, (batch, context), generator=generator)
+                cached_forward(model, prompt.to(device), cache)
+                row = []
+                for tokens in settings.tokens:
+                    fresh = torch.randint(0, vocab_size, (batch, tokens), generator=generator).to(device)
+                    timings = []
+                    for rep in range(settings.warmup + settings.repeats):
+                        start = clock()
+                        cached_forward(model, fresh, cache)
+                        if device.type == "cuda":
+                            torch.cuda.synchronize(device)
+                        elapsed = clock() - start
+                        crop_cache(cache, context)
+                        if rep >= settings.warmup:
+                            timings.append(elapsed)
+                    row.append(max(statistics.median(timings), 1e-9))
+                    bar.update()
+                plane.append(row)
+            grid.seconds.append(plane)
+    bar.close()
+    return grid
+
+
+@dataclass
+class PairSeries:
+    """Per-position ``match`` and ``TV`` of one pair on one domain, one list per prompt."""
+
+    match: list[np.ndarray] = field(default_factory=list)
+    tv: list[np.ndarray] = field(default_factory=list)
+
+
+def conditional_acceptance(series: Sequence[np.ndarray], positions: int) -> tuple[float, ...]:
+    """``P(accept s+k | s..s+k-1 accepted)`` for ``k < positions`` from per-position rates.
+
+    ``series`` holds, per prompt, the per-position acceptance probability (0/1 for greedy,
+    ``1 − TV`` for sampling).  Windows never cross prompt boundaries.
+    """
+    survived = [0.0] * (positions + 1)  # survived[k] = sum over windows of Π_{i<k} a_{s+i}
+    for values in series:
+        n = len(values)
+        if n < positions:
+            continue
+        running = np.ones(n - positions + 1)
+        survived[0] += running.sum()
+        for k in range(positions):
+            running = running * values[k : n - positions + 1 + k]
+            survived[k + 1] += running.sum()
+    out = []
+    for k in range(positions):
+        if survived[k] <= 0:
+            break
+        out.append(float(min(1.0, max(0.0, survived[k + 1] / survived[k]))))
+    return tuple(out)
+
+
+def continue_prompt(
+    target: torch.nn.Module, prompt: Sequence[int], tokens: int, sample: bool, generator: torch.Generator
+) -> list[int]:
+    """Decode ``tokens`` tokens after ``prompt`` with the target (greedy or T=1 sampling)."""
+    device = model_device(target)
+    cache = new_cache(target)
+    logits = cached_forward(target, torch.tensor([list(prompt)], device=device), cache)[0, -1]
+    out: list[int] = []
+    for _ in range(tokens):
+        if sample:
+            probs = torch.softmax(logits.float().cpu(), dim=-1)
+            token = int(torch.multinomial(probs, 1, generator=generator))
+        else:
+            token = int(torch.argmax(logits))
+        out.append(token)
+        logits = cached_forward(target, torch.tensor([[token]], device=device), cache)[0, -1]
+    return out
+
+
+def measure_pairs(
+    models: Sequence[torch.nn.Module],
+    prompts_by_domain: Mapping[str, Sequence[Sequence[int]]],
+    settings: ProfileSettings,
+) -> dict[tuple[str, str, int, int], PairSeries]:
+    """Per (mode, domain, lower, upper): per-position match / TV series on target continuations."""
+    size = len(models)
+    target = models[-1]
+    limit = min(max_context(m) for m in models) - settings.continuation
+    generator = torch.Generator().manual_seed(settings.seed)
+    series: dict[tuple[str, str, int, int], PairSeries] = {}
+    jobs = [
+        (mode, d, p)
+        for mode in ("greedy", "sampling")
+        for d in prompts_by_domain
+        for p in prompts_by_domain[d]
+    ]
+    with torch.inference_mode():
+        for mode, domain, prompt in tqdm(jobs, desc="pair statistics", unit="prompt", leave=False):
+            prompt = list(prompt)[-limit:] if limit > 0 else list(prompt)[-1:]
+            continuation = continue_prompt(
+                target, prompt, settings.continuation, mode == "sampling", generator
+            )
+            ids = torch.tensor([prompt + continuation])
+            start = len(prompt) - 1  # logits at position i predict token i + 1
+            probs = []
+            for model in models:
+                logits = model(input_ids=ids.to(model_device(model))).logits[
+                    0, start : start + len(continuation)
+                ]
+                probs.append(torch.softmax(logits.float().cpu(), dim=-1))
+            for lower in range(size):
+                for upper in range(lower + 1, size):
+                    p_low, p_up = probs[lower], probs[upper]
+                    entry = series.setdefault((mode, domain, lower, upper), PairSeries())
+                    entry.match.append((p_low.argmax(-1) == p_up.argmax(-1)).double().numpy())
+                    entry.tv.append((0.5 * (p_low - p_up).abs().sum(-1)).double().numpy())
+    return series
+
+
+def pair_profiles(
+    series: Mapping[tuple[str, str, int, int], PairSeries], settings: ProfileSettings
+) -> list[PairProfile]:
+    """Summarise the series per (pair, domain, mode), plus an all-domains (``None``) entry."""
+    grouped: dict[tuple[str, str | None, int, int], PairSeries] = {}
+    for (mode, domain, lower, upper), entry in sorted(series.items()):
+        for key in ((mode, domain, lower, upper), (mode, None, lower, upper)):
+            target = grouped.setdefault(key, PairSeries())
+            target.match.extend(entry.match)
+            target.tv.extend(entry.tv)
+    rng = np.random.default_rng(settings.seed)
+    out = []
+    for (mode, domain, lower, upper), entry in sorted(
+        grouped.items(), key=lambda kv: (kv[0][2], kv[0][3], str(kv[0][1]), kv[0][0])
+    ):
+        match = np.concatenate(entry.match)
+        tv = np.concatenate(entry.tv)
+        rates = entry.match if mode == "greedy" else [1.0 - t for t in entry.tv]
+        alpha = float(match.mean()) if mode == "greedy" else float(1.0 - tv.mean())
+        kept = tv if len(tv) <= TV_SAMPLES_KEPT else rng.choice(tv, TV_SAMPLES_KEPT, replace=False)
+        out.append(
+            PairProfile(
+                lower=lower,
+                upper=upper,
+                alpha=min(1.0, max(0.0, alpha)),
+                domain=domain,
+                mode=mode,
+                positions=conditional_acceptance(rates, settings.draft_positions),
+                tv=tuple(round(float(min(1.0, max(0.0, v))), 5) for v in kept),
+                samples=int(len(tv)),
+            )
+        )
+    return out
+
+
+def machine_description() -> dict[str, Any]:
+    import transformers
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as handle:
+            names = [line.split(":", 1)[1].strip() for line in handle if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return {
+        "platform": platform.platform(),
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def profile_models(
+    names: Sequence[str],
+    models: Sequence[torch.nn.Module],
+    prompts_by_domain: Mapping[str, Sequence[Sequence[int]]],
+    settings: ProfileSettings,
+    vocab_size: int,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> WorldProfile:
+    """Measure ``models`` (cheapest first, target last) and build the world profile."""
+    if len(names) != len(models) or not models:
+        raise ValueError(f"profile needs one name per model, got {len(names)} names for {len(models)} models")
+    started = time.perf_counter()
+    grids = [measure_pass_times(m, settings, vocab_size, name) for name, m in zip(names, models)]
+    pairs = (
+        pair_profiles(measure_pairs(models, prompts_by_domain, settings), settings) if len(models) > 1 else []
+    )
+    machine = machine_description()
+    device = model_device(models[-1])
+    where = (
+        f"{device.type}: {machine['cpu']} ({machine['cpu_count']} cores, {machine['torch_threads']} threads)"
+    )
+    profiles = []
+    for name, model, grid in zip(names, models, grids):
+        params = float(sum(p.numel() for p in model.parameters()))
+        profiles.append(ModelProfile(name, params, grid.table_at(len(grid.contexts) // 2)))
+    meta: dict[str, Any] = {
+        "machine": machine,
+        "settings": asdict(settings),
+        "dtype": str(next(models[-1].parameters()).dtype),
+        "prompts": {domain: len(p) for domain, p in prompts_by_domain.items()},
+        "pass_time_grid": {
+            name: {
+                "contexts": list(g.contexts),
+                "batch_sizes": list(g.batch_sizes),
+                "tokens": list(g.tokens),
+                "seconds": g.seconds,
+            }
+            for name, g in zip(names, grids)
+        },
+        "acceptance_context": "target continuations (greedy for greedy mode, T=1 samples for sampling mode); "
+        "positions beyond the first are an approximation (the drafter's own tokens are not in the context)",
+        "wall_seconds": round(time.perf_counter() - started, 3),
+    }
+    meta.update(extra_meta or {})
+    return WorldProfile(where, tuple(profiles), tuple(pairs), meta)
