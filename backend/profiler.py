@@ -5,8 +5,8 @@ Two measurements, both under ``torch.inference_mode``:
 1. **Pass times** ``V_m(n, b, c)`` of every model: the wall time of one forward pass that
    feeds ``n`` new positions to each of ``b`` sequences whose KV caches already hold ``c``
    committed positions.  For each grid point the cache is prefilled once, the pass is run
-   ``warmup`` times unmeasured, then ``repeats`` times measured (the cache is cropped back
-   to ``c`` after each pass, so every repeat sees the same state); the table keeps the
+   ``warmup`` times unmeasured, then ``repeats`` times measured (each pass starts from the
+   same ``c``-position cache, so every repeat sees the same state); the table keeps the
    **median**, which shrugs off the scheduler hiccups of a shared machine.
 
 2. **Pair statistics** for every ordered pair ``(lower, upper)`` of ladder indices and
@@ -54,6 +54,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from backend.hf_compat import KVLayers, forward_with_cache
 from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, WorldProfile
 
 TV_SAMPLES_KEPT = 2000  # per (pair, domain, mode); enough for the simulator's empirical draws
@@ -101,22 +102,18 @@ class PassTimeGrid:
         return PassTimeTable(self.batch_sizes, self.tokens, rows, self.contexts[context_index])
 
 
-def cached_forward(model: torch.nn.Module, input_ids: torch.Tensor, cache: Any) -> torch.Tensor:
-    """One forward pass that appends ``input_ids`` to ``cache``; returns the logits."""
-    return model(input_ids=input_ids, past_key_values=cache, use_cache=True).logits
+def cached_forward(
+    model: torch.nn.Module, input_ids: torch.Tensor, past: KVLayers | None, keep: int
+) -> tuple[torch.Tensor, KVLayers]:
+    """One forward pass of ``input_ids`` on top of ``past`` (no padding); the last ``keep`` logits and new KV.
 
-
-def new_cache(model: torch.nn.Module) -> Any:
-    from transformers import DynamicCache
-
-    return DynamicCache(config=model.config)
-
-
-def crop_cache(cache: Any, length: int) -> None:
-    """Drop everything after the first ``length`` positions (transformers 5: negative crop)."""
-    surplus = cache.get_seq_length() - length
-    if surplus > 0:
-        cache.crop(-surplus)
+    Goes through :func:`backend.hf_compat.forward_with_cache`, the path the executor takes, so the
+    measured times include the same cache bookkeeping.  ``past`` itself is left untouched.
+    """
+    start = past[0][0].shape[2] if past else 0
+    fed = input_ids.shape[1]
+    positions = torch.arange(start, start + fed, device=input_ids.device).expand(input_ids.shape[0], fed)
+    return forward_with_cache(model, input_ids, past, None, positions, keep)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
@@ -152,20 +149,18 @@ def measure_pass_times(
         for context in contexts:
             plane = []
             for batch in settings.batch_sizes:
-                cache = new_cache(model)
                 prompt = torch.randint(0, vocab_size, (batch, context), generator=generator)
-                cached_forward(model, prompt.to(device), cache)
+                _, past = cached_forward(model, prompt.to(device), None, 1)
                 row = []
                 for tokens in settings.tokens:
                     fresh = torch.randint(0, vocab_size, (batch, tokens), generator=generator).to(device)
                     timings = []
                     for rep in range(settings.warmup + settings.repeats):
                         start = clock()
-                        cached_forward(model, fresh, cache)
+                        cached_forward(model, fresh, past, tokens)
                         if device.type == "cuda":
                             torch.cuda.synchronize(device)
                         elapsed = clock() - start
-                        crop_cache(cache, context)
                         if rep >= settings.warmup:
                             timings.append(elapsed)
                     row.append(max(statistics.median(timings), 1e-9))
@@ -213,17 +208,16 @@ def continue_prompt(
 ) -> list[int]:
     """Decode ``tokens`` tokens after ``prompt`` with the target (greedy or T=1 sampling)."""
     device = model_device(target)
-    cache = new_cache(target)
-    logits = cached_forward(target, torch.tensor([list(prompt)], device=device), cache)[0, -1]
+    logits, past = cached_forward(target, torch.tensor([list(prompt)], device=device), None, 1)
     out: list[int] = []
     for _ in range(tokens):
         if sample:
-            probs = torch.softmax(logits.float().cpu(), dim=-1)
+            probs = torch.softmax(logits[0, -1].float().cpu(), dim=-1)
             token = int(torch.multinomial(probs, 1, generator=generator))
         else:
-            token = int(torch.argmax(logits))
+            token = int(torch.argmax(logits[0, -1]))
         out.append(token)
-        logits = cached_forward(target, torch.tensor([[token]], device=device), cache)[0, -1]
+        logits, past = cached_forward(target, torch.tensor([[token]], device=device), past, 1)
     return out
 
 
