@@ -1,0 +1,183 @@
+"""A ladder of causal LMs that share one tokenizer, ordered by cost (target last).
+
+``load_ladder`` reads local Hugging Face ``save_pretrained`` directories -- either a list of
+paths, or one directory holding ``ladder.json`` = ``{"models": ["<subdir>", ...], ...}`` with
+the sub-directories ordered by cost.  Before any weights are read it checks that every model's
+tokenizer is identical to the first one's (vocabulary and special tokens) and refuses the ladder
+with an error naming the two models and the first difference: speculative decoding across
+different tokenizers would silently compare unrelated token ids.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoTokenizer
+
+from backend.hf_compat import load_causal_lm
+from policies.contract import LadderInfo
+
+LADDER_FILE = "ladder.json"
+_DTYPES = {
+    "float32": torch.float32,
+    "float64": torch.float64,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
+
+
+class LadderError(ValueError):
+    """A ladder that cannot be used: missing files, bad ladder.json, mismatched tokenizers."""
+
+
+@dataclass
+class Ladder:
+    """Ordered models (cheapest first, target last) and their one shared tokenizer.
+
+    ``vocab_size`` is the number of logits every level's distribution is cut to: the smallest
+    embedding size in the ladder (models of one family sometimes pad their embeddings
+    differently; ids past the tokenizer's vocabulary are never produced by it).  ``tokenizer``
+    is None in token-id-only mode (tests with in-memory random models).
+    """
+
+    models: list[torch.nn.Module]
+    names: tuple[str, ...]
+    tokenizer: Any | None = None
+    params: tuple[float, ...] | None = None
+    eos_token_id: int | None = None
+    vocab_size: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise LadderError("a ladder needs at least one model (the target)")
+        if len(self.names) != len(self.models):
+            raise LadderError(f"{len(self.names)} names for {len(self.models)} models")
+        sizes = [int(model.config.vocab_size) for model in self.models]
+        if self.vocab_size <= 0:
+            self.vocab_size = min(sizes)
+        if self.params is None:
+            self.params = tuple(float(sum(p.numel() for p in model.parameters())) for model in self.models)
+        for model in self.models:
+            model.eval()
+
+    @property
+    def size(self) -> int:
+        return len(self.models)
+
+    @property
+    def target(self) -> int:
+        return len(self.models) - 1
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.models[-1].parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.models[-1].parameters()).dtype
+
+    @property
+    def info(self) -> LadderInfo:
+        return LadderInfo(self.names, self.params)
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise LadderError(f"unknown dtype {dtype!r}; expected one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def ladder_paths(source: str | Path | Sequence[str | Path]) -> list[Path]:
+    """Model directories of a ladder: a list of paths, or a directory with ``ladder.json``."""
+    if isinstance(source, (str, Path)):
+        root = Path(source)
+        manifest = root / LADDER_FILE
+        if not manifest.is_file():
+            raise LadderError(f"{root}: no {LADDER_FILE}; pass a directory with one or a list of model paths")
+        try:
+            data = json.loads(manifest.read_text())
+        except json.JSONDecodeError as err:
+            raise LadderError(f"{manifest}: invalid JSON at line {err.lineno}: {err.msg}") from err
+        names = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise LadderError(f'{manifest}: key "models" must be a non-empty list of sub-directory names')
+        paths = [root / name for name in names]
+    else:
+        paths = [Path(p) for p in source]
+        if not paths:
+            raise LadderError("an empty list of model paths is not a ladder")
+    for path in paths:
+        if not (path / "config.json").is_file():
+            raise LadderError(f"{path}: not a Hugging Face model directory (no config.json)")
+    return paths
+
+
+def tokenizer_signature(tokenizer: Any) -> dict[str, Any]:
+    """What must agree across a ladder: the token -> id map and every special token with its id."""
+    special = {
+        name: (str(token), tokenizer.convert_tokens_to_ids(str(token)))
+        for name, token in sorted(tokenizer.special_tokens_map.items())
+        if isinstance(token, str)
+    }
+    return {"vocab": dict(tokenizer.get_vocab()), "special": special}
+
+
+def tokenizer_difference(first: dict[str, Any], second: dict[str, Any]) -> str | None:
+    """A human-readable first difference between two signatures, or None when identical."""
+    vocab_a, vocab_b = first["vocab"], second["vocab"]
+    if len(vocab_a) != len(vocab_b):
+        return f"vocabulary sizes differ ({len(vocab_a)} vs {len(vocab_b)} tokens)"
+    for token, index in sorted(vocab_a.items(), key=lambda item: item[1]):
+        if vocab_b.get(token) != index:
+            return f"token {token!r} has id {index} in the first and {vocab_b.get(token)} in the second"
+    special_a, special_b = first["special"], second["special"]
+    for name in sorted(set(special_a) | set(special_b)):
+        if special_a.get(name) != special_b.get(name):
+            return f"special token {name}: {special_a.get(name)} vs {special_b.get(name)} (token, id)"
+    return None
+
+
+def check_tokenizers(paths: Sequence[Path]) -> Any:
+    """Load every tokenizer (no weights) and refuse the ladder on the first mismatch; return one."""
+    tokenizers = [AutoTokenizer.from_pretrained(str(path)) for path in paths]
+    reference = tokenizer_signature(tokenizers[0])
+    for path, tokenizer in zip(paths[1:], tokenizers[1:]):
+        difference = tokenizer_difference(reference, tokenizer_signature(tokenizer))
+        if difference is not None:
+            raise LadderError(
+                f"models {paths[0].name!r} ({paths[0]}) and {path.name!r} ({path}) have different "
+                f"tokenizers: {difference}; a ladder must share one tokenizer"
+            )
+    return tokenizers[0]
+
+
+def load_ladder(
+    source: str | Path | Sequence[str | Path],
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+) -> Ladder:
+    """Load a ladder from local paths; tokenizers are checked before any weights are read."""
+    paths = ladder_paths(source)
+    tokenizer = check_tokenizers(paths)
+    torch_dtype = resolve_dtype(dtype)
+    for path in paths:
+        config = AutoConfig.from_pretrained(str(path))
+        if int(config.vocab_size) < len(tokenizer):
+            raise LadderError(
+                f"{path}/config.json: vocab_size {config.vocab_size} is smaller than the tokenizer's "
+                f"{len(tokenizer)} tokens"
+            )
+    models = [load_causal_lm(str(path), torch_dtype).to(device) for path in paths]
+    return Ladder(
+        models=models,
+        names=tuple(path.name for path in paths),
+        tokenizer=tokenizer,
+        eos_token_id=tokenizer.eos_token_id,
+    )
