@@ -1,0 +1,129 @@
+"""The policy search: deterministic across executors and interruptions, resumable from its storage."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from specrouter.experiments.executors import LocalPool, make_executor
+from specrouter.experiments.policies import UnknownPolicyError, default_knobs, make_policy, parse_static
+from specrouter.experiments.search import Knob, SearchConfig, evaluate_trial, parse_knob, run_search
+
+PLAN = "specrouter.experiments.objectives:plan_metric"
+INTERRUPT_AFTER: dict[str, int] = {}
+
+
+def config(trials: int = 6, seed: int = 3, evaluator: str = PLAN) -> SearchConfig:
+    return SearchConfig(
+        policy="dynamic-lookahead",
+        knobs=(Knob("initial", 1, 8, integer=True), Knob("maximum", 8, 24, integer=True)),
+        scenarios=("plan-stationary", "plan-weak-middle"),
+        trials=trials,
+        seed=seed,
+        seeds=(0, 1),
+        batch_size=2,
+        evaluator=evaluator,
+        options={"requests": 3, "output_tokens": 24},
+    )
+
+
+def interrupting_metric(policy: str, params: dict, scenario: str, seed: int, options: dict) -> float:
+    """The plan metric, but raises KeyboardInterrupt once a set number of evaluations ran."""
+    from specrouter.experiments.objectives import plan_metric
+
+    if "left" in INTERRUPT_AFTER:
+        INTERRUPT_AFTER["left"] -= 1
+        if INTERRUPT_AFTER["left"] < 0:
+            del INTERRUPT_AFTER["left"]
+            raise KeyboardInterrupt
+    return plan_metric(policy, params, scenario, seed, options)
+
+
+def values(result) -> list[tuple[int, dict, float | None]]:
+    return [(row["number"], row["params"], row["value"]) for row in result.trials]
+
+
+def test_knob_specs_parse_and_reject_bad_input() -> None:
+    assert parse_knob("ema=0.01:0.5:log") == Knob("ema", 0.01, 0.5, log=True)
+    assert parse_knob("lookahead=2:8:int") == Knob("lookahead", 2, 8, integer=True)
+    for bad in ("ema", "ema=0.5", "ema=a:b", "ema=0.5:0.1", "ema=0:1:log", "ema=0:1:cube"):
+        with pytest.raises(ValueError, match="knob"):
+            parse_knob(bad)
+
+
+def test_policy_names_resolve_or_say_what_exists() -> None:
+    route = parse_static("static:M0[3]>M2[2]>M3").route(_view())
+    assert (route.chain, route.lookaheads) == ((0, 2, 3), (3, 2))
+    assert default_knobs("dynamic-lookahead")
+    with pytest.raises(UnknownPolicyError, match="choose one of.*target-only"):
+        make_policy("no-such-policy")
+    with pytest.raises(UnknownPolicyError, match="static:M0"):
+        make_policy("static:0>3")
+
+
+def _view():
+    from policies.contract import LadderInfo, RouteView
+
+    return RouteView(0, 1, 0, 8, None, 0.0, LadderInfo(("a", "b", "c", "d")), (0,) * 4, (0,) * 4)
+
+
+def test_a_failing_trial_is_recorded_not_fatal() -> None:
+    from specrouter.experiments.search import TrialTask
+
+    bad = TrialTask(
+        0, "dynamic-lookahead", {"initial": 9, "maximum": 2}, ("plan-stationary",), (0,), PLAN, {}
+    )
+    outcome = evaluate_trial(bad)
+    assert outcome.value is None and "initial <= maximum" in outcome.error
+    good = evaluate_trial(bad._replace(params={"initial": 2, "maximum": 8}, seeds=(0, 1)))
+    assert good.value is not None and len(good.runs) == 2
+    assert min(good.runs.values()) <= good.value <= max(good.runs.values())  # geometric mean
+
+
+def test_same_seed_same_trials_inline_and_on_a_process_pool() -> None:
+    inline = run_search(config(), LocalPool(1))
+    pool = LocalPool(2)
+    try:
+        pooled = run_search(config(), pool)
+    finally:
+        pool.close()
+    assert values(inline) == values(pooled)
+    assert len({json.dumps(p, sort_keys=True) for _, p, _ in values(inline)}) > 1  # it explores
+    other_seed = run_search(config(seed=4), LocalPool(1))
+    assert values(other_seed) != values(inline)
+
+
+def test_interrupted_search_resumes_to_the_uninterrupted_result(tmp_path: Path) -> None:
+    uninterrupted = run_search(config(), LocalPool(1))
+    storage = tmp_path / "study.journal"
+    # one batch and one evaluation of the next, then Ctrl-C: trial 2 is left RUNNING
+    INTERRUPT_AFTER["left"] = 2 * 4 + 1
+    with pytest.raises(KeyboardInterrupt):
+        run_search(config(evaluator="test_loop_search:interrupting_metric"), LocalPool(1), storage)
+    resumed = run_search(config(evaluator="test_loop_search:interrupting_metric"), LocalPool(1), storage)
+    assert resumed.resumed_trials == 2
+    assert values(resumed) == values(uninterrupted)
+    # asking for more trials continues the same study; a different search is refused
+    longer = run_search(
+        config(trials=8, evaluator="test_loop_search:interrupting_metric"), LocalPool(1), storage
+    )
+    assert values(longer)[:6] == values(uninterrupted) and len(longer.trials) == 8
+    with pytest.raises(ValueError, match="different search.*seed"):
+        run_search(config(seed=9, evaluator="test_loop_search:interrupting_metric"), LocalPool(1), storage)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("ray") is None, reason="ray is not installed: pip install -e '.[ray]'"
+)
+def test_ray_executor_gives_the_same_trials_as_the_local_pool() -> None:
+    local = run_search(config(trials=4), LocalPool(1))
+    ray_pool = make_executor("ray", workers=2)
+    try:
+        assert ray_pool.workers == 2
+        on_ray = run_search(config(trials=4), ray_pool)
+    finally:
+        ray_pool.close()
+    assert values(on_ray) == values(local)
