@@ -1,0 +1,280 @@
+"""Streaming trace loaders: a file in any :mod:`traces.formats` format -> sorted ``Request`` s.
+
+``load_trace(path)`` returns a :class:`TraceReader`, an iterator of
+:class:`traces.request.Request` sorted by arrival, in bounded memory:
+
+1. a first pass parses and validates every row without keeping any, so a malformed row
+   stops the load *before* the first request is handed out (``TraceFormatError`` naming
+   the file, the line and the problem) or, with ``on_error="skip"``, is counted;
+   it also finds the earliest timestamp and whether the timestamps are sorted;
+2. a second pass streams the rows through the options.  Unsorted files are the one
+   exception to bounded memory: they are sorted in memory (stable, by time) with a
+   ``UserWarning``.
+
+Options (all optional; applied in this order):
+
+* ``start`` / ``end`` -- keep rows with ``start <= t < end``, ``t`` in seconds since the
+  trace start (the earliest timestamp for ``azure``, whose stamps are wall-clock dates;
+  the format's own zero for the others, which already count from the start -- override
+  with ``rebase``);
+* ``keep_failed`` -- rows with 0 output tokens (BurstGPT's failed requests) are dropped
+  unless this is true; either way they are counted in ``report.failed``;
+* ``sample`` -- keep each remaining row with this probability (Bernoulli thinning drawn
+  from ``random.Random(seed)``, so a seed gives the same subset every time);
+* ``rate_scale`` -- ``arrival = (t - start) / rate_scale``: 2 doubles the request rate;
+* ``limit`` -- stop after this many requests.
+
+Kept requests are numbered ``0, 1, 2, ...``; ``domain`` (if given) tags requests whose
+row has no domain of its own.  ``reader.report`` counts rows, skipped and failed rows.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import random
+import warnings
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Literal
+
+from traces.formats import (
+    ALIASES,
+    FORMATS,
+    BadRow,
+    Parser,
+    RawRow,
+    detect_format,
+    estimate_tokens,
+    format_rows,
+    generic_parsers,
+)
+from traces.request import Request
+
+OnError = Literal["raise", "skip"]
+
+
+class TraceFormatError(ValueError):
+    """A malformed trace row or file: ``"<file>: line <n>: <problem>"``."""
+
+    def __init__(self, path: str | os.PathLike[str], line: int, problem: str) -> None:
+        super().__init__(f"{path}: line {line}: {problem}")
+        self.path, self.line, self.problem = str(path), line, problem
+
+
+class EmptyTraceError(ValueError):
+    """A trace (or the part of it the options keep) with no requests: an error, not an empty run."""
+
+
+@dataclass
+class LoadReport:
+    """What a load did: ``rows`` valid data rows, ``skipped`` malformed rows skipped,
+    ``failed`` rows with 0 output tokens in the window, ``yielded`` requests handed out."""
+
+    path: str
+    format: str
+    rows: int = 0
+    skipped: int = 0
+    failed: int = 0
+    yielded: int = 0
+    unsorted: bool = False
+    first_time: float = 0.0
+    last_time: float = 0.0
+    skipped_lines: list[int] = field(default_factory=list)
+
+
+def open_text(path: str | os.PathLike[str], mode: Literal["r", "w"] = "r") -> IO[str]:
+    """Open a trace as UTF-8 text (``.gz`` transparently); ``newline=""`` keeps CSV quoting exact."""
+    if str(path).endswith(".gz"):
+        text_mode: Literal["rt", "wt"] = "wt" if mode == "w" else "rt"
+        return gzip.open(path, text_mode, newline="", encoding="utf-8")  # noqa: SIM115 -- caller closes
+    return open(path, mode, newline="", encoding="utf-8")  # noqa: SIM115 -- caller closes
+
+
+def resolve_format(path: str | os.PathLike[str], fmt: str) -> str:
+    """``"auto"`` -> the format named by the file's first non-empty line; aliases resolved."""
+    if fmt != "auto":
+        name = ALIASES.get(fmt, fmt)
+        if name not in FORMATS:
+            raise ValueError(f"unknown trace format {fmt!r}; expected 'auto' or one of {sorted(FORMATS)}")
+        return name
+    with open_text(path) as handle:
+        for line in handle:
+            if line.strip():
+                return detect_format(line, str(path))
+    raise EmptyTraceError(f"{path}: empty trace: the file has no lines")
+
+
+class TraceReader(Iterator[Request]):
+    """Iterator of the requests of one trace file (see the module docstring for the options)."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        format: str = "auto",
+        *,
+        start: float | None = None,
+        end: float | None = None,
+        limit: int | None = None,
+        rate_scale: float = 1.0,
+        sample: float = 1.0,
+        seed: int = 0,
+        on_error: OnError = "raise",
+        keep_failed: bool = False,
+        domain: str | None = None,
+        rebase: bool | None = None,
+        count_tokens: Callable[[str], int] = estimate_tokens,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: no such trace file")
+        if not rate_scale > 0:
+            raise ValueError(f"rate_scale must be > 0, got {rate_scale}")
+        if not 0 < sample <= 1:
+            raise ValueError(f"sample must be in (0, 1], got {sample}")
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be >= 1, got {limit}")
+        if start is not None and end is not None and end <= start:
+            raise ValueError(f"empty time window: end {end} <= start {start}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        self.format = resolve_format(self.path, format)
+        self.parser: Parser = FORMATS[self.format]
+        if count_tokens is not estimate_tokens and self.format in ("jsonl", "csv"):
+            jsonl_parser, csv_parser = generic_parsers(count_tokens)
+            self.parser = csv_parser if self.format == "csv" else jsonl_parser
+        self.start, self.end, self.limit = start, end, limit
+        self.rate_scale, self.sample, self.seed = rate_scale, sample, seed
+        self.on_error, self.keep_failed, self.domain = on_error, keep_failed, domain
+        self.rebase = self.format == "azure" if rebase is None else rebase
+        self.report = LoadReport(str(self.path), self.format)
+        self._requests: Iterator[Request] | None = None
+
+    def __iter__(self) -> TraceReader:
+        return self
+
+    def __next__(self) -> Request:
+        if self._requests is None:
+            self._requests = self._generate()
+        return next(self._requests)
+
+    def _rows(self) -> Iterator[RawRow | BadRow]:
+        with open_text(self.path) as handle:
+            try:
+                yield from self.parser(handle)
+            except ValueError as error:  # header problems: "line 1: ..."
+                raise TraceFormatError(self.path, 1, str(error).removeprefix("line 1: ")) from error
+            except UnicodeDecodeError as error:
+                raise TraceFormatError(self.path, 0, f"not UTF-8 text ({error.reason})") from error
+
+    def _scan(self) -> tuple[float, bool]:
+        """First pass: validate, count, find the earliest time and whether times are sorted."""
+        report = self.report
+        earliest, previous, ordered = float("inf"), float("-inf"), True
+        for row in self._rows():
+            if isinstance(row, BadRow):
+                if self.on_error == "raise":
+                    raise TraceFormatError(self.path, row.line, row.problem)
+                report.skipped += 1
+                if len(report.skipped_lines) < 20:
+                    report.skipped_lines.append(row.line)
+                continue
+            report.rows += 1
+            if row.time < previous:
+                ordered = False
+            previous = row.time
+            earliest = min(earliest, row.time)
+        if report.rows == 0:
+            detail = f"all {report.skipped} data rows are malformed" if report.skipped else "no data rows"
+            raise EmptyTraceError(f"{self.path}: empty trace: {detail}")
+        return earliest, ordered
+
+    def _generate(self) -> Iterator[Request]:
+        earliest, ordered = self._scan()
+        report = self.report
+        rows: Iterator[RawRow | BadRow]
+        if ordered:
+            rows = self._rows()
+        else:
+            report.unsorted = True
+            warnings.warn(
+                f"{self.path}: timestamps are not sorted; sorting {report.rows} rows in memory",
+                UserWarning,
+                stacklevel=3,
+            )
+            kept = [row for row in self._rows() if isinstance(row, RawRow)]
+            kept.sort(key=lambda row: row.time)
+            rows = iter(kept)
+        origin = earliest if self.rebase else 0.0
+        report.first_time = earliest - origin
+        shift = self.start or 0.0
+        rng = random.Random(self.seed)
+        next_id = 0
+        for row in rows:
+            if isinstance(row, BadRow):
+                continue
+            t = row.time - origin
+            report.last_time = t
+            if self.start is not None and t < self.start:
+                continue
+            if self.end is not None and t >= self.end:
+                break
+            if row.output_tokens == 0:
+                report.failed += 1
+                if not self.keep_failed:
+                    continue
+            if self.sample < 1.0 and rng.random() >= self.sample:
+                continue
+            yield Request(
+                next_id,
+                (t - shift) / self.rate_scale,
+                row.prompt_tokens,
+                row.output_tokens,
+                row.domain if row.domain is not None else self.domain,
+                row.prompt_text,
+            )
+            next_id += 1
+            report.yielded = next_id
+            if next_id == self.limit:
+                break
+        if report.skipped:
+            warnings.warn(
+                f"{self.path}: skipped {report.skipped} malformed rows (lines {report.skipped_lines[:5]}...)",
+                UserWarning,
+                stacklevel=3,
+            )
+        if next_id == 0:
+            raise EmptyTraceError(
+                f"{self.path}: no requests left after the options (rows {report.rows}, window "
+                f"[{self.start}, {self.end}), failed dropped {report.failed}, sample {self.sample})"
+            )
+
+
+def load_trace(path: str | os.PathLike[str], format: str = "auto", **options: object) -> TraceReader:
+    """Stream a trace file as sorted :class:`Request` s; see :class:`TraceReader` for ``options``."""
+    return TraceReader(path, format, **options)  # type: ignore[arg-type]
+
+
+def write_trace(requests: Iterable[Request], path: str | os.PathLike[str], format: str = "auto") -> int:
+    """Write ``requests`` (an iterable of :class:`Request`) in ``format``; returns the count.
+
+    ``"auto"`` picks by suffix: ``.jsonl`` -> generic JSONL, ``.csv`` -> generic CSV.
+    ``.gz`` compresses.  Streams: nothing is held in memory.
+    """
+    name = str(path).removesuffix(".gz")
+    if format == "auto":
+        format = "jsonl" if name.endswith(".jsonl") else "csv" if name.endswith(".csv") else ""
+        if not format:
+            raise ValueError(f"{path}: cannot pick a format from the suffix; pass format=")
+    count = 0
+
+    def counted() -> Iterator[Request]:
+        nonlocal count
+        for request in requests:
+            count += 1
+            yield request
+
+    with open_text(path, "w") as handle:
+        handle.writelines(format_rows(counted(), format))
+    return count
