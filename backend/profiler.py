@@ -55,6 +55,7 @@ import torch
 from tqdm import tqdm
 
 from backend.hf_compat import KVLayers, forward_with_cache
+from backend.ladder import Ladder
 from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, WorldProfile
 
 TV_SAMPLES_KEPT = 2000  # per (pair, domain, mode); enough for the simulator's empirical draws
@@ -146,6 +147,9 @@ def measure_pass_times(
     points = len(contexts) * len(settings.batch_sizes) * len(settings.tokens)
     bar = tqdm(total=points, desc=f"pass times {label}", unit="pt", leave=False)
     with torch.inference_mode():
+        warm = torch.randint(0, vocab_size, (1, min(contexts)), generator=generator).to(device)
+        for _ in range(3):  # first passes of a process pay one-off allocation / dispatch costs
+            cached_forward(model, warm, None, 1)
         for context in contexts:
             plane = []
             for batch in settings.batch_sizes:
@@ -363,3 +367,15 @@ def profile_models(
     }
     meta.update(extra_meta or {})
     return WorldProfile(where, tuple(profiles), tuple(pairs), meta)
+
+
+def profile_ladder(
+    ladder: Ladder,
+    prompts_by_domain: Mapping[str, Sequence[Sequence[int]]],
+    settings: ProfileSettings,
+    extra_meta: Mapping[str, Any] | None = None,
+) -> WorldProfile:
+    """:func:`profile_models` on a loaded :class:`backend.ladder.Ladder`."""
+    return profile_models(
+        ladder.names, ladder.models, prompts_by_domain, settings, ladder.vocab_size, extra_meta
+    )

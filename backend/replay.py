@@ -1,0 +1,162 @@
+"""Trace replay helpers of the batched engine: prompts of a requested length, context clipping.
+
+Traces hold lengths, not text (DESIGN.md §6).  A :class:`PromptSource` turns a
+:class:`traces.request.Request` into prompt token ids of exactly ``prompt_tokens`` tokens:
+
+* :class:`CorpusPrompts` -- text from the prompt corpus of :mod:`backend.prompts` (held-out
+  text tagged by domain), tokenized by the ladder's tokenizer;
+* :class:`RandomTokenPrompts` -- seeded random token ids, for token-id-only ladders (tests with
+  tiny random models) where there is no tokenizer and no corpus.
+
+Both are deterministic functions of ``(seed, request)``, so a seeded replay is repeatable.
+
+:func:`clip_to_context` keeps every request inside the smallest context window of the ladder:
+a trace may ask for a 7,000-token prompt of a 512-position model.  The output budget is kept
+when it fits in half the window, otherwise cut to half; the prompt takes what remains.  Every
+clip is counted and reported (the engine prints one warning with the counts and writes them to
+``run.json``), never silent.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from traces.request import Request
+
+
+class PromptSource(Protocol):
+    """Prompt token ids of a request (``len == request.prompt_tokens``)."""
+
+    name: str
+
+    def prompt_ids(self, request: Request) -> list[int]: ...
+
+
+class RandomTokenPrompts:
+    """Seeded random token ids in ``[low, vocab_size)``; one stream per request id."""
+
+    name = "random-tokens"
+
+    def __init__(self, vocab_size: int, seed: int = 0, low: int = 4) -> None:
+        if vocab_size <= low:
+            raise ValueError(f"RandomTokenPrompts: vocab_size {vocab_size} must exceed low {low}")
+        self.vocab_size = vocab_size
+        self.seed = seed
+        self.low = low
+
+    def prompt_ids(self, request: Request) -> list[int]:
+        rng = np.random.default_rng([self.seed, request.request_id])
+        return rng.integers(self.low, self.vocab_size, size=request.prompt_tokens).tolist()
+
+
+class CorpusPrompts:
+    """Prompts cut from the domain-tagged prompt corpus (:mod:`backend.prompts`).
+
+    Requests whose text is given (``prompt_text``) are tokenized as they are, then cut or
+    padded to the requested length like the corpus ones.
+    """
+
+    name = "corpus"
+
+    def __init__(self, tokenizer: Any, seed: int = 0, corpus: Any | None = None) -> None:
+        self.tokenizer = tokenizer
+        self.seed = seed
+        prompts = importlib.import_module("backend.prompts")
+        self._corpus = corpus if corpus is not None else prompts.load_prompt_corpus()
+        self._materialise = prompts.materialise_prompt
+
+    def prompt_ids(self, request: Request) -> list[int]:
+        if request.prompt_text is not None:
+            ids = list(self.tokenizer(request.prompt_text, add_special_tokens=False)["input_ids"])
+            if len(ids) >= request.prompt_tokens:
+                return ids[-request.prompt_tokens :]
+        ids = self._materialise(
+            self._corpus,
+            self.tokenizer,
+            request.prompt_tokens,
+            request.domain,
+            [self.seed, request.request_id],
+        )
+        return list(ids)
+
+
+def prompt_source_for(ladder: Any, seed: int = 0) -> PromptSource:
+    """Corpus prompts when the ladder has a tokenizer and the corpus exists, else random ids."""
+    if getattr(ladder, "tokenizer", None) is not None:
+        try:
+            return CorpusPrompts(ladder.tokenizer, seed)
+        except (ImportError, AttributeError, FileNotFoundError):
+            pass
+    return RandomTokenPrompts(int(ladder.vocab_size), seed)
+
+
+@dataclass
+class ClipReport:
+    """How many requests :func:`clip_to_context` shortened, and an example of each kind."""
+
+    window: int
+    prompts_clipped: int = 0
+    outputs_clipped: int = 0
+    examples: list[str] = field(default_factory=list)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.prompts_clipped or self.outputs_clipped)
+
+    def message(self) -> str:
+        return (
+            f"warning: {self.prompts_clipped} prompt(s) and {self.outputs_clipped} output budget(s) were "
+            f"clipped to fit the ladder's {self.window}-position context window"
+            + (f" (e.g. {'; '.join(self.examples[:3])})" if self.examples else "")
+        )
+
+
+def clip_to_context(request: Request, window: int, report: ClipReport) -> Request:
+    """``request`` with ``prompt_tokens + output_tokens <= window`` (output first, at most half)."""
+    prompt, output = max(1, request.prompt_tokens), max(1, request.output_tokens)
+    if prompt + output <= window:
+        return (
+            request
+            if (prompt, output) == (request.prompt_tokens, request.output_tokens)
+            else (request._replace(prompt_tokens=prompt, output_tokens=output))
+        )
+    new_output = min(output, max(1, window // 2))
+    new_prompt = min(prompt, window - new_output)
+    report.outputs_clipped += new_output < output
+    report.prompts_clipped += new_prompt < prompt
+    if len(report.examples) < 3:
+        report.examples.append(
+            f"request {request.request_id}: {prompt}+{output} -> {new_prompt}+{new_output}"
+        )
+    return request._replace(prompt_tokens=new_prompt, output_tokens=new_output)
+
+
+def context_window(models: Sequence[Any]) -> int:
+    """The smallest ``max_position_embeddings`` of the ladder's models."""
+    return min(int(getattr(m.config, "max_position_embeddings", 2048) or 2048) for m in models)
+
+
+def source_domains(source: PromptSource) -> tuple[str | None, ...]:
+    """The domains a prompt source can serve (``(None,)`` when it has no domain tags)."""
+    domains = getattr(source, "domains", None)
+    return tuple(domains) if domains else (None,)
+
+
+def prompt_set(
+    source: PromptSource, count: int, length: int, domains: Sequence[str | None] | None = None
+) -> dict[str, list[list[int]]]:
+    """``count`` prompts of ``length`` tokens per domain, keyed by domain (``"all"`` for None)."""
+    out: dict[str, list[list[int]]] = {}
+    request_id = 0
+    for domain in domains if domains is not None else source_domains(source):
+        prompts = []
+        for _ in range(count):
+            prompts.append(source.prompt_ids(Request(request_id, 0.0, length, 1, domain)))
+            request_id += 1
+        out[domain or "all"] = prompts
+    return out

@@ -1,0 +1,80 @@
+"""``specrouter profile``: measure a real ladder and write its world profile.
+
+Times every model's forward pass over a grid of (tokens in the pass, batch size, context
+length) -- the median of repeats after warm-up -- and measures, for every ordered pair of
+models and every prompt domain, greedy acceptance, sampling acceptance (1 - mean TV), TV
+samples and per-draft-position acceptance.  The JSON written is the versioned world profile
+of ``traces/world_profile.py`` that ``specrouter simulate`` loads (table latency model,
+empirical acceptance).  ``--quick`` measures a small grid in seconds (tests, demos).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "profile",
+        help="measure a real model ladder and write a world profile for the simulator",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n  specrouter profile --ladder backend/zoo/default --out profile.json --quick",
+    )
+    parser.add_argument("--ladder", required=True, help="ladder directory (with ladder.json)")
+    parser.add_argument("--out", required=True, help="world profile JSON to write")
+    parser.add_argument("--quick", action="store_true", help="small grid and few prompts (seconds)")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or float64")
+    parser.add_argument("--prompts", type=int, default=None, help="prompts per domain (default 8; quick 2)")
+    parser.add_argument(
+        "--prompt-tokens", type=int, default=None, help="prompt length in tokens (default 128; quick 32)"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed (prompts, sampled continuations)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from backend.ladder import load_ladder
+    from backend.profiler import ProfileSettings, profile_ladder
+    from backend.replay import prompt_set, prompt_source_for
+    from traces.world_profile import save_world_profile
+
+    settings = ProfileSettings.quick() if args.quick else ProfileSettings()
+    settings = replace(settings, seed=args.seed)
+    if args.prompts is not None:
+        settings = replace(settings, prompts_per_domain=args.prompts)
+    prompt_tokens = args.prompt_tokens or (32 if args.quick else 128)
+    started = time.perf_counter()
+    ladder = load_ladder(args.ladder, device=args.device, dtype=args.dtype)
+    source = prompt_source_for(ladder, args.seed)
+    if source.name != "corpus":
+        print("note: no prompt corpus for this ladder; profiling on random token prompts", file=sys.stderr)
+    prompts = prompt_set(source, settings.prompts_per_domain, prompt_tokens)
+    meta = {
+        "ladder": str(Path(args.ladder).resolve()),
+        "prompt_source": source.name,
+        "prompt_tokens": prompt_tokens,
+    }
+    profile = profile_ladder(ladder, prompts, settings, meta)
+    save_world_profile(profile, args.out)
+    print(f"{'model':<16} {'params':>10} {'1 tok b1 ms':>12} {'max tok b1 ms':>14}")
+    for model in profile.models:
+        table = model.pass_time
+        print(
+            f"{model.name:<16} {model.params:>10.3g} {table.seconds[0][0] * 1e3:>12.2f} "
+            f"{table.seconds[0][-1] * 1e3:>14.2f}"
+        )
+    for pair in profile.acceptance:
+        if pair.domain is None:
+            print(
+                f"pair {pair.lower}->{pair.upper} {pair.mode:<8} alpha {pair.alpha:.3f} "
+                f"({pair.samples} positions)"
+            )
+    print(f"wrote {args.out} ({time.perf_counter() - started:.1f}s, {profile.device})")
+    return 0
