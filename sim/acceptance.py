@@ -1,0 +1,240 @@
+"""Acceptance: one token-level latent model that every level of a chain reads.
+
+**The model.**  Every position ``i`` of a round's output stream gets one latent difficulty
+``Z_i ~ N(0, 1)``, drawn once and shared by every model that scores that position.  When
+model ``b`` verifies a candidate at position ``i`` emitted by model ``a`` it draws fresh
+noise ``E ~ N(0, 1)`` and accepts iff::
+
+    sqrt(rho) Z_i + sqrt(1 - rho) E  <  Phi^{-1}(alpha_ab(domain, t))
+
+so the *marginal* probability that ``b`` accepts a token of ``a`` is exactly
+``alpha_ab`` -- the per-pair acceptance the cost model and the policies speak of -- and
+``rho`` (``correlation``) sets how much the levels agree about which positions are hard.
+With ``rho = 0`` every verdict is an independent ``Bernoulli(alpha)`` (the i.i.d. world of
+:mod:`policies.cost_model`); with ``rho > 0`` a token the middle model accepted sits at an
+easier-than-average position, so the target accepts it more often than ``alpha`` and the
+middle model's correction token (at a position the middle found hard) less often: the
+target's view of what passed the middle follows from the same draw, never from
+independent coin flips per level.
+
+**Where alpha_ab comes from.**  ``alpha[(a, b)]`` in the config, else a ladder default
+``0.95 - 0.035 log2(params_b / params_a)`` (68M -> 70B ~ 0.60, 8B -> 70B ~ 0.84).  Then, in
+logit space, the request's domain shift (``domains``: e.g. code +0.5), a seeded sinusoidal
+drift ``amplitude * sin(2 pi t / period + phase_ab)``, and finally any active override
+(``overrides``: a pair / domain / time window pinned to a value, e.g. a useless middle
+model).
+
+**TV samples.**  With lossless sampling ``alpha = 1 - E[TV]``; each scored position yields a
+sample ``TV = min(1, (1 - alpha) X)``, ``X ~ Exp(1)`` (mean ``1 - alpha`` up to the clip).
+
+**Empirical mode.**  With a world profile, the threshold for the ``k``-th candidate of a
+verify pass is ``Phi^{-1}(positions[k])`` (the profiled P(accept k | 0..k-1 accepted); the
+last value repeats), and TV samples are replayed from the profile's samples.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple
+
+import numpy as np
+from scipy.special import ndtri
+
+from traces.world_profile import WorldProfile
+
+
+class AlphaOverride(NamedTuple):
+    """Pin ``alpha(lower, upper)`` for ``domain`` (None = all) during ``[start, end)``."""
+
+    lower: int
+    upper: int
+    alpha: float
+    domain: str | None = None
+    start: float = 0.0
+    end: float = math.inf
+
+
+def default_alpha(params_lower: float, params_upper: float) -> float:
+    """Ladder prior: ``0.95 - 0.035 log2(ratio)``, clipped to ``[0.05, 0.99]``."""
+    value = 0.95 - 0.035 * math.log2(params_upper / params_lower)
+    return min(0.99, max(0.05, value))
+
+
+def _logit(p: float) -> float:
+    p = min(max(p, 1e-9), 1.0 - 1e-9)
+    return math.log(p / (1.0 - p))
+
+
+class RandomPool:
+    """Seeded standard normals and exponentials consumed one by one (cheap scalar draws)."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, seed: int) -> None:
+        self._rng = np.random.default_rng(seed)
+        self._normals: list[float] = []
+        self._exponentials: list[float] = []
+        self._n = 0
+        self._e = 0
+
+    def normal(self) -> float:
+        if self._n >= len(self._normals):
+            self._normals = self._rng.standard_normal(self.CHUNK).tolist()
+            self._n = 0
+        value = self._normals[self._n]
+        self._n += 1
+        return value
+
+    def exponential(self) -> float:
+        if self._e >= len(self._exponentials):
+            self._exponentials = self._rng.standard_exponential(self.CHUNK).tolist()
+            self._e = 0
+        value = self._exponentials[self._e]
+        self._e += 1
+        return value
+
+
+class AcceptanceModel:
+    """Per-pair, per-domain, time-varying acceptance with level-consistent verdicts."""
+
+    def __init__(
+        self,
+        params: Sequence[float],
+        alpha: Mapping[tuple[int, int], float] | None = None,
+        *,
+        correlation: float = 0.5,
+        domains: Mapping[str, float] | None = None,
+        drift_amplitude: float = 0.0,
+        drift_period: float = 600.0,
+        overrides: Sequence[AlphaOverride] = (),
+        profile: WorldProfile | None = None,
+        seed: int = 0,
+    ) -> None:
+        size = len(params)
+        if not 0.0 <= correlation <= 1.0:
+            raise ValueError(f"acceptance correlation must be in [0, 1], got {correlation}")
+        self.size = size
+        self.base = [[1.0] * size for _ in range(size)]
+        for lower in range(size):
+            for upper in range(lower + 1, size):
+                self.base[lower][upper] = default_alpha(params[lower], params[upper])
+        for (lower, upper), value in (alpha or {}).items():
+            if not (0 <= lower < upper < size) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"alpha[{lower}>{upper}] = {value}: need 0 <= lower < upper < {size}, 0..1")
+            self.base[lower][upper] = value
+        for o in overrides:
+            if not (0 <= o.lower < o.upper < size) or not 0.0 <= o.alpha <= 1.0:
+                raise ValueError(f"acceptance override {o}: need 0 <= lower < upper < {size}, alpha 0..1")
+        self.domains = dict(domains or {})
+        self.drift_amplitude = drift_amplitude
+        self.drift_period = drift_period
+        phases = np.random.default_rng([seed, 7]).uniform(0.0, 2.0 * math.pi, size * size).tolist()
+        self.phase = [phases[i * size : (i + 1) * size] for i in range(size)]
+        self.overrides = tuple(overrides)
+        self.profile = profile
+        self.shared = math.sqrt(correlation)
+        self.own = math.sqrt(1.0 - correlation)
+        self.correlation = correlation
+        self.pool = RandomPool(seed)
+        self.static = drift_amplitude == 0.0 and not self.overrides
+        self._threshold_cache: dict[tuple[int, int, str | None], tuple[float, ...]] = {}
+        self._empirical: dict[tuple[int, int, str | None], tuple[tuple[float, ...], tuple[float, ...]]] = {}
+
+    # -- the truth -----------------------------------------------------------------------
+    def alpha(self, lower: int, upper: int, domain: str | None, now: float) -> float:
+        """The current marginal acceptance of ``lower``'s tokens by ``upper``."""
+        for o in reversed(self.overrides):
+            active = o.lower == lower and o.upper == upper and o.start <= now < o.end
+            if active and (o.domain is None or o.domain == domain):
+                return o.alpha
+        if self.profile is not None:
+            pair = self.profile.pair(lower, upper, domain)
+            if pair is not None:
+                return pair.alpha
+        base = self.base[lower][upper]
+        shift = self.domains.get(domain, 0.0) if domain is not None else 0.0
+        if self.drift_amplitude:
+            phase = self.phase[lower][upper]
+            shift += self.drift_amplitude * math.sin(2.0 * math.pi * now / self.drift_period + phase)
+        if shift == 0.0 or base in (0.0, 1.0):
+            return base
+        return 1.0 / (1.0 + math.exp(-(_logit(base) + shift)))
+
+    def thresholds(self, lower: int, upper: int, domain: str | None, now: float) -> tuple[float, ...]:
+        """``Phi^{-1}`` of the acceptance of candidate ``k`` (last entry repeats)."""
+        key = (lower, upper, domain)
+        if self.static:
+            cached = self._threshold_cache.get(key)
+            if cached is not None:
+                return cached
+        empirical = self._empirical_pair(lower, upper, domain) if self.profile is not None else None
+        if empirical is not None and empirical[0] and not self._overridden(lower, upper, domain, now):
+            result = tuple(float(ndtri(p)) for p in empirical[0])
+        else:
+            result = (float(ndtri(self.alpha(lower, upper, domain, now))),)
+        if self.static:
+            self._threshold_cache[key] = result
+        return result
+
+    def _overridden(self, lower: int, upper: int, domain: str | None, now: float) -> bool:
+        return any(
+            o.lower == lower and o.upper == upper and o.start <= now < o.end and o.domain in (None, domain)
+            for o in self.overrides
+        )
+
+    def _empirical_pair(
+        self, lower: int, upper: int, domain: str | None
+    ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+        key = (lower, upper, domain)
+        if key not in self._empirical:
+            pair = self.profile.pair(lower, upper, domain) if self.profile is not None else None
+            self._empirical[key] = (pair.positions, pair.tv) if pair is not None else ((), ())
+        return self._empirical[key]
+
+    # -- the draws ----------------------------------------------------------------------
+    def verify(
+        self,
+        lower: int,
+        upper: int,
+        domain: str | None,
+        now: float,
+        latent: list[float],
+        offset: int,
+        candidates: int,
+        tv_out: list[float] | None,
+    ) -> int:
+        """Accepted prefix length of ``candidates`` at positions ``offset..``; TV samples appended."""
+        pool = self.pool
+        while len(latent) < offset + candidates:
+            latent.append(pool.normal())
+        limits = self.thresholds(lower, upper, domain, now)
+        last = len(limits) - 1
+        shared, own = self.shared, self.own
+        accepted = 0
+        for k in range(candidates):
+            limit = limits[k] if k < last else limits[last]
+            if shared * latent[offset + k] + own * pool.normal() < limit:
+                accepted += 1
+            else:
+                break
+        if tv_out is not None and candidates:
+            self._tv_samples(lower, upper, domain, now, candidates, tv_out)
+        return accepted
+
+    def _tv_samples(
+        self, lower: int, upper: int, domain: str | None, now: float, n: int, out: list[float]
+    ) -> None:
+        pool = self.pool
+        if self.profile is not None:
+            empirical = self._empirical_pair(lower, upper, domain)
+            if empirical is not None and empirical[1]:
+                samples = empirical[1]
+                for _ in range(n):
+                    index = int(pool.exponential() * 1e6) % len(samples)
+                    out.append(samples[index])
+                return
+        gap = 1.0 - self.alpha(lower, upper, domain, now)
+        for _ in range(n):
+            value = gap * pool.exponential()
+            out.append(value if value < 1.0 else 1.0)

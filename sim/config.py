@@ -1,0 +1,201 @@
+"""Cluster configuration: GPU types, model shapes, placement and batching limits.
+
+Everything is a frozen dataclass buildable from a plain dict / JSON file with
+:func:`cluster_from_dict` / :func:`load_cluster`; a bad key raises :class:`ConfigError`
+naming the key path and the problem (e.g. ``models[2].gpu: unknown GPU 'g9'``).
+
+A *GPU* here is one scheduling unit: a device (or a tensor-parallel group, ``count``
+devices acting as one with ``count`` x peak and bandwidth).  Models placed on the same GPU
+contend for it: their passes run one at a time.  A model's ladder index is its position in
+``models`` (cheapest first, target last).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A cluster or scenario config is malformed; the message names the key path."""
+
+
+@dataclass(frozen=True)
+class GPUSpec:
+    """A device type: dense peak FLOP/s, memory bandwidth (bytes/s), memory (bytes).
+
+    ``flops_efficiency`` / ``bandwidth_efficiency`` are the achievable fractions ``eta`` of
+    the peaks; ``layer_overhead_s`` + ``pass_overhead_s`` model kernel-launch and framework
+    overhead per pass (``pass_overhead_s + layers * layer_overhead_s``).
+    """
+
+    name: str
+    peak_flops: float
+    bandwidth: float
+    memory: float
+    count: int = 1
+    flops_efficiency: float = 0.6
+    bandwidth_efficiency: float = 0.8
+    layer_overhead_s: float = 15e-6
+    pass_overhead_s: float = 1e-4
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Enough of a decoder's shape for a roofline: parameters, layers, widths, weight bytes."""
+
+    name: str
+    params: float
+    layers: int
+    hidden: int
+    heads: int
+    kv_heads: int
+    gpu: str
+    bytes_per_weight: float = 2.0
+    kv_bytes: float = 2.0
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden // self.heads
+
+    @property
+    def kv_bytes_per_token(self) -> float:
+        """Bytes of K and V cached per token: ``2 * layers * kv_heads * head_dim * kv_bytes``."""
+        return 2.0 * self.layers * self.kv_heads * self.head_dim * self.kv_bytes
+
+    @property
+    def weight_bytes(self) -> float:
+        return self.params * self.bytes_per_weight
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    """The ladder, the GPUs and the batching limits of every model server."""
+
+    name: str
+    gpus: dict[str, GPUSpec]
+    models: tuple[ModelSpec, ...]
+    max_batch_size: int = 64
+    max_batched_tokens: int = 8192
+    profile: str | None = None  # path of a world profile: table latency and empirical acceptance
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
+
+    @property
+    def target(self) -> int:
+        return len(self.models) - 1
+
+    def gpu_of(self, model: int) -> GPUSpec:
+        return self.gpus[self.models[model].gpu]
+
+    def shared_gpus(self) -> dict[str, tuple[int, ...]]:
+        """GPU name -> ladder indices of the models placed on it (only GPUs with >= 2 models)."""
+        placed: dict[str, list[int]] = {}
+        for index, model in enumerate(self.models):
+            placed.setdefault(model.gpu, []).append(index)
+        return {gpu: tuple(ms) for gpu, ms in placed.items() if len(ms) > 1}
+
+
+# Built-in device types (dense bf16 peaks; CPU figures are a 2-core laptop/server guess).
+GPU_TYPES: dict[str, dict[str, Any]] = {
+    "H100": {"peak_flops": 989e12, "bandwidth": 3.35e12, "memory": 80e9},
+    "H200": {"peak_flops": 989e12, "bandwidth": 4.8e12, "memory": 141e9},
+    "A100": {"peak_flops": 312e12, "bandwidth": 2.0e12, "memory": 80e9},
+    "CPU": {
+        "peak_flops": 1.0e11,
+        "bandwidth": 2.0e10,
+        "memory": 16e9,
+        "flops_efficiency": 0.3,
+        "bandwidth_efficiency": 0.5,
+        "layer_overhead_s": 2.5e-4,
+        "pass_overhead_s": 1.5e-3,
+    },
+}
+
+
+def _check_fields(cls: type, raw: dict[str, Any], where: str, required: set[str]) -> None:
+    known = {f.name for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{where}.{key}: unknown key (known: {', '.join(sorted(known))})")
+    for key in sorted(required):
+        if key not in raw:
+            raise ConfigError(f"{where}.{key}: missing required key")
+
+
+def _positive(value: Any, key: str, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) or value <= 0:
+        noun = "a positive integer" if integer else "a positive number"
+        raise ConfigError(f"{key}: expected {noun}, got {value!r}")
+
+
+def gpu_from_dict(name: str, raw: Any, where: str) -> GPUSpec:
+    """``raw`` is a built-in type name (``"H200"``) or a dict, optionally with ``"type"`` as base."""
+    if isinstance(raw, str):
+        raw = {"type": raw}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a GPU type name or an object, got {raw!r}")
+    spec = dict(raw)
+    base_name = spec.pop("type", None)
+    if base_name is not None:
+        if base_name not in GPU_TYPES:
+            raise ConfigError(f"{where}.type: unknown GPU type {base_name!r} (known: {', '.join(GPU_TYPES)})")
+        spec = {**GPU_TYPES[base_name], **spec}
+    spec.setdefault("name", name)
+    _check_fields(GPUSpec, spec, where, {"peak_flops", "bandwidth", "memory"})
+    for key in ("peak_flops", "bandwidth", "memory", "flops_efficiency", "bandwidth_efficiency"):
+        if key in spec:
+            _positive(spec[key], f"{where}.{key}")
+    if "count" in spec:
+        _positive(spec["count"], f"{where}.count", integer=True)
+    return GPUSpec(**spec)
+
+
+def model_from_dict(raw: Any, where: str, gpus: dict[str, GPUSpec]) -> ModelSpec:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected an object, got {raw!r}")
+    _check_fields(ModelSpec, raw, where, {"name", "params", "layers", "hidden", "heads", "kv_heads", "gpu"})
+    for key in ("layers", "hidden", "heads", "kv_heads"):
+        _positive(raw[key], f"{where}.{key}", integer=True)
+    for key in ("params", "bytes_per_weight", "kv_bytes"):
+        if key in raw:
+            _positive(raw[key], f"{where}.{key}")
+    if raw["gpu"] not in gpus:
+        raise ConfigError(f"{where}.gpu: unknown GPU {raw['gpu']!r} (declared: {', '.join(gpus)})")
+    if raw["hidden"] % raw["heads"]:
+        raise ConfigError(f"{where}.heads: hidden {raw['hidden']} is not a multiple of heads {raw['heads']}")
+    return ModelSpec(**raw)
+
+
+def cluster_from_dict(raw: Any, source: str = "cluster") -> ClusterConfig:
+    """Build and check a :class:`ClusterConfig` from a decoded JSON object."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected an object, got {type(raw).__name__}")
+    _check_fields(ClusterConfig, raw, source, {"gpus", "models"})
+    if not isinstance(raw["gpus"], dict) or not raw["gpus"]:
+        raise ConfigError(f"{source}.gpus: expected a non-empty object name -> GPU")
+    gpus = {name: gpu_from_dict(name, spec, f"{source}.gpus.{name}") for name, spec in raw["gpus"].items()}
+    if not isinstance(raw["models"], list) or not raw["models"]:
+        raise ConfigError(f"{source}.models: expected a non-empty list (cheapest first, target last)")
+    models = tuple(model_from_dict(m, f"{source}.models[{i}]", gpus) for i, m in enumerate(raw["models"]))
+    for key in ("max_batch_size", "max_batched_tokens"):
+        if key in raw:
+            _positive(raw[key], f"{source}.{key}", integer=True)
+    options = {k: v for k, v in raw.items() if k not in ("gpus", "models")}
+    return ClusterConfig(gpus=gpus, models=models, **{"name": source, **options})
+
+
+def load_cluster(path: str | Path) -> ClusterConfig:
+    path = Path(path)
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
+    return cluster_from_dict(raw, str(path))
