@@ -1,0 +1,134 @@
+"""What the zoo build trains: model shapes, step budgets, seeds.
+
+A :class:`BuildRecipe` fully determines the shipped ladder (with the corpus digest and library
+versions, which the training record keeps): the same recipe on the same text gives the same
+weights, bit for bit, on the same software.
+
+Training plan: the target is trained first and longest with next-token cross-entropy; then all
+smaller members are *distilled* together from the frozen target's logits, minimising the
+forward KL divergence per position
+
+    L_student = mean_t  sum_v  p_target(v | x_<t) * (log p_target(v | x_<t) - log q_student(v | x_<t)),
+
+which pulls the student toward the target's whole next-token distribution, so the pair's total
+variation ``TV(p, q)`` -- and with it the speculative rejection rate ``E[TV]`` -- shrinks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A Llama-style decoder; parameters are dominated by ``layers * 12 * hidden^2``-ish blocks."""
+
+    name: str
+    hidden: int
+    layers: int
+    heads: int
+    intermediate: int
+
+    def config_kwargs(self, vocab_size: int, context: int, eos_id: int) -> dict[str, object]:
+        return {
+            "vocab_size": vocab_size,
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.heads,
+            "max_position_embeddings": context,
+            "tie_word_embeddings": True,
+            "bos_token_id": eos_id,
+            "eos_token_id": eos_id,
+            "pad_token_id": eos_id,
+        }
+
+
+@dataclass(frozen=True)
+class StageBudget:
+    """Optimiser steps of ``batch`` windows of ``context`` tokens, AdamW with cosine decay."""
+
+    steps: int
+    batch: int
+    learning_rate: float
+    warmup_steps: int
+
+
+@dataclass(frozen=True)
+class BuildRecipe:
+    """Everything the build needs; members are ordered by cost, target last."""
+
+    variant: str
+    vocab_size: int
+    context: int
+    members: tuple[ModelSpec, ...]
+    target_stage: StageBudget
+    distill_stage: StageBudget
+    seed: int = 0
+    weight_decay: float = 0.1
+    train_chars_per_domain: int | None = None  # None: all training text
+    checkpoint_every: int = 25
+    eval_windows_per_domain: int = 16
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def target(self) -> ModelSpec:
+        return self.members[-1]
+
+    @property
+    def students(self) -> tuple[ModelSpec, ...]:
+        return self.members[:-1]
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def with_steps(self, target_steps: int | None, distill_steps: int | None) -> BuildRecipe:
+        """The same recipe with other step budgets (warm-up capped at a tenth of the steps)."""
+        recipe = self
+        if target_steps is not None:
+            recipe = replace(recipe, target_stage=_resized(recipe.target_stage, target_steps))
+        if distill_steps is not None:
+            recipe = replace(recipe, distill_stage=_resized(recipe.distill_stage, distill_steps))
+        return recipe
+
+
+def _resized(stage: StageBudget, steps: int) -> StageBudget:
+    if steps < 1:
+        raise ValueError(f"step budget must be >= 1, got {steps}")
+    return replace(stage, steps=steps, warmup_steps=min(stage.warmup_steps, max(1, steps // 10)))
+
+
+FULL = BuildRecipe(
+    variant="full",
+    vocab_size=2048,
+    context=512,
+    members=(
+        ModelSpec("draft-0.4m", hidden=96, layers=2, heads=2, intermediate=256),
+        ModelSpec("mid-3.7m", hidden=256, layers=4, heads=4, intermediate=688),
+        ModelSpec("target-15m", hidden=384, layers=8, heads=6, intermediate=1024),
+    ),
+    target_stage=StageBudget(steps=560, batch=8, learning_rate=1.5e-3, warmup_steps=30),
+    distill_stage=StageBudget(steps=400, batch=8, learning_rate=2e-3, warmup_steps=20),
+)
+
+SMALL = BuildRecipe(
+    variant="small",
+    vocab_size=1024,
+    context=256,
+    members=(
+        ModelSpec("draft-s", hidden=32, layers=1, heads=2, intermediate=96),
+        ModelSpec("mid-s", hidden=64, layers=2, heads=2, intermediate=172),
+        ModelSpec("target-s", hidden=192, layers=4, heads=4, intermediate=512),
+    ),
+    target_stage=StageBudget(steps=300, batch=8, learning_rate=2e-3, warmup_steps=20),
+    distill_stage=StageBudget(steps=200, batch=8, learning_rate=3e-3, warmup_steps=10),
+    train_chars_per_domain=1_000_000,
+)
+
+RECIPES: dict[str, BuildRecipe] = {"full": FULL, "small": SMALL}

@@ -1,0 +1,164 @@
+"""Resumable training stages: the target on next-token loss, the students by distillation.
+
+Every random choice is a function of ``(seed, stage, step)``: the batch of step ``s`` is drawn
+from ``numpy.random.default_rng([seed, stage_id, s])`` and the learning rate is a pure function of
+``s``. A stage saves a checkpoint (models, optimisers, step, loss history, wall time) every
+``checkpoint_every`` steps, atomically; restarting the build loads it and carries on from the next
+step, producing the same weights as an uninterrupted run.
+
+Learning-rate schedule: linear warm-up over ``w`` steps, then cosine decay to 10 % of the peak,
+``lr(s) = lr_max * (0.1 + 0.9 * 0.5 * (1 + cos(pi * (s - w) / (S - w))))`` for ``s >= w``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from backend.zoo.recipe import StageBudget
+
+STAGE_IDS = {"target": 1, "distill": 2}
+
+
+@dataclass
+class StageResult:
+    """What a finished stage reports into the training record."""
+
+    name: str
+    steps: int
+    tokens: int
+    wall_seconds: float
+    losses: dict[str, list[float]]  # model name -> loss per step
+
+
+def learning_rate(step: int, budget: StageBudget) -> float:
+    if step < budget.warmup_steps:
+        return budget.learning_rate * (step + 1) / budget.warmup_steps
+    span = max(1, budget.steps - budget.warmup_steps)
+    progress = min(1.0, (step - budget.warmup_steps) / span)
+    return budget.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+
+def sample_batch(
+    streams: Sequence[np.ndarray], batch: int, context: int, seed: int, stage: str, step: int
+) -> torch.Tensor:
+    """``batch`` windows of ``context + 1`` tokens; row ``r`` comes from stream ``r mod len(streams)``."""
+    rng = np.random.default_rng([seed, STAGE_IDS[stage], step])
+    rows = []
+    for row in range(batch):
+        stream = streams[row % len(streams)]
+        start = int(rng.integers(0, len(stream) - context - 1))
+        rows.append(stream[start : start + context + 1].astype(np.int64))
+    return torch.from_numpy(np.stack(rows))
+
+
+def _save_atomic(state: dict[str, Any], path: Path) -> None:
+    temporary = path.with_suffix(".tmp")
+    torch.save(state, temporary)
+    os.replace(temporary, path)
+
+
+def run_stage(
+    stage: str,
+    students: dict[str, torch.nn.Module],
+    teacher: torch.nn.Module | None,
+    budget: StageBudget,
+    streams: Sequence[np.ndarray],
+    context: int,
+    seed: int,
+    weight_decay: float,
+    checkpoint: Path,
+    checkpoint_every: int,
+    stop_after: int | None = None,
+) -> StageResult | None:
+    """Train ``students`` for ``budget.steps`` steps (cross-entropy without a teacher, KL with one).
+
+    Resumes from ``checkpoint`` if it exists. ``stop_after`` ends the call early once that many
+    steps are done in total (an interruption, for tests and short sessions) and returns ``None``.
+    """
+    optimisers = {
+        name: torch.optim.AdamW(model.parameters(), lr=budget.learning_rate, weight_decay=weight_decay)
+        for name, model in students.items()
+    }
+    losses: dict[str, list[float]] = {name: [] for name in students}
+    first_step, wall = 0, 0.0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        for name, model in students.items():
+            model.load_state_dict(state["models"][name])
+            optimisers[name].load_state_dict(state["optimisers"][name])
+        losses, first_step, wall = state["losses"], state["step"], state["wall_seconds"]
+
+    def save(step: int) -> None:
+        _save_atomic(
+            {
+                "step": step,
+                "models": {name: model.state_dict() for name, model in students.items()},
+                "optimisers": {name: opt.state_dict() for name, opt in optimisers.items()},
+                "losses": losses,
+                "wall_seconds": wall,
+            },
+            checkpoint,
+        )
+
+    last = budget.steps if stop_after is None else min(budget.steps, stop_after)
+    for model in students.values():
+        model.train()
+    bar = tqdm(range(first_step, last), initial=first_step, total=budget.steps, desc=f"{stage}", unit="step")
+    started = time.perf_counter()
+    for step in bar:
+        batch = sample_batch(streams, budget.batch, context, seed, stage, step)
+        inputs, labels = batch[:, :-1], batch[:, 1:]
+        teacher_log_probs = None
+        if teacher is not None:
+            with torch.no_grad():
+                teacher_log_probs = F.log_softmax(teacher(input_ids=inputs).logits.float(), dim=-1)
+        rate = learning_rate(step, budget)
+        for name, model in students.items():
+            loss = _loss(model, inputs, labels, teacher_log_probs)
+            optimiser = optimisers[name]
+            for group in optimiser.param_groups:
+                group["lr"] = rate
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimiser.step()
+            losses[name].append(float(loss.detach()))
+        bar.set_postfix({name[:10]: f"{values[-1]:.3f}" for name, values in losses.items()})
+        if (step + 1) % checkpoint_every == 0 or step + 1 == last:
+            wall_now = wall + time.perf_counter() - started
+            wall, started = wall_now, time.perf_counter()
+            save(step + 1)
+    bar.close()
+    if last < budget.steps:
+        return None
+    return StageResult(stage, budget.steps, budget.steps * budget.batch * context, wall, losses)
+
+
+def _loss(
+    model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, teacher_log_probs: torch.Tensor | None
+) -> torch.Tensor:
+    logits = model(input_ids=inputs).logits.float()
+    if teacher_log_probs is None:
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1))
+    student_log_probs = F.log_softmax(logits, dim=-1)
+    # forward KL(p_teacher || q_student), summed over the vocabulary, averaged over positions
+    kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)
+    return kl.mean()
+
+
+def set_threads(threads: int) -> Callable[[], None]:
+    """Limit torch to ``threads`` CPU threads; returns a function restoring the previous setting."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return lambda: torch.set_num_threads(previous)
