@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from specrouter.experiments.executors import LocalPool, make_executor
-from specrouter.experiments.policies import UnknownPolicyError, default_knobs, make_policy, parse_static
+from specrouter.experiments.policies import UnknownPolicyError, check_policy_name, default_knobs, make_policy
 from specrouter.experiments.search import Knob, SearchConfig, evaluate_trial, parse_knob, run_search
 
 PLAN = "specrouter.experiments.objectives:plan_metric"
@@ -55,13 +55,19 @@ def test_knob_specs_parse_and_reject_bad_input() -> None:
 
 
 def test_policy_names_resolve_or_say_what_exists() -> None:
-    route = parse_static("static:M0[3]>M2[2]>M3").route(_view())
+    route = make_policy("static:0>2>3:3,2").route(_view())
     assert (route.chain, route.lookaheads) == ((0, 2, 3), (3, 2))
-    assert default_knobs("dynamic-lookahead")
-    with pytest.raises(UnknownPolicyError, match="choose one of.*target-only"):
-        make_policy("no-such-policy")
-    with pytest.raises(UnknownPolicyError, match="static:M0"):
-        make_policy("static:0>3")
+    tuned = make_policy("dynamic-lookahead", {"initial": 3, "maximum": 9})
+    assert tuned.route(_view()).lookaheads == (3,)
+    assert default_knobs("specrouter") and default_knobs("specrouter:hysteresis=0.1") == default_knobs(
+        "specrouter"
+    )
+    with pytest.raises(UnknownPolicyError, match="known: target-only"):
+        check_policy_name("no-such-policy")
+    with pytest.raises(UnknownPolicyError, match="unexpected keyword argument 'bogus'"):
+        make_policy("specrouter", {"bogus": 1})
+    with pytest.raises(UnknownPolicyError, match="simulator"):
+        check_policy_name("oracle", real_backend=True)
 
 
 def _view():

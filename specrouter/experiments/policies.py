@@ -1,92 +1,85 @@
 """Policies by name for the experiment commands, and the knobs a search may tune.
 
-Names the commands accept (``--policy``):
-
-* ``target-only``;
-* ``static:M0[3]>M2[2]>M3`` -- a fixed route written as :class:`policies.contract.Route`
-  prints it (ladder indices, lookahead per non-target member in brackets);
-* ``dynamic-lookahead`` (knobs ``drafter``, ``initial``, ``maximum``);
-* every name of the policy registry (:mod:`policies.registry`), e.g. ``specrouter``.
-
-``params`` are keyword arguments of the policy's constructor.
+Names are the policy registry's (:mod:`policies.registry`): ``target-only``,
+``static:0>2>3:4,1``, ``dynamic-lookahead[:D]``, ``specrouter[:k=v,...]``,
+``bandit[:k=v,...]``, ``bandit-ucb1``, ``oracle`` (simulator only).  ``params`` given
+separately (a search trial's knobs) are added to the name's own options.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from policies.baselines import DynamicLookahead, StaticChain, TargetOnly
+from policies import registry
+from policies.baselines import DynamicLookahead
 from policies.contract import Policy
 from specrouter.experiments.search import Knob
 
-_STATIC = re.compile(r"^static:((?:M\d+\[\d+\]>)*)M(\d+)$")
-_STATIC_LEVEL = re.compile(r"M(\d+)\[(\d+)\]")
-
-# Knobs searched by default, per policy name (override or extend with --knob).
+# Knobs searched by default, per policy (override or extend with --knob NAME=LOW:HIGH).
 DEFAULT_KNOBS: dict[str, tuple[Knob, ...]] = {
+    "specrouter": (
+        Knob("time_rate", 0.005, 0.3, log=True),  # EMA rate of the pass-time estimates
+        Knob("pair_rate", 0.002, 0.2, log=True),  # EMA rate of pair similarity / acceptance
+        Knob("optimism", 0.0, 2.0),  # exploration bonus c / sqrt(1 + n_eff)
+        Knob("hysteresis", 0.0, 0.2),  # keep the chain while within this fraction of the best
+        Knob("surprise", 0.05, 0.5),  # re-plan when realised T_eff leaves the prediction by this
+        Knob("max_lookahead", 2, 8, integer=True),  # lookahead bound per level
+    ),
+    "bandit": (Knob("gamma", 0.95, 0.9999), Knob("exploration", 0.05, 2.0, log=True)),
     "dynamic-lookahead": (Knob("initial", 1, 8, integer=True), Knob("maximum", 4, 32, integer=True)),
 }
 
 
 class UnknownPolicyError(ValueError):
-    """A policy name the commands do not know; the message lists the known ones."""
+    """A policy name that cannot be built; the message says what the known names are."""
 
 
-def parse_static(name: str) -> StaticChain:
-    """``static:M0[3]>M2[2]>M3`` -> ``StaticChain((0, 2, 3), (3, 2))``."""
-    match = _STATIC.match(name)
-    if not match:
-        raise UnknownPolicyError(
-            f"cannot read static route {name!r}: write it like static:M0[3]>M2[2]>M3 "
-            "(ladder indices, lookahead per non-target member in brackets, target last)"
-        )
-    levels = [(int(m), int(g)) for m, g in _STATIC_LEVEL.findall(match.group(1))]
-    chain = tuple(m for m, _ in levels) + (int(match.group(2)),)
-    return StaticChain(chain, tuple(g for _, g in levels), name=name)
-
-
-def registry_names() -> list[str]:
-    try:
-        from policies import registry
-    except ImportError:
-        return []
-    return sorted(registry.policy_names())
+def policy_head(name: str) -> str:
+    """``specrouter:hysteresis=0.1`` -> ``specrouter``."""
+    return name.strip().partition(":")[0]
 
 
 def known_policy_names() -> list[str]:
-    return sorted(
-        {"target-only", "dynamic-lookahead", "static:M<i>[<lookahead>]>...>M<target>"} | set(registry_names())
-    )
+    return list(registry.POLICY_NAMES)
 
 
-def make_policy(name: str, params: dict[str, Any] | None = None, **context: Any) -> Policy:
-    """Build the policy called ``name`` with constructor keyword arguments ``params``.
+def make_policy(name: str, params: dict[str, Any] | None = None, truth: Any = None) -> Policy:
+    """Build ``name`` (a registry spec) with extra constructor keyword arguments ``params``.
 
-    ``context`` (e.g. ``truth=`` for the oracle) is passed on to registry policies that take it.
+    ``truth`` is the simulated world's :class:`policies.contract.WorldTruth` (the oracle's input).
     """
     params = dict(params or {})
-    if name == "target-only":
-        return TargetOnly()
-    if name.startswith("static:"):
-        return parse_static(name)
-    if name == "dynamic-lookahead":
-        return DynamicLookahead(**{k: int(v) for k, v in params.items()})
-    if name in registry_names():
-        from policies import registry
+    head = policy_head(name)
+    if head == "dynamic-lookahead" and params:
+        drafter = int(name.partition(":")[2] or params.pop("drafter", 0))
+        return DynamicLookahead(drafter=drafter, **{k: int(v) for k, v in params.items()})
+    spec = name
+    if params:
+        options = ",".join(f"{k}={v}" for k, v in sorted(params.items()))
+        spec = f"{name},{options}" if ":" in name else f"{name}:{options}"
+    try:
+        return registry.make_policy(spec, world=truth)
+    except TypeError as error:  # an unknown constructor keyword
+        raise UnknownPolicyError(f"policy {spec!r}: {error}") from None
+    except ValueError as error:
+        raise UnknownPolicyError(str(error)) from None
 
-        return registry.make_policy(name, **params, **context)  # type: ignore[no-any-return]
-    raise UnknownPolicyError(f"unknown policy {name!r}: choose one of {', '.join(known_policy_names())}")
+
+def check_policy_name(name: str, real_backend: bool = False) -> None:
+    """Raise :class:`UnknownPolicyError` (what to do included) when ``name`` cannot be built."""
+    head = policy_head(name)
+    if head not in registry.POLICY_NAMES:
+        raise UnknownPolicyError(f"unknown policy {name!r}; known: {', '.join(registry.POLICY_NAMES)}")
+    if head == "oracle":
+        if real_backend:
+            raise UnknownPolicyError(
+                "the oracle runs only in the simulator (it reads the world's true acceptance and "
+                "latency); drop it from --policy with --backend real"
+            )
+        return
+    make_policy(name)
 
 
 def default_knobs(name: str) -> tuple[Knob, ...]:
-    """The knobs searched when the user gives no ``--knob`` (empty when the policy has none)."""
-    if name in DEFAULT_KNOBS:
-        return DEFAULT_KNOBS[name]
-    if name in registry_names():
-        from policies import registry
-
-        knobs = getattr(registry, "policy_knobs", None)
-        if knobs is not None:
-            return tuple(Knob(**spec) for spec in knobs(name))
-    return ()
+    """The knobs searched when the user gives no ``--knob`` (empty when none are declared)."""
+    return DEFAULT_KNOBS.get(policy_head(name), ())
