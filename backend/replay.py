@@ -19,7 +19,6 @@ clip is counted and reported (the engine prints one warning with the counts and 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -57,32 +56,36 @@ class RandomTokenPrompts:
 class CorpusPrompts:
     """Prompts cut from the domain-tagged prompt corpus (:mod:`backend.prompts`).
 
-    Requests whose text is given (``prompt_text``) are tokenized as they are, then cut or
-    padded to the requested length like the corpus ones.
+    A request whose domain the corpus lacks (a trace tag like ``"conversation"``) gets text of
+    a domain drawn by its seeded stream; :attr:`unknown_domains` counts those tags.  Requests
+    whose text is given (``prompt_text``) are tokenized as they are when long enough.
     """
 
     name = "corpus"
 
     def __init__(self, tokenizer: Any, seed: int = 0, corpus: Any | None = None) -> None:
+        from backend.prompts import load_prompt_corpus
+
         self.tokenizer = tokenizer
         self.seed = seed
-        prompts = importlib.import_module("backend.prompts")
-        self._corpus = corpus if corpus is not None else prompts.load_prompt_corpus()
-        self._materialise = prompts.materialise_prompt
+        self.corpus = corpus if corpus is not None else load_prompt_corpus()
+        self.domains: tuple[str, ...] = tuple(self.corpus.domains)
+        self.unknown_domains: dict[str, int] = {}
 
     def prompt_ids(self, request: Request) -> list[int]:
         if request.prompt_text is not None:
             ids = list(self.tokenizer(request.prompt_text, add_special_tokens=False)["input_ids"])
             if len(ids) >= request.prompt_tokens:
-                return ids[-request.prompt_tokens :]
-        ids = self._materialise(
-            self._corpus,
-            self.tokenizer,
-            request.prompt_tokens,
-            request.domain,
-            [self.seed, request.request_id],
+                return ids[len(ids) - request.prompt_tokens :]
+        domain = request.domain
+        if domain is not None and domain not in self.domains:
+            self.unknown_domains[domain] = self.unknown_domains.get(domain, 0) + 1
+            domain = None
+        return list(
+            self.corpus.materialise(
+                self.tokenizer, request.prompt_tokens, domain, [self.seed, request.request_id]
+            )
         )
-        return list(ids)
 
 
 def prompt_source_for(ladder: Any, seed: int = 0) -> PromptSource:
