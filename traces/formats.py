@@ -347,7 +347,7 @@ class _LineBuffer:
         return text
 
 
-_CSV_WRITER = csv.writer(_LineBuffer(), lineterminator="\n")
+_CSV_WRITER = csv.writer(_LineBuffer())  # "\r\n" terminator: fields with \r or \n get quoted
 
 
 def _csv_line(cells: Iterable[Any]) -> str:
