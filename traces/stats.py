@@ -90,7 +90,8 @@ def ascii_histogram(values: np.ndarray, title: str, width: int = 40) -> str:
         counts = np.bincount(exponents - exponents.min())
         for offset, count in enumerate(counts):
             k = int(exponents.min()) + offset
-            rows.append((f"{2**k}-{2 ** (k + 1) - 1}", int(count)))
+            label = "1" if k == 0 else f"{2**k}-{2 ** (k + 1) - 1}"
+            rows.append((label, int(count)))
     peak = max(count for _, count in rows)
     for label, count in rows:
         bar = "#" * (math.ceil(width * count / peak) if count else 0)
