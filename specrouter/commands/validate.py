@@ -1,0 +1,89 @@
+"""``specrouter validate``: is the simulator right about this ladder?  Profile -> simulate -> run -> compare.
+
+Profiles the ladder (or loads ``--profile``), simulates a short workload with the simulator
+calibrated from that profile, runs the same workload on the real backend with the same
+policy and seed, and prints the fidelity table: predicted vs measured mean and p99 time per
+output token, TTFT, throughput, acceptance per model pair, and how often both worlds chose
+the same chain.  Writes ``OUT/profile.json``, ``OUT/sim/`` and ``OUT/real/`` (request and
+round records), ``OUT/fidelity.{json,txt}`` and ``OUT/predicted_vs_measured.{png,svg}``.
+Rerun the same command after an interruption: finished steps are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXAMPLES = """examples:
+  specrouter validate --policy specrouter
+  specrouter validate --ladder backend/zoo/default --policy static:0>2:4 --requests 16 --rate 2
+  specrouter validate --policy specrouter --profile runs/profile.json --out runs/validate-sr
+"""
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "validate",
+        help="profile a ladder, simulate, run for real with the same policy, print the fidelity table",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--ladder", default=None, help="ladder directory (default: the embedded ladder)")
+    parser.add_argument("--policy", default="specrouter", help="policy name (default specrouter)")
+    parser.add_argument("--profile", default=None, help="use this world profile instead of profiling")
+    parser.add_argument("--full-profile", action="store_true", help="full profiling grid (default: quick)")
+    parser.add_argument("--requests", type=int, default=8, help="requests in the workload (default 8)")
+    parser.add_argument("--prompt-tokens", type=int, default=48, help="prompt length (default 48)")
+    parser.add_argument(
+        "--output-tokens", type=int, default=32, help="tokens generated per request (default 32)"
+    )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="Poisson arrivals per second (0: all at once)"
+    )
+    parser.add_argument("--max-batch", type=int, default=4, help="running requests at most (default 4)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the workload, policy and both worlds")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    parser.add_argument("--out", type=Path, default=Path("runs/validate"), help="output directory")
+    parser.set_defaults(func=run)
+
+
+def default_ladder() -> str:
+    from backend.zoo import default_ladder_dir
+
+    return str(default_ladder_dir())
+
+
+def run(args: argparse.Namespace) -> int:
+    from backend.ladder import LadderError
+    from specrouter.experiments.fidelity import format_table
+    from specrouter.experiments.policies import UnknownPolicyError
+    from specrouter.experiments.validate import ValidateConfig, ValidateError, validate
+    from traces.world_profile import WorldProfileError
+
+    config = ValidateConfig(
+        ladder=args.ladder or default_ladder(),
+        policy=args.policy,
+        out=str(args.out),
+        profile=args.profile,
+        quick_profile=not args.full_profile,
+        requests=args.requests,
+        prompt_tokens=args.prompt_tokens,
+        output_tokens=args.output_tokens,
+        rate=args.rate,
+        max_batch=args.max_batch,
+        seed=args.seed,
+        device=args.device,
+    )
+    try:
+        result = validate(config, progress=lambda step: print(f"validate: {step}", file=sys.stderr))
+    except (ValidateError, UnknownPolicyError, LadderError, WorldProfileError) as error:
+        print(f"specrouter validate: {error}", file=sys.stderr)
+        return 2
+    print(format_table(result.rows))
+    reused = [name for name, run in (("simulation", result.sim), ("real run", result.real)) if run.reused]
+    if reused:
+        print(f"(kept the finished {' and '.join(reused)} from {args.out}; delete them to redo)")
+    print(f"wrote {args.out}/fidelity.json, fidelity.txt, sim/, real/ and predicted_vs_measured.png/.svg")
+    return 0

@@ -1,0 +1,235 @@
+"""profile -> simulate -> run for real -> compare: the logic of ``specrouter validate``.
+
+1. **Profile** the ladder (``OUT/profile.json``), or load ``--profile``; a profile whose
+   models are not the ladder's is refused.  A profile already in ``OUT`` for the same ladder
+   is reused (resume).
+2. **Workload**: ``requests`` requests, Poisson arrivals at ``rate`` per second (``0``: all
+   at once), fixed prompt and output lengths, domains alternating over the prompt corpus's
+   domains; clipped to the ladder's context window *before* either world sees it, so both
+   replay exactly the same requests.
+3. **Simulate** it with the simulator calibrated from the profile: one device shared by
+   every model (passes run one at a time, as on the real machine), the profile's pass-time
+   tables, empirical acceptance from the profile's pairs of the decoding mode used
+   (``greedy`` at temperature 0) -> ``OUT/sim/``.
+4. **Run for real** with the same policy and seed on :class:`backend.engine.Engine` ->
+   ``OUT/real/``.
+5. **Compare**: the fidelity table (:mod:`specrouter.experiments.fidelity`) ->
+   ``OUT/fidelity.{json,txt}`` and the figure ``OUT/predicted_vs_measured.{png,svg}``.
+
+Each step whose output is already in ``OUT`` for the same settings is kept, so a rerun after
+an interruption does only what is missing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from specrouter.experiments.fidelity import fidelity_rows, write_table
+from specrouter.experiments.worlds import RunOutput, cluster_for_profile, finished_run, simulate_requests
+from traces.request import Request
+
+Progress = Callable[[str], None]
+
+
+class ValidateError(ValueError):
+    """A validate input that cannot work; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    ladder: str
+    policy: str
+    out: str
+    profile: str | None = None
+    quick_profile: bool = True
+    requests: int = 8
+    prompt_tokens: int = 48
+    output_tokens: int = 32
+    rate: float = 0.0
+    max_batch: int = 4
+    seed: int = 0
+    device: str = "cpu"
+
+    def settings(self) -> dict[str, Any]:
+        fields = dataclasses.asdict(self)
+        fields.pop("out")
+        fields["ladder"] = str(Path(self.ladder).resolve())
+        return fields
+
+
+@dataclass
+class Validation:
+    rows: list[dict[str, Any]]
+    sim: RunOutput
+    real: RunOutput
+    profile_path: Path
+    figures: list[Path]
+
+
+def workload(
+    config: ValidateConfig, domains: tuple[str | None, ...], window: int | None = None
+) -> list[Request]:
+    """The validate workload (module doc, step 2)."""
+    rng = np.random.default_rng([config.seed, 17])
+    gaps = (
+        rng.exponential(1.0 / config.rate, config.requests) if config.rate > 0 else np.zeros(config.requests)
+    )
+    arrivals = np.cumsum(gaps) - gaps[0]
+    prompt, output = config.prompt_tokens, config.output_tokens
+    if window is not None and prompt + output > window:
+        output = min(output, window // 2)
+        prompt = window - output
+    return [
+        Request(i, float(arrivals[i]), prompt, output, domains[i % len(domains)])
+        for i in range(config.requests)
+    ]
+
+
+def check_profile_matches(profile_path: Path, ladder_names: tuple[str, ...]) -> None:
+    from traces.world_profile import load_world_profile
+
+    names = load_world_profile(profile_path).names
+    if tuple(names) != tuple(ladder_names):
+        raise ValidateError(
+            f"profile {profile_path} was measured on models ({', '.join(names)}) but the ladder has "
+            f"({', '.join(ladder_names)}): profile this ladder with "
+            "`specrouter profile --ladder ... --out ...` or drop --profile to let validate profile it"
+        )
+
+
+def mode_profile(profile_path: Path, mode: str, out_path: Path) -> Path:
+    """A copy of the profile keeping only ``mode``'s acceptance entries (what the sim replays)."""
+    from traces.world_profile import load_world_profile, save_world_profile
+
+    profile = load_world_profile(profile_path)
+    kept = tuple(pair for pair in profile.acceptance if pair.mode == mode)
+    save_world_profile(dataclasses.replace(profile, acceptance=kept), out_path)
+    return out_path
+
+
+def check_policy_fits(policy: str, ladder_info: Any) -> None:
+    """Ask the policy for a first route on this ladder; a route it cannot take is a clear error."""
+    from policies.contract import RouteView
+    from specrouter.experiments.policies import make_policy
+
+    idle = (0,) * ladder_info.size
+    try:
+        make_policy(policy).route(RouteView(0, 1, 0, 1, None, 0.0, ladder_info, idle, idle))
+    except (ValueError, IndexError) as error:
+        raise ValidateError(
+            f"policy {policy} does not fit the ladder "
+            f"({ladder_info.size} models, target M{ladder_info.target}): {error}"
+        ) from None
+
+
+def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | None) -> Path:
+    """Load ``--profile``, reuse ``OUT/profile.json`` for the same ladder, or profile now."""
+    out = Path(config.out)
+    if config.profile is not None:
+        path = Path(config.profile)
+        if not path.exists():
+            raise ValidateError(
+                f"profile {path} does not exist: create it with `specrouter profile --ladder {config.ladder} "
+                f"--out {path}` or drop --profile to let validate profile the ladder"
+            )
+        check_profile_matches(path, ladder.names)
+        return path
+    path = out / "profile.json"
+    stamp = out / "profile.settings.json"
+    wanted = {"ladder": config.settings()["ladder"], "quick": config.quick_profile, "seed": config.seed}
+    if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
+        return path
+    if progress:
+        progress("profiling the ladder" + (" (quick)" if config.quick_profile else ""))
+    from backend.profiler import ProfileSettings, profile_ladder
+    from backend.replay import prompt_set, prompt_source_for
+    from traces.world_profile import save_world_profile
+
+    settings = ProfileSettings.quick() if config.quick_profile else ProfileSettings()
+    settings = dataclasses.replace(settings, seed=config.seed)
+    source = prompt_source_for(ladder, config.seed)
+    prompts = prompt_set(source, settings.prompts_per_domain, 32 if config.quick_profile else 128)
+    profile = profile_ladder(
+        ladder, prompts, settings, {"ladder": wanted["ladder"], "prompt_source": source.name}
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    save_world_profile(profile, path)
+    stamp.write_text(json.dumps(wanted) + "\n")
+    return path
+
+
+def run_real(
+    ladder: Any,
+    requests: list[Request],
+    policy: str,
+    seed: int,
+    max_batch: int,
+    out_dir: Path,
+    settings: dict,
+) -> RunOutput:
+    """Replay ``requests`` on the real ladder (records into ``out_dir``; reused when complete)."""
+    from backend.engine import Engine, EngineConfig
+    from backend.executor import MultiLevelExecutor
+    from backend.replay import prompt_source_for
+    from specrouter.experiments.policies import make_policy
+    from traces.records import RecordWriter, read_records
+    from traces.summary import summarize
+
+    reused = finished_run(out_dir, settings)
+    if reused is not None:
+        return reused
+    engine = Engine(
+        ladder,
+        MultiLevelExecutor(ladder, seed=seed),
+        make_policy(policy),
+        prompt_source_for(ladder, seed),
+        EngineConfig(max_batch=max_batch, replay="fast"),
+    )
+    with RecordWriter(out_dir, {"world": "real", "settings": settings}) as writer:
+        engine.run(requests, writer)
+    records = read_records(out_dir)
+    return RunOutput(records.requests, records.rounds, summarize(records.requests), [], out_dir)
+
+
+def validate(config: ValidateConfig, progress: Progress | None = None, plot: bool = True) -> Validation:
+    """Run the five steps of the module docstring."""
+    from backend.ladder import load_ladder
+    from backend.replay import context_window, prompt_source_for, source_domains
+    from sim.scenario import Scenario
+    from specrouter import plots
+    from specrouter.experiments.policies import check_policy_name
+
+    check_policy_name(config.policy, real_backend=True)
+    out = Path(config.out)
+    ladder_path = Path(config.ladder)
+    if not ladder_path.exists():
+        raise ValidateError(
+            f"ladder {ladder_path} does not exist: pass a ladder directory (with ladder.json)"
+        )
+    ladder = load_ladder(ladder_path, device=config.device)
+    check_policy_fits(config.policy, ladder.info)
+    profile_path = ensure_profile(config, ladder, progress)
+    sim_profile = mode_profile(profile_path, "greedy", out / "sim_profile.json")
+    requests = workload(
+        config, source_domains(prompt_source_for(ladder, config.seed)), context_window(ladder.models)
+    )
+    settings = config.settings()
+    if progress:
+        progress("simulating the workload from the profile")
+    cluster = cluster_for_profile(sim_profile, config.max_batch, ladder_path)
+    scenario = Scenario(seed=config.seed, acceptance_mode="empirical", correlation=0.0)
+    sim = simulate_requests(cluster, scenario, requests, config.policy, out / "sim", settings)
+    if progress:
+        progress("running the workload on the real backend")
+    real = run_real(ladder, requests, config.policy, config.seed, config.max_batch, out / "real", settings)
+    rows = fidelity_rows(sim.requests, real.requests, sim.rounds, real.rounds)
+    write_table(rows, out)
+    figures = list(plots.predicted_vs_measured(rows, out / "predicted_vs_measured")) if plot else []
+    return Validation(rows, sim, real, profile_path, figures)
