@@ -121,21 +121,25 @@ def chain_text(chain: tuple[int, ...]) -> str:
 
 
 def round_record_from_feedback(feedback: RoundFeedback) -> RoundRecord:
-    """Build the round record of a finished round (the one conversion both worlds use)."""
-    chain = feedback.route.chain
-    levels = feedback.levels
+    """Build the round record of a finished round (the one conversion both worlds use).
+
+    ``pass_seconds[j] = Σ seconds`` over level ``j``'s passes; ``committed`` is the target's
+    ``emitted``.  Written with ``zip(*levels)`` because it runs once per simulated round.
+    """
+    route = feedback.route
+    _, proposed, accepted, emitted, passes = zip(*feedback.levels)
     return RoundRecord(
         feedback.request_id,
         feedback.started,
         feedback.finished - feedback.started,
-        chain_text(chain),
-        chain,
-        feedback.route.lookaheads,
-        tuple(level.proposed for level in levels),
-        tuple(level.accepted for level in levels),
-        tuple(sum(p.seconds for p in level.passes) for level in levels),
-        tuple(len(level.passes) for level in levels),
-        levels[-1].emitted,
+        chain_text(route.chain),
+        route.chain,
+        route.lookaheads,
+        proposed,
+        accepted,
+        tuple([sum([timing[3] for timing in level]) for level in passes]),
+        tuple(map(len, passes)),
+        emitted[-1],
         feedback.domain,
     )
 
