@@ -257,8 +257,10 @@ class MultiLevelExecutor:
             uniforms = torch.rand(len(tokens) + 1, generator=generator, dtype=torch.float64).tolist()
             verdict = verify_sampled(probs, q_rows, tokens, uniforms, self.rule.residual)
         self._record_tv(state, model, candidates, probs)
+        # an accepted candidate is now *emitted by this level*: the level above must use this
+        # model's distribution as q for it (DESIGN.md §1), not the drafter's
         kept = [
-            _Entry(e.token, e.producer, {**e.dists, model: probs[i]})
+            _Entry(e.token, model, {**e.dists, model: probs[i]})
             for i, e in enumerate(candidates[: verdict.accepted])
         ]
         position_dists = (
