@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend.profiler import ProfileSettings, conditional_acceptance, profile_ladder
 from backend.replay import RandomTokenPrompts, prompt_set
-from backend.testing import save_tiny_ladder, tiny_ladder
-from specrouter.cli import main
-from traces.world_profile import load_world_profile, validate_world_profile, world_profile_to_dict
+from backend.testing import tiny_ladder
+from traces.world_profile import validate_world_profile, world_profile_to_dict
 
 TINY = ProfileSettings(
     tokens=(1, 3), batch_sizes=(1, 2), contexts=(8, 4000), warmup=0, repeats=1, prompts_per_domain=2,
@@ -68,15 +66,3 @@ def test_identical_models_accept_everything() -> None:
     for pair in profile.acceptance:
         assert pair.alpha == pytest.approx(1.0) and max(pair.tv) < 1e-6
         assert pair.positions == pytest.approx((1.0, 1.0, 1.0))
-
-
-def test_profile_command_writes_a_loadable_profile(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    ladder_dir = save_tiny_ladder(tmp_path / "ladder", levels=2, seed=3)
-    out = tmp_path / "profile.json"
-    assert main(["profile", "--ladder", str(ladder_dir), "--out", str(out), "--quick", "--prompts", "1"]) == 0
-    profile = load_world_profile(out)
-    assert profile.names == ("tiny0", "tiny1")
-    assert profile.meta["machine"]["torch"] and profile.meta["settings"]["repeats"] == 3
-    assert "pair 0->1 greedy" in capsys.readouterr().out

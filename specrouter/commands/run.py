@@ -66,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     from traces.records import RecordWriter, format_summary, read_records, summarize
 
     ladder_dir = Path(args.ladder) if args.ladder else _default_ladder()
-    policy = make_policy(args.policy)
+    try:
+        policy = make_policy(args.policy)
+    except ValueError as error:
+        print(f"specrouter run: --policy: {error}", file=sys.stderr)
+        return 2
     requests = list(load_trace(args.trace, limit=args.limit, rate_scale=args.rate_scale, domain=args.domain))
     if not requests:
         print(f"{args.trace}: no requests to replay", file=sys.stderr)
