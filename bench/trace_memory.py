@@ -3,7 +3,8 @@
 Writes a seeded synthetic trace of ``--rows`` requests (default 2,000,000) in ``--format``
 (default ``azure``, the format of the largest public traces) to a temporary file, then, in a
 fresh Python process so that nothing from the generation counts, streams it through
-``traces.loaders.load_trace`` (both passes: validation, then the requests) and sums the
+``traces.loaders.load_trace`` (both passes: validation, then the requests; ``--single-pass``
+for one) and sums the
 lengths.  Prints progress on stderr and, last, one JSON line:
 
     {"rows": ..., "format": ..., "peak_rss_mb": ..., "goal_mb": 200, "ok": ...,
@@ -29,7 +30,7 @@ LOAD_SCRIPT = """
 import json, resource, sys, time
 from traces.loaders import load_trace
 started = time.perf_counter()
-reader = load_trace(sys.argv[1], sys.argv[2])
+reader = load_trace(sys.argv[1], sys.argv[2], validate_first=sys.argv[3] == "validate")
 count = prompt = output = 0
 for request in reader:
     count += 1
@@ -63,7 +64,9 @@ def main() -> int:
         "--format", default="azure", choices=["azure", "burstgpt", "mooncake", "jsonl", "csv"]
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--single-pass", action="store_true", help="load with validate_first=False")
     args = parser.parse_args()
+    mode = "single" if args.single_pass else "validate"
     suffix = ".jsonl" if args.format in ("mooncake", "jsonl") else ".csv"
     root = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -72,7 +75,7 @@ def main() -> int:
         size_mb = path.stat().st_size / 2**20
         print(f"streaming {path.name} ({size_mb:.0f} MB) in a fresh process...", file=sys.stderr)
         result = subprocess.run(
-            [sys.executable, "-c", LOAD_SCRIPT, str(path), args.format],
+            [sys.executable, "-c", LOAD_SCRIPT, str(path), args.format, mode],
             cwd=root,
             capture_output=True,
             text=True,
@@ -88,6 +91,7 @@ def main() -> int:
             {
                 "rows": args.rows,
                 "format": args.format,
+                "passes": 1 if args.single_pass else 2,
                 "file_mb": round(size_mb, 1),
                 "peak_rss_mb": round(peak_mb, 1),
                 "goal_mb": GOAL_MB,

@@ -272,3 +272,19 @@ def test_gzip_traces_are_read_transparently(tmp_path: Path) -> None:
     with gzip.open(path, "wt") as handle:
         handle.write(AZURE_HEADER + GOOD_ROW)
     assert [r.prompt_tokens for r in load_trace(path)] == [4808]
+
+
+def test_single_pass_gives_the_same_requests_and_rejects_disorder(tmp_path: Path) -> None:
+    rows = ["2023-11-16 18:00:01.5,1,1\n", "2023-11-16 18:00:03.0,3,1\n", "2023-11-16 18:00:02.0,2,1\n"]
+    sorted_path = write(tmp_path, "sorted.csv", AZURE_HEADER + rows[0] + rows[2] + rows[1])
+    assert list(load_trace(sorted_path, validate_first=False)) == list(load_trace(sorted_path))
+    single = load_trace(write(tmp_path, "unsorted.csv", AZURE_HEADER + "".join(rows)), validate_first=False)
+    assert next(single).prompt_tokens == 1
+    with pytest.raises(TraceFormatError, match="line 4: timestamp earlier than the previous row"):
+        list(single)
+    bad = write(tmp_path, "bad.csv", AZURE_HEADER + rows[0] + "x,1,1\n" + rows[1])
+    skipping = load_trace(bad, validate_first=False, on_error="skip")
+    with pytest.warns(UserWarning, match="skipped 1"):
+        assert [r.prompt_tokens for r in skipping] == [1, 3]
+    with pytest.raises(EmptyTraceError, match="no data rows"):
+        list(load_trace(write(tmp_path, "h.csv", AZURE_HEADER), validate_first=False))

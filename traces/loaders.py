@@ -22,7 +22,9 @@ Options (all optional; applied in this order):
 * ``sample`` -- keep each remaining row with this probability (Bernoulli thinning drawn
   from ``random.Random(seed)``, so a seed gives the same subset every time);
 * ``rate_scale`` -- ``arrival = (t - start) / rate_scale``: 2 doubles the request rate;
-* ``limit`` -- stop after this many requests.
+* ``limit`` -- stop after this many requests;
+* ``validate_first=False`` -- skip the first pass (half the parsing time): bad rows then
+  stop the load mid-stream, and an out-of-order timestamp is an error instead of a sort.
 
 Kept requests are numbered ``0, 1, 2, ...``; ``domain`` (if given) tags requests whose
 row has no domain of its own.  ``reader.report`` counts rows, skipped and failed rows.
@@ -124,6 +126,7 @@ class TraceReader(Iterator[Request]):
         keep_failed: bool = False,
         domain: str | None = None,
         rebase: bool | None = None,
+        validate_first: bool = True,
         count_tokens: Callable[[str], int] = estimate_tokens,
     ) -> None:
         self.path = Path(path)
@@ -148,6 +151,7 @@ class TraceReader(Iterator[Request]):
         self.rate_scale, self.sample, self.seed = rate_scale, sample, seed
         self.on_error, self.keep_failed, self.domain = on_error, keep_failed, domain
         self.rebase = self.format == "azure" if rebase is None else rebase
+        self.validate_first = validate_first
         self.report = LoadReport(str(self.path), self.format)
         self._requests: Iterator[Request] | None = None
 
@@ -190,30 +194,56 @@ class TraceReader(Iterator[Request]):
             raise EmptyTraceError(f"{self.path}: empty trace: {detail}")
         return earliest, ordered
 
+    def _checked_rows(self) -> Iterator[RawRow]:
+        """Single pass (``validate_first=False``): bad rows and disorder are found while streaming."""
+        previous = float("-inf")
+        for row in self._rows():
+            if isinstance(row, BadRow):
+                if self.on_error == "raise":
+                    raise TraceFormatError(self.path, row.line, row.problem)
+                self.report.skipped += 1
+                if len(self.report.skipped_lines) < 20:
+                    self.report.skipped_lines.append(row.line)
+                continue
+            if row.time < previous:
+                raise TraceFormatError(
+                    self.path, row.line, "timestamp earlier than the previous row; load with "
+                    "validate_first=True to sort the trace",
+                )  # fmt: skip
+            previous = row.time
+            self.report.rows += 1
+            yield row
+
     def _generate(self) -> Iterator[Request]:
-        earliest, ordered = self._scan()
         report = self.report
         rows: Iterator[RawRow | BadRow]
-        if ordered:
-            rows = self._rows()
+        origin: float | None = None
+        if not self.validate_first:
+            rows = self._checked_rows()
         else:
-            report.unsorted = True
-            warnings.warn(
-                f"{self.path}: timestamps are not sorted; sorting {report.rows} rows in memory",
-                UserWarning,
-                stacklevel=3,
-            )
-            kept = [row for row in self._rows() if isinstance(row, RawRow)]
-            kept.sort(key=lambda row: row.time)
-            rows = iter(kept)
-        origin = earliest if self.rebase else 0.0
-        report.first_time = earliest - origin
+            earliest, ordered = self._scan()
+            origin = earliest if self.rebase else 0.0
+            if ordered:
+                rows = self._rows()
+            else:
+                report.unsorted = True
+                warnings.warn(
+                    f"{self.path}: timestamps are not sorted; sorting {report.rows} rows in memory",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                kept = [row for row in self._rows() if isinstance(row, RawRow)]
+                kept.sort(key=lambda row: row.time)
+                rows = iter(kept)
         shift = self.start or 0.0
         rng = random.Random(self.seed)
         next_id = 0
         for row in rows:
             if isinstance(row, BadRow):
                 continue
+            if origin is None:
+                origin = row.time if self.rebase else 0.0
+                report.first_time = row.time - origin
             t = row.time - origin
             report.last_time = t
             if self.start is not None and t < self.start:
@@ -244,6 +274,9 @@ class TraceReader(Iterator[Request]):
                 UserWarning,
                 stacklevel=3,
             )
+        if report.rows == 0:
+            detail = f"all {report.skipped} data rows are malformed" if report.skipped else "no data rows"
+            raise EmptyTraceError(f"{self.path}: empty trace: {detail}")
         if next_id == 0:
             raise EmptyTraceError(
                 f"{self.path}: no requests left after the options (rows {report.rows}, window "
