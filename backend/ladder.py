@@ -164,9 +164,9 @@ def load_ladder(
     dtype: str | torch.dtype = "float32",
 ) -> Ladder:
     """Load a ladder from local paths; tokenizers are checked before any weights are read."""
+    torch_dtype = resolve_dtype(dtype)
     paths = ladder_paths(source)
     tokenizer = check_tokenizers(paths)
-    torch_dtype = resolve_dtype(dtype)
     for path in paths:
         config = AutoConfig.from_pretrained(str(path))
         if int(config.vocab_size) < len(tokenizer):
