@@ -1,17 +1,15 @@
 """Online estimators SpecRouter learns from round feedback (DESIGN.md §1).
 
 * :class:`PassTimeProfile` -- per model, ``V_j(n, b)``: the wall time of a pass feeding
-  ``n`` positions per sequence with ``b`` sequences in the batch.  The feature is the
-  batch's position count ``x = n * b`` (what a roofline charges for); observations are
-  binned on a log2 grid of ``x`` and each bin keeps an EMA of ``x`` and of the time.  A
-  prediction interpolates linearly between bin centroids, is flat below the lowest one
-  (the memory-bound floor) and extends the last segment's slope above the highest one
-  (the compute-bound line).  Unmeasured models get a prior: the target's profile scaled by
-  the parameter ratio when the ladder gives parameters, a fixed fraction otherwise.
+  ``n`` positions per sequence with ``b`` sequences in the batch, as a robust (median)
+  table over ``n`` and batch-size octaves.  Unmeasured models get a prior: the largest
+  measured model's curve scaled by the parameter ratio when the ladder gives parameters,
+  a fixed fraction otherwise.
 * :class:`PairStats` -- per ordered pair ``(lower, upper)``: an EMA of the similarity
   ``1 - TV`` from TV samples and discounted counts of accepted tokens and acceptance
   *trials* (``accepted`` plus the rejections: accepted prefixes are censored geometric
-  draws, whose maximum-likelihood acceptance is ``sum accepted / sum trials``).
+  draws, whose maximum-likelihood acceptance is ``sum accepted / sum trials``); levels
+  that verified several times in a round are estimated by the method of moments.
 * :class:`AcceptanceMap` -- the map ``f`` from similarity to acceptance: the identity
   (exact for lossless sampling, ``E[accept] = 1 - TV``) or a line ``a + b s`` fitted online
   by weighted least squares with a ridge pull towards the identity (greedy decoding).
@@ -24,73 +22,115 @@ from collections.abc import Sequence
 
 import numpy as np
 
-TIME_BINS = 24  # x = positions in the batch, bins [2^k, 2^{k+1}) up to 2^24
+BATCH_ROWS = 12  # batch-size octaves: 1, 2-3, 4-7, ..., >= 2048
 UNMEASURED_FRACTION = 0.05  # prior pass time of an unmeasured model, as a fraction of the target's
 
 
 class PassTimeProfile:
-    """Per-model online estimate of pass time against positions in the batch."""
+    """Per model, a robust online table of pass time by (positions fed, batch-size octave).
 
-    def __init__(self, ladder_size: int, rate: float = 0.05, params: Sequence[float] | None = None):
-        if not 0.0 < rate <= 1.0:
-            raise ValueError(f"PassTimeProfile rate must be in (0, 1], got {rate}")
+    A cell tracks the *median* of its samples with a multiplicative sign step
+    ``v <- v (1 + eta sign(t - v))``: in a shared continuous batch a pass that also
+    carries another request's prefill takes many times longer than the positions this
+    request fed suggest, and those heavy outliers must not drag the estimate (an EMA
+    would).  The first samples of a cell take large steps (``eta_c = max(eta, 1/c)``),
+    so a cell settles within a few samples and then follows slowdowns at rate ``eta``.
+    Passes feeding more than ``max_positions`` (prefill and catch-up) are not routing
+    costs and are skipped.
+
+    A prediction ``V_m(n, b)`` reads the row of ``b``'s octave (the nearest measured row
+    when it has none), interpolates linearly in ``n`` between measured cells, is flat
+    below the first, and extends the last segment's slope (never negative) above the last.
+    """
+
+    def __init__(
+        self,
+        ladder_size: int,
+        rate: float = 0.05,
+        params: Sequence[float] | None = None,
+        max_positions: int = 64,
+    ):
+        if not 0.0 < rate < 1.0:
+            raise ValueError(f"PassTimeProfile rate must be in (0, 1), got {rate}")
         if params is not None and len(params) != ladder_size:
             raise ValueError(f"ladder params has {len(params)} entries for {ladder_size} models")
         self.ladder_size = ladder_size
         self.rate = rate
         self.params = tuple(params) if params is not None else None
-        self._time = [[0.0] * TIME_BINS for _ in range(ladder_size)]
-        self._x = [[0.0] * TIME_BINS for _ in range(ladder_size)]
-        self._count = [[0] * TIME_BINS for _ in range(ladder_size)]
-        self._warm = min(int(1.0 / rate), 1 << 30)
+        self.max_positions = max_positions
+        cells = (max_positions + 1) * BATCH_ROWS
+        self._time = [[0.0] * cells for _ in range(ladder_size)]
+        self._count = [[0] * cells for _ in range(ladder_size)]
+        self._snapshot = [[0.0] * cells for _ in range(ladder_size)]
+        self.moved = False  # some cell left its snapshot by more than ``tolerance``
+        self.tolerance = 0.2
 
     def update(self, model: int, tokens: int, batch_size: int, seconds: float) -> None:
-        """Fold in one pass; non-finite or negative times are ignored."""
-        if not 0.0 <= seconds < math.inf:
+        """Fold in one pass; prefill-sized, non-finite or negative samples are ignored."""
+        if tokens > self.max_positions or not 0.0 <= seconds < math.inf:
             return
-        x = max(tokens, 1) * max(batch_size, 1)
-        k = x.bit_length() - 1
-        if k >= TIME_BINS:
-            k = TIME_BINS - 1
+        row = batch_size.bit_length() - 1 if batch_size > 1 else 0
+        if row >= BATCH_ROWS:
+            row = BATCH_ROWS - 1
+        cell = tokens * BATCH_ROWS + row
         counts = self._count[model]
-        c = counts[k] + 1
-        counts[k] = c
-        r = 1.0 / c if c < self._warm else self.rate
-        row = self._time[model]
-        row[k] += r * (seconds - row[k])
-        xs = self._x[model]
-        xs[k] += r * (x - xs[k])
+        c = counts[cell] + 1
+        counts[cell] = c
+        times = self._time[model]
+        value = times[cell]
+        if c == 1:
+            times[cell] = value = seconds
+        else:
+            step = self.rate if c * self.rate > 1.0 else 1.0 / c
+            if seconds > value:
+                value *= 1.0 + step
+                if value > seconds and c <= 2:
+                    value = seconds
+            elif seconds < value:
+                value *= 1.0 - step
+            times[cell] = value
+        if not self.moved and c * self.rate > 1.0:  # a settled cell left its snapshot
+            reference = self._snapshot[model][cell]
+            if abs(value - reference) > self.tolerance * reference:
+                self.moved = True
+
+    def snapshot(self) -> None:
+        """Remember the current estimates; :attr:`moved` reports departures from them."""
+        self._snapshot = [list(row) for row in self._time]
+        self.moved = False
 
     def measured(self, model: int) -> bool:
         return any(self._count[model])
 
-    def _knots(self, model: int) -> tuple[list[float], list[float]]:
-        counts, xs, ts = self._count[model], self._x[model], self._time[model]
-        keep = [k for k in range(TIME_BINS) if counts[k]]
-        return [xs[k] for k in keep], [ts[k] for k in keep]
-
-    def curve(self, model: int, positions: np.ndarray) -> np.ndarray | None:
-        """Predicted time at batch position counts ``positions``; ``None`` if never measured."""
-        xs, ts = self._knots(model)
-        if not xs:
+    def curve(self, model: int, batch_size: int, columns: int) -> np.ndarray | None:
+        """``V_m(n, b)`` for ``n = 0 .. columns-1`` (``n = 0`` reads as 1); ``None`` if unmeasured."""
+        counts, times = self._count[model], self._time[model]
+        wanted = batch_size.bit_length() - 1 if batch_size > 1 else 0
+        rows = sorted(
+            (r for r in range(BATCH_ROWS) if any(counts[n * BATCH_ROWS + r] for n in range(1, columns))),
+            key=lambda r: (abs(r - min(wanted, BATCH_ROWS - 1)), r),
+        )
+        if not rows:
             return None
-        out = np.interp(positions, xs, ts)
-        if len(xs) >= 2 and xs[-1] > xs[-2]:
-            slope = max(0.0, (ts[-1] - ts[-2]) / (xs[-1] - xs[-2]))
-            above = positions > xs[-1]
-            out[above] = ts[-1] + slope * (positions[above] - xs[-1])
+        row = rows[0]
+        ns = [n for n in range(1, self.max_positions + 1) if counts[n * BATCH_ROWS + row]]
+        ts = [times[n * BATCH_ROWS + row] for n in ns]
+        positions = np.maximum(np.arange(columns, dtype=float), 1.0)
+        out = np.interp(positions, ns, ts)
+        if len(ns) >= 2:
+            slope = max(0.0, (ts[-1] - ts[-2]) / (ns[-1] - ns[-2]))
+            above = positions > ns[-1]
+            out[above] = ts[-1] + slope * (positions[above] - ns[-1])
         return out
 
-    def table(self, batch_sizes: Sequence[int], columns: int) -> np.ndarray:
+    def table(self, batch_sizes: Sequence[float], columns: int) -> np.ndarray:
         """``(K, columns)`` table of ``V_m(n)`` at the given batch sizes (column = positions)."""
         k = self.ladder_size
-        n = np.arange(columns, dtype=float)
-        n[0] = 1.0
         out = np.zeros((k, columns))
         known: list[int] = []
         for model in range(k):
-            batch = max(int(batch_sizes[model]) if model < len(batch_sizes) else 1, 1)
-            curve = self.curve(model, n * batch)
+            batch = int(round(batch_sizes[model])) if model < len(batch_sizes) else 1
+            curve = self.curve(model, max(batch, 1), columns)
             if curve is not None:
                 out[model] = curve
                 known.append(model)
@@ -124,8 +164,10 @@ class PairStats:
         self.keep = 1.0 - rate
         self.similarity = [0.0] * size  # EMA of 1 - TV
         self.similarity_weight = [0.0] * size  # discounted TV sample count
-        self.accepted = [0.0] * size  # discounted accepted tokens
-        self.trials = [0.0] * size  # discounted acceptance trials
+        self.accepted = [0.0] * size  # discounted accepted tokens (single-verify levels)
+        self.trials = [0.0] * size  # discounted acceptance trials (single-verify levels)
+        # Levels that verified several times in a round: accepted, verifies, candidates.
+        self.pooled = [[0.0, 0.0, 0.0] for _ in range(size)]
         self.last_seen = [-1] * size  # round index of the last update of either statistic
         self.rounds = 0
 
@@ -145,17 +187,63 @@ class PairStats:
         self.last_seen[key] = self.rounds
         return before if weight > n else None
 
-    def add_acceptance(self, lower: int, upper: int, accepted: int, trials: int) -> None:
+    def add_acceptance(self, lower: int, upper: int, proposed: int, accepted: int, emitted: int) -> None:
+        """Fold in one level's counts of a round (see :func:`acceptance_trials`)."""
         key = lower * self.ladder_size + upper
         keep = self.keep
-        self.accepted[key] = self.accepted[key] * keep + accepted
-        self.trials[key] = self.trials[key] * keep + trials
+        verifies = emitted - accepted
+        if verifies <= 1 or accepted >= proposed:
+            self.accepted[key] = self.accepted[key] * keep + accepted
+            self.trials[key] = self.trials[key] * keep + accepted + (accepted < proposed)
+        else:
+            pooled = self.pooled[key]
+            pooled[0] = pooled[0] * keep + accepted
+            pooled[1] = pooled[1] * keep + verifies
+            pooled[2] = pooled[2] * keep + proposed
         self.last_seen[key] = self.rounds
+
+    def acceptance(self, lower: int, upper: int) -> tuple[float, float]:
+        """Observed acceptance of the pair and its weight in trials (``(0, 0)`` if none).
+
+        Single-verify levels give the censored-geometric MLE ``accepted / trials``.
+        Levels that verified ``v`` times in a round only tell the total accepted; with
+        ``n`` candidates per verify the mean accepted per verify is
+        ``m(a) = a (1 - a^n) / (1 - a)``, increasing in ``a``, solved by bisection (method of
+        moments, weight ``accepted + verifies``).
+        """
+        key = lower * self.ladder_size + upper
+        trials = self.trials[key]
+        total = self.accepted[key]
+        weight = trials
+        pooled_accepted, verifies, candidates = self.pooled[key]
+        if verifies > 0:
+            estimate = _solve_truncated_geometric(pooled_accepted / verifies, candidates / verifies)
+            pooled_weight = pooled_accepted + verifies
+            total += estimate * pooled_weight
+            weight += pooled_weight
+        return (total / weight, weight) if weight > 0 else (0.0, 0.0)
 
     def staleness(self, lower: int, upper: int) -> int:
         """Rounds since the pair was last observed (``rounds + 1`` if never)."""
         seen = self.last_seen[lower * self.ladder_size + upper]
         return self.rounds - seen if seen >= 0 else self.rounds + 1
+
+
+def _solve_truncated_geometric(mean_accepted: float, candidates: float) -> float:
+    """``a`` with ``a (1 - a^n) / (1 - a) = mean_accepted`` (clipped to ``[0, 1]``)."""
+    if candidates <= 0 or mean_accepted <= 0:
+        return 0.0
+    if mean_accepted >= candidates:
+        return 1.0
+    low, high = 0.0, 1.0
+    for _ in range(40):
+        mid = 0.5 * (low + high)
+        value = mid * (1.0 - mid**candidates) / (1.0 - mid)
+        if value < mean_accepted:
+            low = mid
+        else:
+            high = mid
+    return 0.5 * (low + high)
 
 
 def acceptance_trials(proposed: int, accepted: int, emitted: int) -> int:

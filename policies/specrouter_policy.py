@@ -37,7 +37,6 @@ from typing import NamedTuple
 import numpy as np
 
 from policies.contract import LadderInfo, RoundFeedback, Route, RouteView
-from policies.cost_model import estimate_round
 from policies.estimators import AcceptanceMap, PairStats, PassTimeProfile, acceptance_trials
 from policies.planner import RoutePlanner
 
@@ -46,6 +45,7 @@ class _Plan(NamedTuple):
     route: Route
     t_eff: float
     version: int
+    epoch: int
 
 
 class _DomainState:
@@ -54,14 +54,12 @@ class _DomainState:
     def __init__(self, ladder_size: int, pair_rate: float):
         self.pairs = PairStats(ladder_size, pair_rate)
         self.version = 0  # bumped to invalidate every cached plan of this domain
-        self.plans: dict[tuple[int, ...], _Plan] = {}  # raw batch sizes -> plan
-        self.bucket_plans: dict[tuple[int, ...], _Plan] = {}  # batch octaves -> plan
+        self.plans: dict[tuple[int, ...], _Plan] = {}  # load key -> plan
         self.chain: tuple[int, ...] | None = None  # last chosen chain (hysteresis)
         self.planned_at = 0
-        self.watch_route: Route | None = None  # route the surprise detector follows
-        self.watch_prediction = 0.0
-        self.watch_time = 0.0  # EMA of pass seconds per round of watch_route
-        self.watch_tokens = 0.0  # EMA of committed tokens per round of watch_route
+        self.watch_route: Route | None = None  # route the change detector follows
+        self.watch_rounds = 0
+        self.watch = [0.0, 0.0, 0.0, 0.0]  # fast accepted, fast trials, slow accepted, slow trials
 
 
 class SpecRouter:
@@ -85,22 +83,25 @@ class SpecRouter:
         prior_strength: float = 2.0,
         similarity_weight: float = 0.5,
         stale_rate: float = 0.001,
-        time_rate: float = 0.05,
+        time_rate: float = 0.02,
         pair_rate: float = 0.02,
+        load_rate: float = 0.05,
         surprise: float = 0.15,
-        watch_rate: float = 0.05,
         replan_every: int = 2048,
         min_replan_gap: int = 24,
         per_domain: bool = True,
         name: str | None = None,
     ):
+        if acceptance not in ("sampling", "fitted"):
+            raise ValueError(f"SpecRouter acceptance must be 'sampling' or 'fitted', got {acceptance!r}")
         if not 0.0 <= prior_alpha <= 1.0:
             raise ValueError(f"SpecRouter prior_alpha must be in [0, 1], got {prior_alpha}")
         if replan_every < 1 or min_replan_gap < 1:
             raise ValueError("SpecRouter replan_every and min_replan_gap must be >= 1")
-        self.acceptance_map = AcceptanceMap("sampling" if acceptance == "sampling" else "fitted")
-        if acceptance not in ("sampling", "fitted"):
-            raise ValueError(f"SpecRouter acceptance must be 'sampling' or 'fitted', got {acceptance!r}")
+        for key, rate in (("time_rate", time_rate), ("pair_rate", pair_rate), ("load_rate", load_rate)):
+            if not 0.0 < rate < 1.0:
+                raise ValueError(f"SpecRouter {key} must be in (0, 1), got {rate}")
+        self.acceptance_map = AcceptanceMap(acceptance)
         self.max_lookahead = max_lookahead
         self.grid_rows = grid_rows
         self.hysteresis = hysteresis
@@ -111,8 +112,8 @@ class SpecRouter:
         self.stale_keep = 1.0 - stale_rate
         self.time_rate = time_rate
         self.pair_rate = pair_rate
+        self.load_rate = load_rate
         self.surprise = surprise
-        self.watch_rate = watch_rate
         self.replan_every = replan_every
         self.min_replan_gap = min_replan_gap
         self.per_domain = per_domain
@@ -122,7 +123,13 @@ class SpecRouter:
         self.planner: RoutePlanner | None = None
         self.profile: PassTimeProfile | None = None
         self._domains: dict[str | None, _DomainState] = {}
+        self._load: list[float] = []  # EMA of the batch size each model's passes ran at
+        self._load_key: tuple[int, ...] = ()
+        self._epoch = 0  # bumped when the pass-time profile moved: every plan is stale
+        self._epoch_round = 0
+        self.rounds = 0
         self.replans = 0
+        self.replan_causes = {"periodic": 0, "acceptance": 0, "timing": 0}
 
     # -- the contract --------------------------------------------------------------------
 
@@ -130,9 +137,10 @@ class SpecRouter:
         state = self._domains.get(view.domain if self.per_domain else None)
         if state is None:
             state = self._domain(view.domain, view.ladder)
-        plan = state.plans.get(view.batch_sizes)
-        if plan is None or plan.version != state.version:
-            plan = self._plan_for(state, view.batch_sizes)
+        plan = state.plans.get(self._load_key)
+        if plan is None or plan.version != state.version or plan.epoch != self._epoch:
+            plan = self._replan(state)
+            state.plans[self._load_key] = plan
         return plan.route
 
     def observe(self, feedback: RoundFeedback) -> None:
@@ -140,32 +148,46 @@ class SpecRouter:
         profile = self.profile
         if state is None or profile is None:
             return  # a round this policy never routed
+        self.rounds += 1
         pairs = state.pairs
         pairs.rounds += 1
-        route = feedback.route
-        chain = route.chain
+        chain = feedback.route.chain
         levels = feedback.levels
-        spent = 0.0
         update = profile.update
+        load = self._load
+        keep = 1.0 - self.load_rate
         for level in levels:
-            for timing in level.passes:
+            passes = level.passes
+            for timing in passes:
                 update(timing.model, timing.tokens, timing.batch_size, timing.seconds)
-                spent += timing.seconds
+            if passes:
+                last = passes[-1]
+                load[last.model] = keep * load[last.model] + self.load_rate * last.batch_size
         fmap = self.acceptance_map
         size = pairs.ladder_size
+        accepted_total = trials_total = 0
         for j in range(1, len(levels)):
             level = levels[j]
             if level.proposed:
                 lower = chain[j - 1]
                 trials = acceptance_trials(level.proposed, level.accepted, level.emitted)
-                pairs.add_acceptance(lower, chain[j], level.accepted, trials)
+                pairs.add_acceptance(lower, chain[j], level.proposed, level.accepted, level.emitted)
+                accepted_total += level.accepted
+                trials_total += trials
                 if fmap.mode == "fitted" and trials:
                     key = lower * size + chain[j]
                     if pairs.similarity_weight[key] > 0:
                         fmap.add(pairs.similarity[key], level.accepted / trials, trials)
         for sample in feedback.tv:
             pairs.add_tv(sample.lower, sample.upper, sample.values)
-        self._watch(state, route, spent, levels[-1].emitted)
+        if self.rounds & 15 == 0:
+            self._load_key = tuple([_half_octave(b) for b in load])
+        if profile.moved and self.rounds - self._epoch_round >= self.min_replan_gap:
+            self._epoch += 1
+            self._epoch_round = self.rounds
+            profile.snapshot()
+            self.replan_causes["timing"] += 1
+        self._watch(state, feedback.route, accepted_total, trials_total)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -173,7 +195,9 @@ class SpecRouter:
         if self.ladder is None:
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
-            self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params)
+            self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params, self.planner.columns)
+            self._load = [1.0] * ladder.size
+            self._load_key = tuple([_half_octave(b) for b in self._load])
         elif ladder.size != self.ladder.size:
             raise ValueError(
                 f"{self.name}: view has a {ladder.size}-model ladder but this policy was built "
@@ -183,21 +207,34 @@ class SpecRouter:
         self._domains[domain if self.per_domain else None] = state
         return state
 
-    def _watch(self, state: _DomainState, route: Route, spent: float, committed: int) -> None:
-        """Surprise detector: realised pass time per committed token vs the prediction."""
+    def _watch(self, state: _DomainState, route: Route, accepted: int, trials: int) -> None:
+        """Change detector on the acceptance rate of the chosen route (all levels pooled).
+
+        Fast (rate 0.05) and slow (rate 0.005) discounted sums of accepted tokens and
+        trials; when the two rates part by more than ``surprise`` (relative) the
+        acceptance moved under the plan and the domain re-plans.  A detector of *change*
+        rather than of prediction error is immune to a constant bias of the cost model
+        (e.g. acceptance correlated across levels), and per-token rates are far less noisy
+        than tokens per round, which the output budget truncates.
+        """
         since = state.pairs.rounds - state.planned_at
         if since >= self.replan_every:
             state.version += 1
+            self.replan_causes["periodic"] += 1
             return
-        if route is not state.watch_route:
+        if route is not state.watch_route or not trials:
             return
-        r = self.watch_rate
-        state.watch_time += r * (spent - state.watch_time)
-        state.watch_tokens += r * (committed - state.watch_tokens)
-        if since >= self.min_replan_gap and state.watch_tokens > 0:
-            ratio = state.watch_time / (state.watch_tokens * state.watch_prediction)
-            if not (1.0 - self.surprise) <= ratio <= (1.0 + self.surprise):
+        watch = state.watch
+        watch[0] = watch[0] * 0.95 + accepted
+        watch[1] = watch[1] * 0.95 + trials
+        watch[2] = watch[2] * 0.995 + accepted
+        watch[3] = watch[3] * 0.995 + trials
+        state.watch_rounds += 1
+        if state.watch_rounds >= 40 and since >= self.min_replan_gap:
+            fast, slow = watch[0] / watch[1], watch[2] / watch[3]
+            if abs(fast - slow) > self.surprise * slow:
                 state.version += 1
+                self.replan_causes["acceptance"] += 1
 
     def alpha_matrix(self, state: _DomainState, optimism: float | None = None) -> np.ndarray:
         """Planning acceptance of every pair: blended estimate plus the optimism bonus."""
@@ -209,11 +246,11 @@ class SpecRouter:
         for lower in range(size):
             for upper in range(lower + 1, size):
                 key = lower * size + upper
-                trials = pairs.trials[key]
+                observed, trials = pairs.acceptance(lower, upper)
                 tv_weight = self.similarity_weight * pairs.similarity_weight[key]
                 evidence = trials + tv_weight + self.prior_strength
                 estimate = (
-                    pairs.accepted[key]
+                    observed * trials
                     + (tv_weight * fmap(pairs.similarity[key]) if tv_weight else 0.0)
                     + self.prior_strength * self.prior_alpha
                 ) / evidence
@@ -222,39 +259,32 @@ class SpecRouter:
                 alpha[lower, upper] = min(1.0, estimate + bonus)
         return alpha
 
-    def _plan_for(self, state: _DomainState, batch_sizes: tuple[int, ...]) -> _Plan:
-        if state.plans and state.plans[next(iter(state.plans))].version != state.version:
-            state.plans.clear()
-            state.bucket_plans.clear()
-        octaves = tuple(max(int(b), 1).bit_length() for b in batch_sizes)
-        plan = state.bucket_plans.get(octaves)
-        if plan is None or plan.version != state.version:
-            plan = self._replan(state, batch_sizes)
-            state.bucket_plans[octaves] = plan
-        state.plans[batch_sizes] = plan
-        return plan
-
-    def _replan(self, state: _DomainState, batch_sizes: tuple[int, ...]) -> _Plan:
+    def pass_table(self) -> np.ndarray:
+        """Current ``V_m(n)`` table at the load the policy experiences."""
         assert self.planner is not None and self.profile is not None
+        return self.profile.table(self._load, self.planner.columns)
+
+    def _replan(self, state: _DomainState) -> _Plan:
+        assert self.planner is not None
         self.replans += 1
         self.acceptance_map.refit()
-        sizes = tuple(batch_sizes) + (1,) * (self.planner.ladder_size - len(batch_sizes))
-        table = self.profile.table(sizes, self.planner.columns)
-        plans = self.planner.plan_chains(self.alpha_matrix(state), table)
+        plans = self.planner.plan_chains(self.alpha_matrix(state), self.pass_table())
         best = min(plans, key=lambda p: p.t_eff)
         if state.chain is not None and state.chain != best.route.chain:
             kept = next(p for p in plans if p.route.chain == state.chain)
             if kept.t_eff <= best.t_eff * (1.0 + self.hysteresis):
                 best = kept
-        # The detector compares against the estimate without the optimism bonus.
-        honest = self.alpha_matrix(state, optimism=0.0)
-        expected = estimate_round(
-            best.route, lambda i, j: float(honest[i, j]), lambda m, n: float(table[m, n])
-        )
-        state.watch_route = best.route
-        state.watch_prediction = expected.t_eff if math.isfinite(expected.t_eff) else 1.0
-        state.watch_time = expected.latency
-        state.watch_tokens = expected.tokens
+        if best.route != state.watch_route:
+            state.watch_route = best.route
+            state.watch_rounds = 0
+            state.watch[:] = [0.0, 0.0, 0.0, 0.0]
+        elif state.watch_route is not None:
+            best = best._replace(route=state.watch_route)  # keep the object the detector follows
         state.chain = best.route.chain
         state.planned_at = state.pairs.rounds
-        return _Plan(best.route, best.t_eff, state.version)
+        return _Plan(best.route, best.t_eff, state.version, self._epoch)
+
+
+def _half_octave(batch: float) -> int:
+    """Bucket of a batch size on a half-octave grid (1, 1.4, 2, 2.8, 4, ...)."""
+    return int(2.0 * math.log2(batch)) if batch > 1.0 else 0
