@@ -27,6 +27,9 @@ token (recorded with the token), and emits one more token.  Each tentative token
 distributions every model computed at its position (given the same prefix), which gives TV
 samples for every pair of models that scored a verified position, not only chain neighbours.
 
+``lean=True`` runs every model through :class:`backend.lean.LeanKV` (preallocated KV buffers,
+a few tensor ops per layer) instead of the Hugging Face forward; Llama-family models only.
+
 Randomness: one ``torch.Generator`` per sequence, seeded from ``(seed, seq_id)``, so a sequence's
 output does not depend on which other sequences share its batches, and seeded runs repeat bit
 for bit.
@@ -43,6 +46,7 @@ import torch
 
 from backend.kv_state import ModelKV, ScoreRequest
 from backend.ladder import Ladder
+from backend.lean import LeanKV
 from backend.sampling import (
     SamplingConfig,
     processed_probs,
@@ -116,13 +120,17 @@ class MultiLevelExecutor:
         seed: int = 0,
         rule: VerifyRule = LOSSLESS,
         eos_token_id: int | None = None,
+        lean: bool = False,
     ) -> None:
         self.ladder = ladder
         self.sampling = sampling or SamplingConfig()
         self.seed = seed
         self.rule = rule
         self.eos_token_id = eos_token_id if eos_token_id is not None else ladder.eos_token_id
-        self.states = [ModelKV(model, ladder.vocab_size) for model in ladder.models]
+        self.states: list[ModelKV | LeanKV] = [
+            LeanKV(model, ladder.vocab_size) if lean else ModelKV(model, ladder.vocab_size)
+            for model in ladder.models
+        ]
         self._sequences: dict[int, _Sequence] = {}
         self._sync = ladder.device.type == "cuda"
 
