@@ -125,7 +125,8 @@ def _build(recipe: BuildRecipe, out: Path, stop_after: int | None, log: Any) -> 
     stages = {}
     target_result = run_stage(
         "target", {target_name: members[target_name]}, None, recipe.target_stage, streams, recipe.context,
-        recipe.seed, recipe.weight_decay, work / f"target-{recipe.digest()}.pt", recipe.checkpoint_every, stop_after,
+        recipe.seed, recipe.weight_decay, work / f"{recipe.stage_key('target')}.pt", recipe.checkpoint_every,
+        stop_after,
     )  # fmt: skip
     if target_result is None:
         return None
@@ -139,7 +140,7 @@ def _build(recipe: BuildRecipe, out: Path, stop_after: int | None, log: Any) -> 
     students = {spec.name: members[spec.name] for spec in recipe.students}
     distill_result = run_stage(
         "distill", students, teacher, recipe.distill_stage, streams, recipe.context, recipe.seed,
-        recipe.weight_decay, work / f"distill-{recipe.digest()}.pt", recipe.checkpoint_every, remaining,
+        recipe.weight_decay, work / f"{recipe.stage_key('distill')}.pt", recipe.checkpoint_every, remaining,
     )  # fmt: skip
     if distill_result is None:
         return None

@@ -88,6 +88,16 @@ class BuildRecipe:
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
 
+    def stage_key(self, stage: str) -> str:
+        """Identity of a stage's checkpoint: the recipe without the budgets that may still change.
+
+        The target stage ignores both step budgets (its schedule is budget-free until the decay);
+        the distillation stage depends on the finished target, so it keeps the target's budget.
+        """
+        keyed = replace(self, target_stage=replace(self.target_stage, steps=0)) if stage == "target" else self
+        keyed = replace(keyed, distill_stage=replace(keyed.distill_stage, steps=0))
+        return f"{stage}-{keyed.digest()}"
+
     def with_steps(self, target_steps: int | None, distill_steps: int | None) -> BuildRecipe:
         """The same recipe with other step budgets (warm-up capped at a tenth of the steps)."""
         recipe = self
@@ -109,12 +119,12 @@ FULL = BuildRecipe(
     vocab_size=2048,
     context=512,
     members=(
-        ModelSpec("draft-0.4m", hidden=96, layers=2, heads=2, intermediate=256),
-        ModelSpec("mid-3.7m", hidden=256, layers=4, heads=4, intermediate=688),
-        ModelSpec("target-15m", hidden=384, layers=8, heads=6, intermediate=1024),
+        ModelSpec("draft-0.2m", hidden=64, layers=1, heads=2, intermediate=172),
+        ModelSpec("mid-1.3m", hidden=160, layers=3, heads=5, intermediate=432),
+        ModelSpec("target-8m", hidden=320, layers=6, heads=5, intermediate=864),
     ),
-    target_stage=StageBudget(steps=560, batch=8, learning_rate=1.5e-3, warmup_steps=30),
-    distill_stage=StageBudget(steps=400, batch=8, learning_rate=2e-3, warmup_steps=20),
+    target_stage=StageBudget(steps=500, batch=8, learning_rate=2e-3, warmup_steps=30),
+    distill_stage=StageBudget(steps=400, batch=8, learning_rate=3e-3, warmup_steps=20),
 )
 
 SMALL = BuildRecipe(

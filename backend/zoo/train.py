@@ -6,8 +6,12 @@ from ``numpy.random.default_rng([seed, stage_id, s])`` and the learning rate is 
 ``checkpoint_every`` steps, atomically; restarting the build loads it and carries on from the next
 step, producing the same weights as an uninterrupted run.
 
-Learning-rate schedule: linear warm-up over ``w`` steps, then cosine decay to 10 % of the peak,
-``lr(s) = lr_max * (0.1 + 0.9 * 0.5 * (1 + cos(pi * (s - w) / (S - w))))`` for ``s >= w``.
+Learning-rate schedule (warm-up, stable, decay): linear warm-up over ``w`` steps, the peak rate
+until the last ``DECAY_FRACTION`` of the ``S`` steps, then cosine decay to 10 % of the peak:
+``lr(s) = lr_max * (0.1 + 0.9 * 0.5 * (1 + cos(pi * (s - d) / (S - d))))`` for ``s >= d = decay_start(S)``.
+Until ``d`` the rate does not depend on ``S``, so a checkpoint taken before the decay of both budgets
+can be continued under another step budget (``zoo build --target-steps N`` after an interrupted build
+reuses the steps already done) and gives the same weights as an uninterrupted run with budget ``N``.
 """
 
 from __future__ import annotations
@@ -41,11 +45,21 @@ class StageResult:
     losses: dict[str, list[float]]  # model name -> loss per step
 
 
+DECAY_FRACTION = 0.3
+
+
+def decay_start(budget: StageBudget) -> int:
+    """First step of the decay phase; steps before it are identical for every total budget."""
+    return max(budget.warmup_steps, budget.steps - math.ceil(DECAY_FRACTION * budget.steps))
+
+
 def learning_rate(step: int, budget: StageBudget) -> float:
     if step < budget.warmup_steps:
         return budget.learning_rate * (step + 1) / budget.warmup_steps
-    span = max(1, budget.steps - budget.warmup_steps)
-    progress = min(1.0, (step - budget.warmup_steps) / span)
+    start = decay_start(budget)
+    if step < start:
+        return budget.learning_rate
+    progress = min(1.0, (step - start) / max(1, budget.steps - start))
     return budget.learning_rate * (0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
@@ -94,6 +108,7 @@ def run_stage(
     first_step, wall = 0, 0.0
     if checkpoint.exists():
         state = torch.load(checkpoint, weights_only=False)
+        _check_reusable(checkpoint, state, budget)
         for name, model in students.items():
             model.load_state_dict(state["models"][name])
             optimisers[name].load_state_dict(state["optimisers"][name])
@@ -107,6 +122,7 @@ def run_stage(
                 "optimisers": {name: opt.state_dict() for name, opt in optimisers.items()},
                 "losses": losses,
                 "wall_seconds": wall,
+                "budget_steps": budget.steps,
             },
             checkpoint,
         )
@@ -143,6 +159,21 @@ def run_stage(
     if last < budget.steps:
         return None
     return StageResult(stage, budget.steps, budget.steps * budget.batch * context, wall, losses)
+
+
+def _check_reusable(checkpoint: Path, state: dict[str, Any], budget: StageBudget) -> None:
+    """A checkpoint written under another step budget is reusable only if it stopped before either decay."""
+    written_for = int(state.get("budget_steps", budget.steps))
+    if written_for == budget.steps:
+        return
+    old = StageBudget(written_for, budget.batch, budget.learning_rate, budget.warmup_steps)
+    limit = min(decay_start(old), decay_start(budget))
+    if state["step"] > limit:
+        raise ValueError(
+            f"{checkpoint}: written at step {state['step']} of a {written_for}-step budget, past the start "
+            f"of the learning-rate decay (step {limit}); it cannot continue a {budget.steps}-step budget. "
+            f"Rerun with the {written_for}-step budget, or delete the file to start this stage again."
+        )
 
 
 def _loss(

@@ -1,0 +1,133 @@
+"""The zoo build: resumable, budget-stable training stages; `zoo build --small` gives a loadable ladder."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from backend.zoo import recipe as zoo_recipe
+from backend.zoo.recipe import ModelSpec, StageBudget
+from backend.zoo.train import decay_start, learning_rate, run_stage
+from specrouter.cli import main
+
+STREAMS = [np.random.default_rng(0).integers(0, 48, 4000).astype(np.uint16) for _ in range(2)]
+
+
+def tiny_model(seed: int, hidden: int = 16) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=48, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+    )  # fmt: skip
+    return LlamaForCausalLM(config)
+
+
+def train(
+    checkpoint: Path, steps: int, stop_after: int | None = None, teacher: LlamaForCausalLM | None = None
+) -> dict[str, torch.Tensor] | None:
+    model = tiny_model(1)
+    budget = StageBudget(steps=steps, batch=2, learning_rate=1e-2, warmup_steps=2)
+    stage = "target" if teacher is None else "distill"
+    result = run_stage(stage, {"m": model}, teacher, budget, STREAMS, 16, 0, 0.1, checkpoint, 2, stop_after)
+    return None if result is None else model.state_dict()
+
+
+def assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
+    assert left.keys() == right.keys()
+    for key in left:
+        assert torch.equal(left[key], right[key]), key
+
+
+@pytest.mark.parametrize("distil", [False, True])
+def test_interrupted_stage_resumes_to_the_same_weights(tmp_path: Path, distil: bool) -> None:
+    teacher = tiny_model(7, hidden=24).eval() if distil else None
+    straight = train(tmp_path / "straight.pt", 6, teacher=teacher)
+    assert train(tmp_path / "resumed.pt", 6, stop_after=3, teacher=teacher) is None  # "interrupted"
+    assert torch.load(tmp_path / "resumed.pt", weights_only=False)["step"] == 3
+    resumed = train(tmp_path / "resumed.pt", 6, teacher=teacher)
+    assert straight is not None and resumed is not None
+    assert_same_weights(straight, resumed)
+    assert not torch.equal(straight["lm_head.weight"], tiny_model(1).state_dict()["lm_head.weight"])
+
+
+def test_checkpoint_continues_under_a_shorter_budget_before_the_decay(tmp_path: Path) -> None:
+    # 2 steps of a 12-step budget are also the first 2 steps of an 8-step budget (both still stable)
+    assert train(tmp_path / "long.pt", 12, stop_after=2) is None
+    shortened = train(tmp_path / "long.pt", 8)
+    straight = train(tmp_path / "short.pt", 8)
+    assert shortened is not None and straight is not None
+    assert_same_weights(shortened, straight)
+    # past the decay start of the shorter budget, reuse would change the result: refused
+    assert train(tmp_path / "late.pt", 12, stop_after=8) is None
+    with pytest.raises(ValueError, match=r"late.pt: written at step 8 of a 12-step budget"):
+        train(tmp_path / "late.pt", 8)
+
+
+def test_learning_rate_is_budget_free_until_the_decay() -> None:
+    short, long = StageBudget(100, 8, 1e-3, 10), StageBudget(400, 8, 1e-3, 10)
+    for step in range(decay_start(short)):
+        assert learning_rate(step, short) == learning_rate(step, long)
+    assert learning_rate(99, short) < 0.2 * learning_rate(50, short)
+    assert learning_rate(0, short) == pytest.approx(1e-4)
+
+
+TINY = replace(
+    zoo_recipe.SMALL,
+    vocab_size=300,
+    context=32,
+    members=(
+        ModelSpec("a", hidden=8, layers=1, heads=2, intermediate=16),
+        ModelSpec("b", hidden=16, layers=1, heads=2, intermediate=32),
+        ModelSpec("c", hidden=32, layers=2, heads=2, intermediate=64),
+    ),
+    train_chars_per_domain=60_000,
+    checkpoint_every=2,
+    eval_windows_per_domain=2,
+)
+
+
+def test_zoo_build_small_is_resumable_cached_and_loadable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(zoo_recipe.RECIPES, "small", TINY)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    command = [
+        "zoo",
+        "build",
+        "--small",
+        "--out",
+        str(tmp_path),
+        "--target-steps",
+        "3",
+        "--distill-steps",
+        "2",
+    ]
+    assert main([*command, "--stop-after", "4"]) == 0  # interrupted during distillation
+    assert "rerun the same command to resume" in capsys.readouterr().out
+    assert not (tmp_path / "ladder.json").exists()
+    (checkpoint,) = (tmp_path / ".work").glob("distill-*.pt")
+    assert torch.load(checkpoint, weights_only=False)["step"] == 1
+
+    assert main(command) == 0
+    manifest = json.loads((tmp_path / "ladder.json").read_text())
+    assert manifest["format"] == 1 and manifest["models"] == ["a", "b", "c"]
+    stages = manifest["training"]["stages"]
+    assert stages["target"]["steps"] == 3 and stages["distill"]["steps"] == 2
+    assert len(stages["distill"]["losses"]["a"]["every_1_steps"]) == 2  # resumed, not restarted
+    for name in manifest["models"]:
+        model = AutoModelForCausalLM.from_pretrained(tmp_path / name, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(tmp_path / name, local_files_only=True)
+        assert model.config.vocab_size == len(tokenizer) == manifest["tokenizer"]["vocab_size"]
+        assert (tmp_path / name / "tokenizer.json").read_bytes() == (
+            tmp_path / "a" / "tokenizer.json"
+        ).read_bytes()
+    assert (tmp_path / "prompts.jsonl").stat().st_size > 0
+
+    assert main(command) == 0  # a finished build is not redone
+    assert "already built" in capsys.readouterr().out
