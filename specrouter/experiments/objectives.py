@@ -30,14 +30,18 @@ PLAN_ALPHA: dict[str, dict[tuple[int, int], float]] = {
 def scenario_metric(
     policy: str, params: dict[str, Any], scenario: str, seed: int, options: dict[str, Any]
 ) -> float:
-    """The policy's ``options["metric"]`` (default ``tpot_mean``, seconds) on a simulator scenario."""
-    from specrouter.experiments.worlds import simulate_scenario
+    """The policy's ``options["metric"]`` (default ``tpot_mean``, seconds) on a shipped scenario.
+
+    ``options["requests"]`` keeps the first requests of the scenario's trace (default 400).
+    """
+    from specrouter.scenarios import run_scenario
 
     metric = str(options.get("metric", "tpot_mean"))
-    summary = simulate_scenario(scenario, make_policy(policy, params), seed, options).summary
-    if metric not in summary:
-        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(sorted(summary))}")
-    return float(summary[metric])
+    limit = int(options.get("requests", 400))
+    result = run_scenario(scenario, lambda truth: make_policy(policy, params, truth), limit=limit, seed=seed)
+    if metric not in result.summary:
+        raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(sorted(result.summary))}")
+    return float(result.summary[metric])
 
 
 def plan_metric(

@@ -110,6 +110,7 @@ def mode_profile(profile_path: Path, mode: str, out_path: Path) -> Path:
 
     profile = load_world_profile(profile_path)
     kept = tuple(pair for pair in profile.acceptance if pair.mode == mode)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
     save_world_profile(dataclasses.replace(profile, acceptance=kept), out_path)
     return out_path
 

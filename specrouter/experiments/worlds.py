@@ -79,11 +79,13 @@ def simulate_requests(
     out_dir: Path | None,
     settings: dict[str, Any] | None = None,
     params: dict[str, Any] | None = None,
+    hooks: bool = True,
 ) -> RunOutput:
     """Run ``requests`` through a simulated world; write records into ``out_dir`` (if given).
 
     ``policy`` is a policy object or a name (built here, after the world exists, so the
-    oracle can be handed the world's truth) with constructor arguments ``params``.
+    oracle can be handed the world's truth) with constructor arguments ``params``;
+    ``hooks=False`` when the scenario's workload hooks were already applied.
     """
     from sim.engine import Simulation
     from sim.scenario import apply_workload_hooks
@@ -99,7 +101,7 @@ def simulate_requests(
         from specrouter.experiments.policies import make_policy
 
         policy = make_policy(policy, params, truth=world.truth)
-    workload = list(apply_workload_hooks(requests, scenario))
+    workload = list(apply_workload_hooks(requests, scenario)) if hooks else list(requests)
     if out_dir is None:
         result = Simulation(world, policy).run(workload)
         return RunOutput(result.requests, result.rounds, summarize(result.requests), markers, None)
@@ -150,3 +152,30 @@ def _model_shape(model_dir: Path | None) -> dict[str, Any]:
             kv_heads=int(config.get("num_key_value_heads", heads)),
         )
     return shape
+
+
+def scenario_names() -> list[str]:
+    """The scenarios shipped in :mod:`specrouter.scenarios`."""
+    from specrouter.scenarios import scenario_names as shipped
+
+    return list(shipped())
+
+
+def simulate_scenario(
+    scenario: str,
+    policy: str,
+    seed: int,
+    out_dir: Path | None,
+    limit: int | None = None,
+    params: dict[str, Any] | None = None,
+) -> RunOutput:
+    """Run ``policy`` through a shipped scenario (first ``limit`` requests) with records."""
+    from specrouter.scenarios import load_scenario_config
+    from specrouter.scenarios.runner import build_world
+
+    config = load_scenario_config(scenario)
+    world, requests = build_world(config, limit, seed)
+    settings = {"scenario": scenario, "policy": policy, "params": params or {}, "seed": seed, "limit": limit}
+    return simulate_requests(
+        world.cluster, world.scenario, requests, policy, out_dir, settings, params, hooks=False
+    )

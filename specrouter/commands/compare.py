@@ -1,0 +1,160 @@
+"""``specrouter compare``: routing policies x scenarios, a table and plots.
+
+In the simulator (default) every policy replays every shipped scenario (``--scenario``; see
+``specrouter/scenarios/*.json``) on the first ``--requests`` requests of its trace.  With
+``--backend real`` the same workloads (clipped to the ladder's context window, outputs
+capped by ``--output-tokens``) run on a real ladder instead; the scenario's simulated events
+(slowdowns, acceptance overrides) do not exist there and are ignored.
+
+Prints mean / p99 time per output token and TTFT, throughput, and the speed-up over
+target-only and over the best static chain; writes records per run under
+``OUT/<scenario>/<policy>/``, ``OUT/comparison.json``, and plots (PNG + SVG) per scenario:
+TPOT CDFs of all policies, and chain usage and per-pair acceptance over time of each policy
+that switches chains, with the scenario's shift / slowdown marked.  Finished runs are kept
+on a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from specrouter.experiments.compare import Runner
+    from specrouter.experiments.worlds import RunOutput
+
+EXAMPLES = """examples:
+  specrouter compare                                  # every shipped scenario, default policies
+  specrouter compare --scenario slowdown --policy specrouter --policy bandit --policy oracle
+  specrouter compare --scenario domain_shift --requests 2000 --out runs/shift
+  specrouter compare --backend real --scenario stationary --requests 6 --policy specrouter
+"""
+
+DEFAULT_POLICIES = ("target-only", "STATIC", "dynamic-lookahead", "bandit", "specrouter", "oracle")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "compare",
+        help="run policies x scenarios (simulator or real backend); table and plots",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--policy",
+        action="append",
+        default=None,
+        help="policy (repeatable); default: target-only, every static chain, dynamic-lookahead, "
+        "bandit, specrouter, oracle (sim only)",
+    )
+    parser.add_argument(
+        "--scenario", action="append", default=None, help="scenario (repeatable); default: all"
+    )
+    parser.add_argument("--requests", type=int, default=None, help="first N requests (default 400; real 6)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the worlds and policies")
+    parser.add_argument(
+        "--backend", choices=("sim", "real"), default="sim", help="where to run (default sim)"
+    )
+    parser.add_argument(
+        "--ladder", default=None, help="ladder directory for --backend real (default embedded)"
+    )
+    parser.add_argument(
+        "--output-tokens", type=int, default=32, help="--backend real: cap on tokens per request"
+    )
+    parser.add_argument("--max-batch", type=int, default=4, help="--backend real: running requests at most")
+    parser.add_argument("--out", type=Path, default=Path("runs/compare"), help="output directory")
+    parser.add_argument("--no-plots", action="store_true", help="tables only")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from specrouter.experiments.compare import compare, format_comparison
+    from specrouter.experiments.policies import UnknownPolicyError, check_policy_name
+    from specrouter.experiments.worlds import scenario_names
+
+    scenarios = args.scenario or scenario_names()
+    unknown = [s for s in scenarios if s not in scenario_names()]
+    if unknown:
+        print(
+            f"specrouter compare: unknown scenario(s) {', '.join(unknown)}; "
+            f"shipped: {', '.join(scenario_names())}",
+            file=sys.stderr,
+        )
+        return 2
+    real = args.backend == "real"
+    try:
+        policies = expand_policies(args.policy or list(DEFAULT_POLICIES), scenarios[0], real)
+        for policy in policies:
+            check_policy_name(policy, real_backend=real)
+        runner = real_runner(args) if real else sim_runner(args)
+    except (UnknownPolicyError, ValueError) as error:
+        print(f"specrouter compare: {error}", file=sys.stderr)
+        return 2
+    result = compare(policies, scenarios, args.out, runner, plot=not args.no_plots)
+    print(format_comparison(result))
+    print(f"wrote {args.out}/comparison.json, per-run records and {len(result.figures)} figure files")
+    return 0
+
+
+def expand_policies(requested: list[str], scenario: str, real: bool) -> list[str]:
+    """Replace ``STATIC`` by every static chain of the scenario's ladder; drop the oracle on real hardware."""
+    from policies.registry import every_static_chain
+    from specrouter.scenarios import load_scenario_config
+    from specrouter.scenarios.runner import build_world
+
+    out: list[str] = []
+    for name in requested:
+        if name == "STATIC":
+            world, _ = build_world(load_scenario_config(scenario), limit=2)
+            out.extend(every_static_chain(len(world.cluster.models)))
+        elif not (real and name == "oracle" and requested == list(DEFAULT_POLICIES)):
+            out.append(name)
+    return out
+
+
+def sim_runner(args: argparse.Namespace) -> Runner:
+    from specrouter.experiments.worlds import simulate_scenario
+
+    limit = args.requests or 400
+
+    def runner(scenario: str, policy: str, run_dir: Path) -> RunOutput:
+        return simulate_scenario(scenario, policy, args.seed, run_dir, limit)
+
+    return runner
+
+
+def real_runner(args: argparse.Namespace) -> Runner:
+    from backend.ladder import load_ladder
+    from backend.replay import ClipReport, clip_to_context, context_window
+    from specrouter.commands.validate import default_ladder
+    from specrouter.experiments.validate import run_real
+    from specrouter.scenarios import load_scenario_config
+    from specrouter.scenarios.runner import load_requests
+
+    ladder_dir = args.ladder or default_ladder()
+    ladder = load_ladder(ladder_dir)
+    window = context_window(ladder.models)
+    limit = args.requests or 6
+
+    def runner(scenario: str, policy: str, run_dir: Path) -> RunOutput:
+        report = ClipReport(window)
+        requests = [
+            clip_to_context(
+                r._replace(output_tokens=min(r.output_tokens, args.output_tokens)), window, report
+            )
+            for r in load_requests(load_scenario_config(scenario), limit)
+        ]
+        settings = {
+            "scenario": scenario,
+            "policy": policy,
+            "seed": args.seed,
+            "limit": limit,
+            "ladder": str(Path(ladder_dir).resolve()),
+            "output_tokens": args.output_tokens,
+        }
+        return run_real(ladder, requests, policy, args.seed, args.max_batch, run_dir, settings)
+
+    return runner
