@@ -33,11 +33,13 @@ from typing import Any, NamedTuple
 import simpy
 
 from policies.contract import LadderInfo, LevelFeedback, PairTV, PassTiming, Policy, RoundFeedback, RouteView
-from policies.plan import Call, RoundCounts, Verify, round_calls
+from policies.plan import Call
 from sim.request_state import RequestState
 from sim.world import World
 from traces.records import RequestRecord, RoundRecord, round_record_from_feedback
 from traces.request import Request
+
+_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__ frame
 
 
 class SimResult(NamedTuple):
@@ -202,11 +204,8 @@ class Simulation:
                     f"target is model {self.target} ({self.ladder.size} models)"
                 )
             self._checked_routes.add(route)
-        plan = round_calls(route, state.budget - state.generated)
-        state.begin_round(route, plan, now)
-        call = next(plan)
-        state.call = call
-        servers[call.model].submit(state)
+        state.begin_round(route, state.budget - state.generated, now)
+        servers[state.call_model].submit(state)
 
     def advance(self, batch: list[RequestState], fed: list[int], model: int, seconds: float) -> None:
         """Resolve every member's call after a pass and move it to its next call."""
@@ -215,57 +214,53 @@ class Simulation:
         servers = self.servers
         verify = self.verify
         trace = self.calls if self.trace_calls else None
+        timings: dict[int, PassTiming] = {}
         for state, n in zip(batch, fed):
-            call = state.call
-            level = call.level
-            if call.__class__ is Verify:
-                candidates = call.candidates
-                chain = state.chain
-                tv = state.tv[level]
-                outcome: int | None = verify(
-                    chain[level - 1],
-                    model,
-                    state.domain,
-                    now,
-                    state.latent,
-                    state.emitted[level],
-                    candidates,
-                    tv,
-                )
-                state.emitted[level] += outcome + 1  # type: ignore[operator]
+            level = state.call_level
+            candidates = state.call_candidates
+            if candidates >= 0:
+                took = verify(
+                    state.chain[level - 1], model, state.domain, now, state.latent, state.position[level],
+                    candidates, state.tv[level],
+                )  # fmt: skip
+                state.position[level] += took + 1
             else:
-                outcome = None
-                state.emitted[0] += 1
-            state.passes[level].append(PassTiming(model, n, size, seconds))
+                took = 0
+                state.position[0] += 1
+            timing = timings.get(n)
+            if timing is None:
+                timing = timings[n] = _new_tuple(PassTiming, (model, n, size, seconds))
+            state.passes[level].append(timing)
             if trace is not None:
-                trace.append((state.request_id, call, outcome))
-            try:
-                call = state.plan.send(outcome)
-            except StopIteration as stop:
-                self.finish_round(state, stop.value)
-                continue
-            state.call = call
-            servers[call.model].submit(state)
+                trace.append((state.request_id, state.call, took if candidates >= 0 else None))
+            if state.resolve(took):
+                self.finish_round(state)
+            else:
+                servers[state.call_model].submit(state)
 
-    def finish_round(self, state: RequestState, counts: RoundCounts) -> None:
+    def finish_round(self, state: RequestState) -> None:
         now = self.env.now
         route = state.route
         chain = route.chain
-        committed = counts.emitted[-1]
+        proposed, accepted, emitted = state.proposed, state.accepted, state.emitted
+        committed = emitted[-1]
         state.generated += committed
         done = state.generated >= state.budget
         if state.first_token < 0.0:
             state.first_token = now
         passes, tv = state.passes, state.tv
         levels = tuple(
-            LevelFeedback(
-                chain[j], counts.proposed[j], counts.accepted[j], counts.emitted[j], tuple(passes[j])
-            )
-            for j in range(len(chain))
+            [
+                _new_tuple(LevelFeedback, (chain[j], proposed[j], accepted[j], emitted[j], tuple(passes[j])))
+                for j in range(len(chain))
+            ]
         )
-        pair_tv = tuple(PairTV(chain[j - 1], chain[j], tuple(tv[j])) for j in range(1, len(chain)))
-        feedback = RoundFeedback(
-            state.request_id, state.domain, route, state.round_started, now, levels, pair_tv, done
+        pair_tv = tuple(
+            [_new_tuple(PairTV, (chain[j - 1], chain[j], tuple(tv[j]))) for j in range(1, len(chain))]
+        )
+        feedback: RoundFeedback = _new_tuple(
+            RoundFeedback,
+            (state.request_id, state.domain, route, state.round_started, now, levels, pair_tv, done),
         )
         self.policy.observe(feedback)
         self.rounds_total += 1

@@ -1,12 +1,23 @@
-"""Per-request simulation state: cheap, slotted, reset once per round."""
+"""Per-request simulation state, including a fast, exact replica of the round plan.
+
+:func:`policies.plan.round_calls` defines a round as a recursive generator of model calls.
+Resuming a generator through ``yield from`` frames costs about a microsecond per call, so
+the simulator runs the same recursion as an explicit state machine stored in the request
+state (``begin_round`` / ``resolve``).  ``tests/test_sim_plan.py`` proves on random routes,
+budgets and outcomes that it makes the same calls in the same order and count and returns
+the same per-level counts as the generator.
+
+Current call: ``call_model``, ``call_level`` and ``call_candidates`` (``-1`` for a
+``DraftStep``, ``k >= 0`` for a ``Verify`` of ``k`` candidates).
+"""
 
 from __future__ import annotations
 
 from policies.contract import PassTiming, Route
-from policies.plan import Call, DraftStep, RoundGen
+from policies.plan import Call, DraftStep, Verify
 from traces.request import Request
 
-_NO_CALL = DraftStep(0, 0)
+DRAFT = -1
 
 
 class RequestState:
@@ -20,7 +31,9 @@ class RequestState:
 
     __slots__ = (
         "request_id", "arrival", "prompt_tokens", "budget", "domain", "generated", "first_token", "cached",
-        "route", "chain", "plan", "call", "round_started", "emitted", "latent", "passes", "tv",
+        "route", "chain", "lookaheads", "round_started", "latent", "passes", "tv",
+        "call_model", "call_level", "call_candidates",
+        "proposed", "accepted", "emitted", "position", "produced", "goal", "room", "drafts_left", "drafted",
     )  # fmt: skip
 
     def __init__(self, request: Request, ladder_size: int) -> None:
@@ -32,27 +45,107 @@ class RequestState:
         self.generated = 0
         self.first_token = -1.0
         self.cached = [0] * ladder_size
-        self.route: Route = Route((ladder_size - 1,), (), ladder_size - 1)
+        self.route = Route.target_only(ladder_size - 1)
         self.chain: tuple[int, ...] = self.route.chain
-        self.plan: RoundGen
-        self.call: Call = _NO_CALL
+        self.lookaheads: tuple[int, ...] = ()
         self.round_started = 0.0
-        self.emitted: list[int] = []
         self.latent: list[float] = []
         self.passes: list[list[PassTiming]] = []
         self.tv: list[list[float]] = []
+        self.call_model = self.call_level = self.call_candidates = 0
+        self.proposed: list[int] = []
+        self.accepted: list[int] = []
+        self.emitted: list[int] = []
+        self.position: list[int] = []  # tokens each level has emitted so far this round
+        self.produced: list[int] = []
+        self.goal: list[int] = []
+        self.room: list[int] = []
+        self.drafts_left = self.drafted = 0
 
-    def begin_round(self, route: Route, plan: RoundGen, now: float) -> None:
+    # -- the round plan (same semantics as policies.plan.round_calls) ---------------------
+    def begin_round(self, route: Route, room: int, now: float) -> None:
+        """Reset the round state and set the first call of ``route`` with ``room`` tokens left."""
+        if room < 1:
+            raise ValueError(f"a round needs room >= 1 output token, got {room}")
         levels = len(route.chain)
         self.route = route
         self.chain = route.chain
-        self.plan = plan
+        self.lookaheads = route.lookaheads
         self.round_started = now
-        self.emitted = [0] * levels
         self.latent = []
         self.passes = [[] for _ in range(levels)]
         self.tv = [[] for _ in range(levels)]
+        self.proposed = [0] * levels
+        self.accepted = [0] * levels
+        self.emitted = [0] * levels
+        self.position = [0] * levels
+        self.produced = [0] * levels
+        self.goal = [0] * levels
+        self.room = [0] * levels
+        if levels == 1:
+            self._verify(0, 0)
+        else:
+            self._descend(levels - 2, room - 1)
 
+    def _descend(self, level: int, level_room: int) -> None:
+        """Enter ``level``'s sub-round with ``level_room`` and set the first call it makes."""
+        while level > 0:
+            goal = self.lookaheads[level] if self.lookaheads[level] < level_room else level_room
+            if goal <= 0:
+                self._verify(level + 1, 0)
+                return
+            self.goal[level] = goal
+            self.produced[level] = 0
+            self.room[level] = level_room
+            level -= 1
+            level_room -= 1
+        drafted = self.lookaheads[0] if self.lookaheads[0] < level_room else level_room
+        if drafted <= 0:
+            self._verify(1, 0)
+            return
+        self.drafted = self.drafts_left = drafted
+        self.call_model = self.chain[0]
+        self.call_level = 0
+        self.call_candidates = DRAFT
+
+    def _verify(self, level: int, candidates: int) -> None:
+        self.call_model = self.chain[level]
+        self.call_level = level
+        self.call_candidates = candidates
+
+    def resolve(self, took: int) -> bool:
+        """Apply the outcome of the current call; set the next one.  True when the round is over."""
+        level = self.call_level
+        below = self.call_candidates
+        if below == DRAFT:
+            self.drafts_left -= 1
+            if self.drafts_left:
+                return False
+            self.emitted[0] += self.drafted
+            self._verify(1, self.drafted)
+            return False
+        self.proposed[level] += below
+        self.accepted[level] += took
+        if level == len(self.chain) - 1:
+            self.emitted[level] += took + 1
+            return True
+        produced = self.produced[level] + took + 1
+        self.produced[level] = produced
+        if produced < self.goal[level]:
+            self._descend(level - 1, self.room[level] - produced - 1)
+        else:
+            self.emitted[level] += produced
+            self._verify(level + 1, produced)
+        return False
+
+    @property
+    def call(self) -> Call:
+        """The current call as :mod:`policies.plan` writes it."""
+        if self.call_candidates == DRAFT:
+            return DraftStep(self.call_level, self.call_model)
+        return Verify(self.call_level, self.call_model, self.call_candidates)
+
+    # -- KV bookkeeping ------------------------------------------------------------------
     def call_positions(self, model: int) -> tuple[int, int]:
         """Positions this request feeds to ``model`` for its current call, and its context.
 
@@ -61,11 +154,11 @@ class RequestState:
         as done when the call joins a batch).  Context = committed tokens already cached +
         tokens this level emitted earlier in the round.
         """
-        call = self.call
         in_sync = self.prompt_tokens + self.generated - 1
         lag = in_sync - self.cached[model]
-        positions = call.candidates + 1 if len(call) == 3 else 1
-        return positions + lag, in_sync - lag + self.emitted[call.level]
+        candidates = self.call_candidates
+        positions = candidates + 1 if candidates > 0 else 1
+        return positions + lag, in_sync - lag + self.position[self.call_level]
 
     def sync_caches(self, chain: tuple[int, ...]) -> None:
         """After a round every chain member holds the committed prefix."""
