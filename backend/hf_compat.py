@@ -28,18 +28,21 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, DynamicCache
 
+HFModel = Any
+"""A transformers ``PreTrainedModel``: typed ``Any`` because its attributes depend on the architecture."""
+
 KVLayers = list[tuple[torch.Tensor, torch.Tensor]]
 """Per decoder layer ``(keys, values)``, each ``[batch, kv_heads, seq_len, head_dim]``."""
 
 
 @memoize
-def _forward_parameters(model_class: type) -> frozenset[str]:
+def _forward_parameters(model_class: Any) -> frozenset[str]:
     return frozenset(inspect.signature(model_class.forward).parameters)
 
 
-def cache_keyword(model: torch.nn.Module) -> str:
+def cache_keyword(model: HFModel) -> str:
     """The keyword under which ``model.forward`` takes its KV cache in this transformers version."""
-    parameters = _forward_parameters(type(model))
+    parameters = _forward_parameters(model.__class__)
     if "cache" in parameters:
         return "cache"
     if "past_key_values" in parameters:
@@ -50,12 +53,11 @@ def cache_keyword(model: torch.nn.Module) -> str:
     )
 
 
-def load_causal_lm(path: str, dtype: torch.dtype) -> torch.nn.Module:
+def load_causal_lm(path: str, dtype: torch.dtype) -> HFModel:
     """``AutoModelForCausalLM.from_pretrained`` with the dtype keyword of this version (``dtype`` in 5.x)."""
     major = int(transformers.__version__.split(".")[0])
     keyword = "dtype" if major >= 5 else "torch_dtype"
-    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(path, **{keyword: dtype})
-    return model
+    return AutoModelForCausalLM.from_pretrained(path, **{keyword: dtype})
 
 
 def output_cache(output: Any) -> Any:
@@ -91,7 +93,7 @@ def layers_from_cache(cache: Any) -> KVLayers:
 
 
 def forward_with_cache(
-    model: torch.nn.Module,
+    model: HFModel,
     input_ids: torch.Tensor,
     past: KVLayers | None,
     attention_mask: torch.Tensor | None,
@@ -111,7 +113,7 @@ def forward_with_cache(
     }
     if attention_mask is not None:
         kwargs["attention_mask"] = attention_mask
-    if "logits_to_keep" in _forward_parameters(type(model)):
+    if "logits_to_keep" in _forward_parameters(model.__class__):
         kwargs["logits_to_keep"] = logits_to_keep
     output = model(**kwargs)
     logits = output.logits[:, -logits_to_keep:, :]

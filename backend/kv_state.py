@@ -37,7 +37,7 @@ from typing import NamedTuple
 
 import torch
 
-from backend.hf_compat import KVLayers, forward_with_cache
+from backend.hf_compat import HFModel, KVLayers, forward_with_cache
 
 
 class ScoreRequest(NamedTuple):
@@ -75,7 +75,7 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
 class ModelKV:
     """The KV caches of one model for every sequence in flight."""
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int | None = None) -> None:
+    def __init__(self, model: HFModel, vocab_size: int | None = None) -> None:
         self.model = model
         self.vocab_size = int(vocab_size or model.config.vocab_size)
         parameter = next(model.parameters())

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from backend.hf_compat import load_causal_lm
+from backend.hf_compat import HFModel, load_causal_lm
 from policies.contract import LadderInfo
 
 LADDER_FILE = "ladder.json"
@@ -45,7 +45,7 @@ class Ladder:
     is None in token-id-only mode (tests with in-memory random models).
     """
 
-    models: list[torch.nn.Module]
+    models: list[HFModel]
     names: tuple[str, ...]
     tokenizer: Any | None = None
     params: tuple[float, ...] | None = None

@@ -28,16 +28,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from backend.hf_compat import HFModel
 from backend.kv_state import ScoreRequest, ScoreResult, common_prefix_length
 
 SUPPORTED_TYPES = {"llama", "qwen2", "mistral"}
 
 
-def lean_unsupported_reason(model: torch.nn.Module) -> str | None:
+def lean_unsupported_reason(model: HFModel) -> str | None:
     """Why ``model`` cannot take the lean path, or None when it can."""
     config = model.config
     if config.model_type not in SUPPORTED_TYPES:
@@ -65,7 +67,7 @@ def _rms_norm(hidden: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.T
     return weight * hidden32.to(dtype)
 
 
-def _linear(x: torch.Tensor, layer: torch.nn.Module) -> torch.Tensor:
+def _linear(x: torch.Tensor, layer: Any) -> torch.Tensor:
     """``layer(x)`` for an ``nn.Linear`` without the module-call overhead."""
     return F.linear(x, layer.weight, layer.bias)
 
@@ -78,7 +80,7 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
 class LeanKV:
     """Per-sequence KV state of one Llama-family model on preallocated buffers (see module doc)."""
 
-    def __init__(self, model: torch.nn.Module, vocab_size: int | None = None, capacity: int = 256) -> None:
+    def __init__(self, model: HFModel, vocab_size: int | None = None, capacity: int = 256) -> None:
         reason = lean_unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"lean path unavailable for {type(model).__name__}: {reason}")

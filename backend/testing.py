@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -56,14 +57,16 @@ def tiny_models(
         raise ValueError(f"noise has {len(noise)} entries for {levels} levels")
     generator = torch.Generator().manual_seed(seed)
     config = tiny_config(vocab_size)
-    target = LlamaForCausalLM(config).to(dtype)
+    target: Any = LlamaForCausalLM(config)
+    target.to(dtype)
     with torch.no_grad():
         for param in target.parameters():
             if param.dim() > 1:
                 param.copy_(torch.randn(param.shape, generator=generator, dtype=dtype) * init_scale * 0.02)
     out = []
     for level in range(levels):
-        model = LlamaForCausalLM(config).to(dtype)
+        model: Any = LlamaForCausalLM(config)
+        model.to(dtype)
         model.load_state_dict(target.state_dict())
         with torch.no_grad():
             for param in model.parameters():
