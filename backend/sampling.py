@@ -92,7 +92,7 @@ def sample_index(probs: torch.Tensor, uniform: float) -> int:
     positive probability.
     """
     cdf = torch.cumsum(probs.to(torch.float64), dim=0)
-    point = torch.tensor([uniform * float(cdf[-1])], dtype=torch.float64)
+    point = torch.tensor([uniform * float(cdf[-1])], dtype=torch.float64, device=cdf.device)
     index = int(torch.searchsorted(cdf, point, right=True).item())
     if index >= probs.shape[0]:  # uniform * total rounded up to total
         index = int(torch.nonzero(probs > 0)[-1].item())
