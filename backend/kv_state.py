@@ -152,11 +152,14 @@ class ModelKV:
         results = []
         for row, (request, cache, keep, fed) in enumerate(zip(requests, caches, keeps, feeds)):
             start = past_max - keep
+            end = start + keep + fed
+            # a batched pass's rows are copied out: a view would keep the whole batch tensor alive
+            # for as long as any one of its sequences lives (memory x batch size)
+            copy = len(requests) > 1
             cache.layers = [
-                (
-                    k[row : row + 1, :, start : start + keep + fed],
-                    v[row : row + 1, :, start : start + keep + fed],
-                )
+                (k[row : row + 1, :, start:end].clone(), v[row : row + 1, :, start:end].clone())
+                if copy
+                else (k[:, :, start:end], v[:, :, start:end])
                 for k, v in layers
             ]
             cache.tokens = list(request.tokens)
