@@ -27,8 +27,9 @@ engine *step*:
    request's ``RoundFeedback`` goes to ``policy.observe`` and to the records
    (:mod:`traces.records`).
 5. **completion** -- a request that reached its output budget leaves the batch, its KV
-   state is freed and its request record written.  Trace lengths are budgets: generation
-   does not stop at end-of-sequence tokens (the trace says how long the answer was).
+   state is freed and its request record written.  Trace lengths are budgets: by default
+   generation does not stop at end-of-sequence tokens (the trace says how long the answer
+   was); ``stop_at_eos`` (benchmarks comparing with ``generate``) ends a request at one.
 
 An interrupted run (Ctrl-C, an exception) keeps every record written so far: the
 :class:`traces.records.RecordWriter` context closes its files on the way out and marks
@@ -236,8 +237,8 @@ class Engine:
             if writer is not None:
                 writer.add_feedback(feedback)
             result.rounds += 1
-            if active.generated >= active.request.output_tokens:
-                finished.append(active)
+            if feedback.request_done or active.generated >= active.request.output_tokens:
+                finished.append(active)  # budget reached, or end-of-sequence when stop_at_eos
         return finished
 
     def _commit(
@@ -297,7 +298,9 @@ def replay(
     sampling: SamplingConfig | None = None,
     seed: int = 0,
     writer: RecordWriter | None = None,
+    stop_at_eos: bool = False,
 ) -> EngineResult:
     """Replay ``requests`` on ``ladder`` under ``policy`` (records into ``writer`` when given)."""
-    engine = Engine(ladder, replay_executor(ladder, sampling, seed), policy, prompts, config)
+    executor = replay_executor(ladder, sampling, seed, stop_at_eos)
+    engine = Engine(ladder, executor, policy, prompts, config)
     return engine.run(requests, writer)

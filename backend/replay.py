@@ -88,6 +88,24 @@ class CorpusPrompts:
         )
 
 
+class FixedPrompts:
+    """Given prompts by request id (benchmarks: the same prompts for every method)."""
+
+    name = "fixed"
+
+    def __init__(self, prompts: Sequence[Sequence[int]]) -> None:
+        self.prompts = [list(p) for p in prompts]
+
+    def prompt_ids(self, request: Request) -> list[int]:
+        prompt = self.prompts[request.request_id]
+        if len(prompt) != request.prompt_tokens:
+            raise ValueError(
+                f"request {request.request_id} asks for {request.prompt_tokens} prompt tokens; "
+                f"the fixed prompt has {len(prompt)}"
+            )
+        return list(prompt)
+
+
 def prompt_source_for(ladder: Any, seed: int = 0) -> PromptSource:
     """Corpus prompts when the ladder has a tokenizer and the corpus exists, else random ids."""
     if getattr(ladder, "tokenizer", None) is not None:

@@ -1,0 +1,299 @@
+"""Speed of the real backend against Hugging Face ``generate`` on the same prompts (greedy).
+
+Methods, all greedy, all on the same prompts and output length:
+
+(a) ``hf_target``      -- the target alone, ``model.generate`` (the baseline every ratio uses);
+(b) ``hf_assisted``    -- ``generate(assistant_model=draft)`` for every lower ladder model, its
+                          default heuristic lookahead schedule; the best draft is reported;
+(c) ``ours_target``    -- our engine with the target-only policy (the engine's own overhead);
+    ``ours_2level``    -- our engine with every 2-level chain ``M_d[g] > target``;
+    ``ours_3level``    -- and every 3-level chain ``M_a[g0] > M_b[g1] > target``;
+(d) ``ours_adaptive``  -- the registry's adaptive policy (``specrouter``) when it exists.
+
+Batch 1 unless told: requests run one after another (``max_batch = 1``), like ``generate``.
+Then **batch scaling**: all prompts at once with ``max_batch`` in ``--batches`` for the target
+alone and the best chain (Hugging Face assisted generation has no batch > 1).
+
+Every method runs ``--repeats`` times, interleaved (method A, B, C, A, B, C, ...), and keeps its
+fastest run: on a shared machine the fastest run is the one least disturbed by other work.
+Greedy outputs are compared token by token with (a); any mismatch is reported (fp32
+re-association can flip a near-tie; the count says how often).
+
+The last line printed is one JSON object: tokens/s of each method, ratios to (a) and to the
+best (b), the chosen configurations, the batch scaling table and the greedy check.
+
+    python3 bench/backend_speed.py --quick        # a few minutes on a busy 2-core machine
+    python3 bench/backend_speed.py                # the full comparison
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from backend.engine import EngineConfig, replay  # noqa: E402
+from backend.ladder import Ladder, load_ladder  # noqa: E402
+from backend.replay import FixedPrompts, prompt_set, prompt_source_for  # noqa: E402
+from policies import Policy, StaticChain, TargetOnly  # noqa: E402
+from traces.request import Request  # noqa: E402
+
+Outputs = list[list[int]]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="few prompts, short outputs, small grids")
+    parser.add_argument("--ladder", default=None, help="ladder directory (default: the embedded ladder)")
+    parser.add_argument("--prompts", type=int, default=None, help="prompts (default 8; quick 2)")
+    parser.add_argument(
+        "--prompt-tokens", type=int, default=None, help="prompt length (default 128; quick 64)"
+    )
+    parser.add_argument(
+        "--new-tokens", type=int, default=None, help="tokens per output (default 128; quick 32)"
+    )
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3; quick 1)")
+    parser.add_argument(
+        "--batches", default=None, help="batch sizes for scaling (default 1,2,4,8; quick 1,4)"
+    )
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--seed", type=int, default=0)
+    return parser.parse_args(argv)
+
+
+def build_ladder(path: str | None) -> tuple[Ladder, str]:
+    """The given or embedded ladder; a tiny random one (stated in the result) when neither exists."""
+    from backend.zoo import default_ladder_dir
+
+    directory = Path(path) if path else default_ladder_dir()
+    if (directory / "ladder.json").is_file():
+        return load_ladder(directory), str(directory)
+    if path:
+        raise SystemExit(f"{directory}: no ladder.json")
+    from backend.testing import tiny_ladder
+
+    note = "embedded ladder missing: TINY RANDOM ladder (speculation cannot pay on it; overhead figures only)"
+    print(f"note: {note}", file=sys.stderr)
+    return tiny_ladder(3, seed=0, dtype=torch.float32), note
+
+
+def hf_generate(ladder: Ladder, prompts: Outputs, new_tokens: int, assistant: int | None) -> Outputs:
+    """Greedy ``generate`` of the target (with ``assistant_model`` when given), one prompt at a time."""
+    target = ladder.models[-1]
+    kwargs: dict[str, Any] = {"max_new_tokens": new_tokens, "do_sample": False}
+    if assistant is not None:
+        kwargs["assistant_model"] = ladder.models[assistant]
+    pad = ladder.eos_token_id if ladder.eos_token_id is not None else 0
+    outputs = []
+    with torch.inference_mode():
+        for prompt in prompts:
+            ids = torch.tensor([prompt], device=ladder.device)
+            out = target.generate(ids, attention_mask=torch.ones_like(ids), pad_token_id=pad, **kwargs)
+            outputs.append(out[0, len(prompt) :].tolist())
+    return outputs
+
+
+def ours(
+    ladder: Ladder, policy: Policy, prompts: Outputs, new_tokens: int, batch: int
+) -> tuple[Outputs, int]:
+    """Our engine on all prompts (all arrive at 0; ``batch`` in flight); outputs and rounds."""
+    requests = [Request(i, 0.0, len(p), new_tokens, None) for i, p in enumerate(prompts)]
+    config = EngineConfig(max_batch=batch, replay="fast", keep_outputs=True, progress=False)
+    result = replay(ladder, policy, requests, FixedPrompts(prompts), config, stop_at_eos=True)
+    return [result.outputs[i] for i in range(len(prompts))], result.rounds
+
+
+class Method:
+    """One way to generate; keeps its fastest run's time and the outputs."""
+
+    def __init__(self, name: str, run: Callable[[], Outputs]) -> None:
+        self.name, self.run = name, run
+        self.best = float("inf")
+        self.outputs: Outputs = []
+
+    def measure(self) -> None:
+        started = time.perf_counter()
+        outputs = self.run()
+        self.best = min(self.best, time.perf_counter() - started)
+        self.outputs = outputs
+
+    @property
+    def tokens(self) -> int:
+        return sum(len(o) for o in self.outputs)
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.best
+
+
+def mismatches(outputs: Outputs, reference: Outputs) -> int:
+    return sum(a != b for a, b in zip(outputs, reference))
+
+
+def measure_all(methods: list[Method], repeats: int, label: str) -> None:
+    from tqdm import tqdm
+
+    for _ in tqdm(range(repeats), desc=label, unit="repeat", leave=False):
+        for method in methods:
+            method.measure()
+
+
+def chain_methods(ladder: Ladder, prompts: Outputs, new_tokens: int, quick: bool) -> list[Method]:
+    target = ladder.target
+    lookaheads_2 = (4,) if quick else (2, 4, 6, 8)
+    lookaheads_3 = ((3, 1),) if quick else ((2, 1), (3, 1), (4, 1), (3, 2), (4, 2), (6, 2))
+    policies: list[Policy] = [StaticChain((d, target), (g,)) for d in range(target) for g in lookaheads_2]
+    for a, b in itertools.combinations(range(target), 2):
+        policies += [StaticChain((a, b, target), g) for g in lookaheads_3]
+    return [
+        Method(p.name, lambda p=p: ours(ladder, p, prompts, new_tokens, 1)[0])  # type: ignore[misc]
+        for p in policies
+    ]
+
+
+def adaptive_policy() -> Policy | None:
+    try:
+        from specrouter.experiments.policies import make_policy, registry_names
+    except ImportError:
+        return None
+    return make_policy("specrouter") if "specrouter" in registry_names() else None
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    quick = args.quick
+    n_prompts = args.prompts or (2 if quick else 8)
+    prompt_tokens = args.prompt_tokens or (64 if quick else 128)
+    new_tokens = args.new_tokens or (32 if quick else 128)
+    repeats = args.repeats or (1 if quick else 3)
+    batches = [int(b) for b in (args.batches or ("1,4" if quick else "1,2,4,8")).split(",")]
+    torch.manual_seed(args.seed)
+    started = time.perf_counter()
+    ladder, ladder_note = build_ladder(args.ladder)
+    source = prompt_source_for(ladder, args.seed)
+    per_domain = prompt_set(source, n_prompts, prompt_tokens)
+    prompts = [p for group in zip(*per_domain.values()) for p in group][:n_prompts]
+    target = ladder.target
+
+    base = [
+        Method("hf_target", lambda: hf_generate(ladder, prompts, new_tokens, None)),
+        Method("ours_target", lambda: ours(ladder, TargetOnly(), prompts, new_tokens, 1)[0]),
+    ]
+    assisted = [
+        Method(f"hf_assisted:M{d}", lambda d=d: hf_generate(ladder, prompts, new_tokens, d))  # type: ignore[misc]
+        for d in range(target)
+    ]
+    chains = chain_methods(ladder, prompts, new_tokens, quick)
+    policy = adaptive_policy()
+    adaptive = (
+        [Method("ours_adaptive", lambda: ours(ladder, policy, prompts, new_tokens, 1)[0])] if policy else []
+    )
+    hf_generate(ladder, prompts[:1], 8, None)  # warm-up: the first calls of a process pay one-off costs
+    ours(ladder, TargetOnly(), prompts[:1], 8, 1)
+    measure_all(base + assisted + chains + adaptive, repeats, "batch 1")
+    reference = base[0].outputs
+
+    two = [m for m in chains if m.name.count(">") == 1]
+    three = [m for m in chains if m.name.count(">") == 2]
+    best_hf = max(assisted, key=lambda m: m.tokens_per_s) if assisted else None
+    best_two = max(two, key=lambda m: m.tokens_per_s) if two else None
+    best_three = max(three, key=lambda m: m.tokens_per_s) if three else None
+    best_chain = max((m for m in (best_two, best_three) if m), key=lambda m: m.tokens_per_s, default=None)
+
+    scaling: dict[str, dict[str, float]] = {}
+    scale_prompts = [prompts[i % len(prompts)] for i in range(max(batches) * 2)]
+    factories: list[tuple[str, Callable[[], Policy]]] = [("target", TargetOnly)]
+    if best_chain is not None:
+        from specrouter.experiments.policies import make_policy
+
+        factories.append((best_chain.name, lambda name=best_chain.name: make_policy(name)))  # type: ignore[misc]
+    for label, make in factories:
+        row = [
+            Method(
+                f"{label}@{b}", lambda b=b, make=make: ours(ladder, make(), scale_prompts, new_tokens, b)[0]
+            )  # type: ignore[misc]
+            for b in batches
+        ]
+        measure_all(row, max(1, repeats - 1), f"batch scaling {label}")
+        scaling[label] = {str(b): round(m.tokens_per_s, 2) for b, m in zip(batches, row)}
+
+    def entry(method: Method | None) -> dict[str, Any] | None:
+        if method is None:
+            return None
+        out = {
+            "name": method.name,
+            "tokens_per_s": round(method.tokens_per_s, 2),
+            "vs_target": round(method.tokens_per_s / base[0].tokens_per_s, 3),
+            "greedy_mismatches": mismatches(method.outputs, reference),
+        }
+        if best_hf is not None:
+            out["vs_hf_assisted"] = round(method.tokens_per_s / best_hf.tokens_per_s, 3)
+        return out
+
+    result = {
+        "ladder": ladder_note,
+        "models": list(ladder.names),
+        "params": [int(p) for p in (ladder.params or ())],
+        "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "prompts": len(prompts),
+        "prompt_tokens": prompt_tokens,
+        "new_tokens": new_tokens,
+        "repeats": repeats,
+        "hf_target": entry(base[0]),
+        "ours_target": entry(base[1]),
+        "hf_assisted_best": entry(best_hf),
+        "hf_assisted_all": {m.name: round(m.tokens_per_s, 2) for m in assisted},
+        "ours_2level_best": entry(best_two),
+        "ours_3level_best": entry(best_three),
+        "ours_adaptive": entry(adaptive[0]) if adaptive else None,
+        "ours_chains_all": {m.name: round(m.tokens_per_s, 2) for m in chains},
+        "batch_scaling_tokens_per_s": scaling,
+        "greedy_identical": all(
+            mismatches(m.outputs, reference) == 0 for m in base + assisted + chains + adaptive
+        ),
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    return result
+
+
+def print_table(result: dict[str, Any]) -> None:
+    print(f"ladder: {result['ladder']}  models {result['models']}", file=sys.stderr)
+    for key in (
+        "hf_target",
+        "ours_target",
+        "hf_assisted_best",
+        "ours_2level_best",
+        "ours_3level_best",
+        "ours_adaptive",
+    ):
+        row = result[key]
+        if row:
+            ratio_hf = row.get("vs_hf_assisted", float("nan"))
+            print(
+                f"{key:<18} {row['name']:<26} {row['tokens_per_s']:>8.1f} tok/s  "
+                f"x{row['vs_target']:.2f} target  x{ratio_hf:.2f} hf-assisted  "
+                f"mismatches {row['greedy_mismatches']}",
+                file=sys.stderr,
+            )
+    for label, row in result["batch_scaling_tokens_per_s"].items():
+        print(f"batch scaling {label}: {row}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    summary = main()
+    print_table(summary)
+    print(json.dumps(summary))
