@@ -304,3 +304,40 @@ class AcceptanceMap:
     def __call__(self, similarity: float) -> float:
         value = self.intercept + self.slope * similarity
         return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
+
+
+class ChainOverhead:
+    """Per chain, how much longer a round's wall time is than the passes in it.
+
+    Between its passes a request waits: in queues, for batch formation, for a GPU that
+    another model of the chain shares.  Those waits depend on which servers the chain
+    visits, so each chain keeps discounted sums of wall latency ``L`` and pass seconds
+    ``P`` over its rounds; its factor is ``L / P`` once it has ``min_rounds`` rounds, and
+    the pooled factor of all chains before that (1 when nothing was observed).  The
+    planner multiplies a chain's predicted ``T_eff`` by its factor.
+    """
+
+    def __init__(self, rate: float = 0.01, min_rounds: float = 5.0):
+        self.keep = 1.0 - rate
+        self.min_rounds = min_rounds
+        self.sums: dict[tuple[int, ...], list[float]] = {}  # chain -> [latency, passes, rounds]
+        self.pooled = [0.0, 0.0]
+
+    def add(self, chain: tuple[int, ...], latency: float, passes: float) -> None:
+        if not (0.0 < passes < math.inf and passes <= latency < math.inf):
+            return
+        sums = self.sums.get(chain)
+        if sums is None:
+            sums = self.sums[chain] = [0.0, 0.0, 0.0]
+        keep = self.keep
+        sums[0] = sums[0] * keep + latency
+        sums[1] = sums[1] * keep + passes
+        sums[2] = sums[2] * keep + 1.0
+        self.pooled[0] = self.pooled[0] * keep + latency
+        self.pooled[1] = self.pooled[1] * keep + passes
+
+    def factor(self, chain: tuple[int, ...]) -> float:
+        sums = self.sums.get(chain)
+        if sums is not None and sums[2] >= self.min_rounds:
+            return sums[0] / sums[1]
+        return self.pooled[0] / self.pooled[1] if self.pooled[1] > 0 else 1.0

@@ -14,19 +14,30 @@ Per round the policy answers from a cache; the work happens at re-plan time.
 
   with ``T`` discounted trials, ``W`` discounted TV samples, ``f`` the
   :class:`~policies.estimators.AcceptanceMap`, ``a0``/``n0`` a weak prior.
-* **Exploration.** An optimism bonus ``c / sqrt(1 + n_eff)`` is added to each pair,
-  where ``n_eff`` is its evidence decayed by how long ago it was last observed, so pairs
-  nobody routes through slowly look attractive again and get re-measured.
+* **Exploration.** An optimism bonus ``c sqrt((a (1 - a) + 1 / (n_eff + 2)) / (n_eff + 1))``
+  (a Bernoulli standard error with a floor) is added to each pair, where ``n_eff`` is its
+  evidence decayed by how long ago it was last observed, so pairs nobody routes through
+  slowly look attractive again and get re-measured.
 * **Selection.** :class:`~policies.planner.RoutePlanner` scores every chain and its
-  lookahead grid by ``T_eff`` at the current batch sizes (load awareness: a verify pass
-  over ``n`` positions at batch ``b`` costs ``V(n b)``; under saturation that grows with
-  ``n`` and target-only wins).  Hysteresis: the current chain is kept while its best
+  lookahead grid by ``T_eff``.  Hysteresis: the current chain is kept while its best
   ``T_eff`` is within ``hysteresis`` of the best chain's.
-* **When to re-plan.** Plans are cached per domain and batch-size octave.  They are
-  recomputed (a) every ``replan_every`` rounds of a domain, and (b) when the realised
-  time per target token of the chosen route -- the sum of its pass times over its
-  committed tokens, EMA'd -- leaves the prediction by more than ``surprise`` (a shift in
-  acceptance or a slowdown), at most once per ``min_replan_gap`` rounds.
+* **Waiting.** A round's wall time exceeds its passes by the waits between them
+  (queues, batch formation, models sharing a GPU), and by how much depends on the
+  servers a chain visits.  :class:`~policies.estimators.ChainOverhead` learns a wall /
+  pass-time factor per chain (sampled every 4th round) and the planner multiplies each
+  chain's ``T_eff`` by it; ``learn_waits=False`` turns it off.
+* **Load awareness.** The pass-time table is read at the batch sizes the policy's own
+  passes experienced lately (an EMA per model, from ``PassTiming.batch_size``): a
+  verify pass over ``n`` positions at batch ``b`` costs ``V(n, b)``; under saturation
+  that grows with ``n`` and target-only wins.  (The view's instantaneous batch sizes
+  are 0 whenever a server is between passes, a poor predictor of the next pass.)
+* **When to re-plan.** Plans are cached per domain and half-octave of those batch
+  sizes and recomputed when (a) a domain has gone ``replan_every`` rounds without one;
+  (b) the domain's acceptance moved: a fast and a slow discounted acceptance rate of the
+  chosen route part by more than ``surprise``; (c) a settled cell of the pass-time
+  table left its value at the last re-plan by more than 20% (a slowdown).  (b) and (c)
+  happen at most once per ``min_replan_gap`` rounds and are followed by ``followups``
+  re-plans ``min_replan_gap`` rounds apart while the estimates settle.
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ from typing import NamedTuple
 import numpy as np
 
 from policies.contract import LadderInfo, RoundFeedback, Route, RouteView
-from policies.estimators import AcceptanceMap, PairStats, PassTimeProfile, acceptance_trials
+from policies.estimators import AcceptanceMap, ChainOverhead, PairStats, PassTimeProfile, acceptance_trials
 from policies.planner import RoutePlanner
 
 
@@ -60,6 +71,7 @@ class _DomainState:
         self.watch_route: Route | None = None  # route the change detector follows
         self.watch_rounds = 0
         self.watch = [0.0, 0.0, 0.0, 0.0]  # fast accepted, fast trials, slow accepted, slow trials
+        self.followups = 0  # re-plans still due while the estimates settle after a change
 
 
 class SpecRouter:
@@ -89,6 +101,8 @@ class SpecRouter:
         surprise: float = 0.15,
         replan_every: int = 2048,
         min_replan_gap: int = 24,
+        followups: int = 4,
+        learn_waits: bool = True,
         per_domain: bool = True,
         name: str | None = None,
     ):
@@ -116,12 +130,15 @@ class SpecRouter:
         self.surprise = surprise
         self.replan_every = replan_every
         self.min_replan_gap = min_replan_gap
+        self.followups = followups
         self.per_domain = per_domain
         if name:
             self.name = name
         self.ladder: LadderInfo | None = None
         self.planner: RoutePlanner | None = None
         self.profile: PassTimeProfile | None = None
+        self.learn_waits = learn_waits
+        self.overhead: ChainOverhead | None = None
         self._domains: dict[str | None, _DomainState] = {}
         self._load: list[float] = []  # EMA of the batch size each model's passes ran at
         self._load_key: tuple[int, ...] = ()
@@ -156,13 +173,19 @@ class SpecRouter:
         update = profile.update
         load = self._load
         keep = 1.0 - self.load_rate
+        sample_waits = self.overhead is not None and self.rounds & 3 == 0
+        spent = 0.0
         for level in levels:
             passes = level.passes
             for timing in passes:
                 update(timing.model, timing.tokens, timing.batch_size, timing.seconds)
+                if sample_waits:
+                    spent += timing.seconds
             if passes:
                 last = passes[-1]
                 load[last.model] = keep * load[last.model] + self.load_rate * last.batch_size
+        if sample_waits and self.overhead is not None:
+            self.overhead.add(chain, feedback.finished - feedback.started, spent)
         fmap = self.acceptance_map
         size = pairs.ladder_size
         accepted_total = trials_total = 0
@@ -187,6 +210,8 @@ class SpecRouter:
             self._epoch_round = self.rounds
             profile.snapshot()
             self.replan_causes["timing"] += 1
+            for domain_state in self._domains.values():
+                domain_state.followups = self.followups
         self._watch(state, feedback.route, accepted_total, trials_total)
 
     # -- internals -----------------------------------------------------------------------
@@ -197,6 +222,7 @@ class SpecRouter:
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
             self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params, self.planner.columns)
             self._load = [1.0] * ladder.size
+            self.overhead = ChainOverhead() if self.learn_waits else None
             self._load_key = tuple([_half_octave(b) for b in self._load])
         elif ladder.size != self.ladder.size:
             raise ValueError(
@@ -204,6 +230,7 @@ class SpecRouter:
                 f"for {self.ladder.size} models ({', '.join(self.ladder.names)})"
             )
         state = _DomainState(ladder.size, self.pair_rate)
+        state.followups = 2 * self.followups  # a new domain re-plans often while it learns
         self._domains[domain if self.per_domain else None] = state
         return state
 
@@ -222,6 +249,10 @@ class SpecRouter:
             state.version += 1
             self.replan_causes["periodic"] += 1
             return
+        if state.followups and since >= self.min_replan_gap:
+            state.followups -= 1
+            state.version += 1
+            return
         if route is not state.watch_route or not trials:
             return
         watch = state.watch
@@ -234,6 +265,7 @@ class SpecRouter:
             fast, slow = watch[0] / watch[1], watch[2] / watch[3]
             if abs(fast - slow) > self.surprise * slow:
                 state.version += 1
+                state.followups = self.followups
                 self.replan_causes["acceptance"] += 1
 
     def alpha_matrix(self, state: _DomainState, optimism: float | None = None) -> np.ndarray:
@@ -255,12 +287,13 @@ class SpecRouter:
                     + self.prior_strength * self.prior_alpha
                 ) / evidence
                 fresh = (trials + tv_weight) * self.stale_keep ** pairs.staleness(lower, upper)
-                bonus = bonus_scale / math.sqrt(1.0 + fresh)
+                spread = estimate * (1.0 - estimate) + 1.0 / (fresh + 2.0)
+                bonus = bonus_scale * math.sqrt(spread / (fresh + 1.0))
                 alpha[lower, upper] = min(1.0, estimate + bonus)
         return alpha
 
     def pass_table(self) -> np.ndarray:
-        """Current ``V_m(n)`` table at the load the policy experiences."""
+        """Current ``V_m(n)`` table at the batch sizes the policy's passes experience."""
         assert self.planner is not None and self.profile is not None
         return self.profile.table(self._load, self.planner.columns)
 
@@ -269,6 +302,9 @@ class SpecRouter:
         self.replans += 1
         self.acceptance_map.refit()
         plans = self.planner.plan_chains(self.alpha_matrix(state), self.pass_table())
+        if self.overhead is not None:
+            factor = self.overhead.factor
+            plans = [p._replace(t_eff=p.t_eff * factor(p.route.chain)) for p in plans]
         best = min(plans, key=lambda p: p.t_eff)
         if state.chain is not None and state.chain != best.route.chain:
             kept = next(p for p in plans if p.route.chain == state.chain)

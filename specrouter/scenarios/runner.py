@@ -13,7 +13,10 @@ A config (``specrouter/scenarios/<name>.json``) has four keys::
 2023 trace found in ``$SPECROUTER_TRACE_DIR``, ``/work/shared/traces`` or
 ``../shared/traces`` next to the checkout, else the 1,000-row sample bundled in
 ``specrouter/experiments/data`` (a warning says so).  Other ``trace`` keys are options of
-:func:`traces.loaders.load_trace` (``rate_scale``, ``domain``, ``limit``, ``start``, ``end``).
+:func:`traces.loaders.load_trace` (``rate_scale``, ``domain``, ``limit``, ``start``, ``end``),
+plus ``max_prompt_tokens``, which clips prompt lengths: the simulator runs a prefill as
+one pass that stalls every sequence batched with it (no chunked prefill), and with the
+code trace's long prompts those stalls, not decoding, would dominate time per token.
 Inside ``scenario``, a time written as a string ``"50%"`` is that fraction of the
 workload's last arrival (after ``rate_scale`` and ``limit``), so one config fits the full
 trace and a ``--quick`` prefix of it.
@@ -43,7 +46,7 @@ TRACE_SOURCES = {
     "azure-conv": ("AzureLLMInferenceTrace_conv.csv", "azure_conv_2023_sample.csv"),
 }
 CONFIG_KEYS = {"description", "cluster", "trace", "scenario"}
-TRACE_KEYS = {"source", "rate_scale", "domain", "limit", "start", "end"}
+TRACE_KEYS = {"source", "rate_scale", "domain", "limit", "start", "end", "max_prompt_tokens"}
 TIME_KEYS = {"at", "start", "end"}
 
 PolicyLike = str | Policy | Callable[[WorldTruth], Policy]
@@ -137,10 +140,18 @@ def trace_path(source: str) -> Path:
 def load_requests(config: ScenarioConfig, limit: int | None = None) -> list[Request]:
     from traces.loaders import load_trace
 
-    options = {k: v for k, v in config.trace.items() if k != "source"}
+    options = {k: v for k, v in config.trace.items() if k not in ("source", "max_prompt_tokens")}
     if limit is not None:
         options["limit"] = min(limit, int(options.get("limit", limit)))
-    return list(load_trace(trace_path(str(config.trace["source"])), **options))
+    requests = list(load_trace(trace_path(str(config.trace["source"])), **options))
+    cap = config.trace.get("max_prompt_tokens")
+    if cap is not None:
+        if isinstance(cap, bool) or not isinstance(cap, int) or cap < 1:
+            raise ScenarioError(
+                f"{config.path}: trace.max_prompt_tokens: expected an integer >= 1, got {cap!r}"
+            )
+        requests = [r._replace(prompt_tokens=min(r.prompt_tokens, cap)) for r in requests]
+    return requests
 
 
 def resolve_times(raw: Any, horizon: float, where: str = "scenario") -> Any:
