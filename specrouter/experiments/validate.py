@@ -189,7 +189,7 @@ def run_real(
     engine = Engine(
         ladder,
         MultiLevelExecutor(ladder, seed=seed),
-        make_policy(policy),
+        make_policy(policy) if isinstance(policy, str) else policy,
         prompt_source_for(ladder, seed),
         EngineConfig(max_batch=max_batch, replay="fast"),
     )

@@ -163,19 +163,21 @@ def scenario_names() -> list[str]:
 
 def simulate_scenario(
     scenario: str,
-    policy: str,
+    policy: Any,
     seed: int,
     out_dir: Path | None,
     limit: int | None = None,
     params: dict[str, Any] | None = None,
 ) -> RunOutput:
-    """Run ``policy`` through a shipped scenario (first ``limit`` requests) with records."""
+    """Run ``policy`` (a name or a fresh policy object) through a shipped scenario (first
+    ``limit`` requests) with records; ``out_dir=None`` keeps them in memory only."""
     from specrouter.scenarios import load_scenario_config
     from specrouter.scenarios.runner import build_world
 
     config = load_scenario_config(scenario)
     world, requests = build_world(config, limit, seed)
-    settings = {"scenario": scenario, "policy": policy, "params": params or {}, "seed": seed, "limit": limit}
+    name = policy if isinstance(policy, str) else getattr(policy, "name", type(policy).__name__)
+    settings = {"scenario": scenario, "policy": name, "params": params or {}, "seed": seed, "limit": limit}
     return simulate_requests(
         world.cluster, world.scenario, requests, policy, out_dir, settings, params, hooks=False
     )
