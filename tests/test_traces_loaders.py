@@ -288,3 +288,14 @@ def test_single_pass_gives_the_same_requests_and_rejects_disorder(tmp_path: Path
         assert [r.prompt_tokens for r in skipping] == [1, 3]
     with pytest.raises(EmptyTraceError, match="no data rows"):
         list(load_trace(write(tmp_path, "h.csv", AZURE_HEADER), validate_first=False))
+
+
+def test_azure_2024_offsets_midnight_and_100ns_digits(tmp_path: Path) -> None:
+    rows = [
+        "2024-05-10 23:59:59.9999999+00:00,10,1\n",
+        "2024-05-11 00:00:00.0000001Z,11,1\n",
+        "2024-05-11 02:00:01.5+02:00,12,1\n",  # 00:00:01.5 UTC
+        "2024-05-11T00:00:02,13,1\n",
+    ]
+    requests = list(load_trace(write(tmp_path, "azure2024.csv", AZURE_HEADER + "".join(rows)), "azure2024"))
+    assert [r.arrival for r in requests] == pytest.approx([0.0, 2e-7, 1.5000001, 2.0000001], abs=1e-9)
