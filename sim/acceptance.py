@@ -67,32 +67,39 @@ def _logit(p: float) -> float:
 
 
 class RandomPool:
-    """Seeded standard normals and exponentials consumed one by one (cheap scalar draws)."""
+    """Seeded standard normals and exponentials, drawn by numpy in chunks, read as floats.
+
+    Callers read ``normals[n]`` / ``exponentials[e]`` and advance the cursors themselves
+    after :meth:`reserve` guarantees enough values remain (a refill starts a fresh chunk,
+    so the stream stays a deterministic function of the seed and the call sequence).
+    """
 
     CHUNK = 1 << 16
 
     def __init__(self, seed: int) -> None:
-        self._rng = np.random.default_rng(seed)
-        self._normals: list[float] = []
-        self._exponentials: list[float] = []
-        self._n = 0
-        self._e = 0
+        self._normal_rng = np.random.default_rng([seed, 1])  # verdicts: independent of TV sampling
+        self._exponential_rng = np.random.default_rng([seed, 2])
+        self.normals: list[float] = []
+        self.exponentials: list[float] = []
+        self.n = 0
+        self.e = 0
+        self.normals_size = self.exponentials_size = 0  # buffer lengths (a fast "enough left?" test)
+
+    def reserve(self, normals: int, exponentials: int) -> None:
+        if self.n + normals > len(self.normals):
+            self.normals = self._normal_rng.standard_normal(max(self.CHUNK, normals)).tolist()
+            self.n = 0
+        if self.e + exponentials > len(self.exponentials):
+            self.exponentials = self._exponential_rng.standard_exponential(
+                max(self.CHUNK, exponentials)
+            ).tolist()
+            self.e = 0
+        self.normals_size, self.exponentials_size = len(self.normals), len(self.exponentials)
 
     def normal(self) -> float:
-        if self._n >= len(self._normals):
-            self._normals = self._rng.standard_normal(self.CHUNK).tolist()
-            self._n = 0
-        value = self._normals[self._n]
-        self._n += 1
-        return value
-
-    def exponential(self) -> float:
-        if self._e >= len(self._exponentials):
-            self._exponentials = self._rng.standard_exponential(self.CHUNK).tolist()
-            self._e = 0
-        value = self._exponentials[self._e]
-        self._e += 1
-        return value
+        self.reserve(1, 0)
+        self.n += 1
+        return self.normals[self.n - 1]
 
 
 class AcceptanceModel:
@@ -138,7 +145,7 @@ class AcceptanceModel:
         self.correlation = correlation
         self.pool = RandomPool(seed)
         self.static = drift_amplitude == 0.0 and not self.overrides
-        self._threshold_cache: dict[tuple[int, int, str | None], tuple[float, ...]] = {}
+        self._threshold_cache: dict[tuple[int, int, str | None], tuple[tuple[float, ...], float]] = {}
         self._empirical: dict[tuple[int, int, str | None], tuple[tuple[float, ...], tuple[float, ...]]] = {}
 
     # -- the truth -----------------------------------------------------------------------
@@ -163,16 +170,24 @@ class AcceptanceModel:
 
     def thresholds(self, lower: int, upper: int, domain: str | None, now: float) -> tuple[float, ...]:
         """``Phi^{-1}`` of the acceptance of candidate ``k`` (last entry repeats)."""
+        return self._limits(lower, upper, domain, now)[0]
+
+    def _limits(
+        self, lower: int, upper: int, domain: str | None, now: float
+    ) -> tuple[tuple[float, ...], float]:
+        """Thresholds per candidate and the TV scale ``1 - alpha`` (cached when nothing varies in time)."""
         key = (lower, upper, domain)
         if self.static:
             cached = self._threshold_cache.get(key)
             if cached is not None:
                 return cached
+        alpha = self.alpha(lower, upper, domain, now)
         empirical = self._empirical_pair(lower, upper, domain) if self.profile is not None else None
         if empirical is not None and empirical[0] and not self._overridden(lower, upper, domain, now):
-            result = tuple(float(ndtri(p)) for p in empirical[0])
+            limits = tuple(float(ndtri(p)) for p in empirical[0])
         else:
-            result = (float(ndtri(self.alpha(lower, upper, domain, now))),)
+            limits = (float(ndtri(alpha)),)
+        result = (limits, 1.0 - alpha)
         if self.static:
             self._threshold_cache[key] = result
         return result
@@ -205,36 +220,53 @@ class AcceptanceModel:
         tv_out: list[float] | None,
     ) -> int:
         """Accepted prefix length of ``candidates`` at positions ``offset..``; TV samples appended."""
+        cached = self._threshold_cache.get((lower, upper, domain)) if self.static else None
+        limits, gap = cached if cached is not None else self._limits(lower, upper, domain, now)
         pool = self.pool
-        while len(latent) < offset + candidates:
-            latent.append(pool.normal())
-        limits = self.thresholds(lower, upper, domain, now)
-        last = len(limits) - 1
+        missing = offset + candidates - len(latent)
+        need = candidates + missing if missing > 0 else candidates
+        n = pool.n
+        if n + need > pool.normals_size or (
+            tv_out is not None and pool.e + candidates > pool.exponentials_size
+        ):
+            pool.reserve(need, candidates if tv_out is not None else 0)
+            n = pool.n
+        normals = pool.normals
+        if missing > 0:
+            latent.extend(normals[n : n + missing])
+            n += missing
         shared, own = self.shared, self.own
+        last = len(limits) - 1
         accepted = 0
         for k in range(candidates):
             limit = limits[k] if k < last else limits[last]
-            if shared * latent[offset + k] + own * pool.normal() < limit:
-                accepted += 1
-            else:
+            verdict = shared * latent[offset + k] + own * normals[n]
+            n += 1
+            if verdict >= limit:
                 break
+            accepted += 1
+        pool.n = n
         if tv_out is not None and candidates:
-            self._tv_samples(lower, upper, domain, now, candidates, tv_out)
+            if self.profile is not None:
+                self._replay_tv(lower, upper, domain, gap, candidates, tv_out)
+            else:
+                e = pool.e
+                for x in pool.exponentials[e : e + candidates]:
+                    value = gap * x
+                    tv_out.append(value if value < 1.0 else 1.0)
+                pool.e = e + candidates
         return accepted
 
-    def _tv_samples(
-        self, lower: int, upper: int, domain: str | None, now: float, n: int, out: list[float]
+    def _replay_tv(
+        self, lower: int, upper: int, domain: str | None, gap: float, n: int, out: list[float]
     ) -> None:
+        """TV samples replayed from the profile (drawn uniformly), else the parametric draw."""
         pool = self.pool
-        if self.profile is not None:
-            empirical = self._empirical_pair(lower, upper, domain)
-            if empirical is not None and empirical[1]:
-                samples = empirical[1]
-                for _ in range(n):
-                    index = int(pool.exponential() * 1e6) % len(samples)
-                    out.append(samples[index])
-                return
-        gap = 1.0 - self.alpha(lower, upper, domain, now)
-        for _ in range(n):
-            value = gap * pool.exponential()
-            out.append(value if value < 1.0 else 1.0)
+        empirical = self._empirical_pair(lower, upper, domain)
+        samples = empirical[1] if empirical is not None else ()
+        for x in pool.exponentials[pool.e : pool.e + n]:
+            if samples:
+                out.append(samples[int(x * 1e6) % len(samples)])
+            else:
+                out.append(min(1.0, gap * x))
+        pool.e += n

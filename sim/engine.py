@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 
 import simpy
 
+from policies.baselines import StaticChain, TargetOnly
 from policies.contract import LadderInfo, LevelFeedback, PairTV, PassTiming, Policy, RoundFeedback, RouteView
 from policies.plan import Call
 from sim.request_state import RequestState
@@ -51,16 +52,42 @@ class SimResult(NamedTuple):
     calls: list[tuple[int, Call, int | None]]  # (request_id, call, outcome) when trace_calls
 
 
+class GpuLock:
+    """A GPU shared by several model servers: one pass at a time, FIFO hand-over.
+
+    (A minimal ``simpy.Resource(capacity=1)``: the uncontended path creates no event.)
+    """
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.held = False
+        self.waiting: deque[simpy.Event] = deque()
+
+    def acquire(self) -> simpy.Event | None:
+        """None when granted at once, else an event that fires when the GPU is handed over."""
+        if not self.held:
+            self.held = True
+            return None
+        event = self.env.event()
+        self.waiting.append(event)
+        return event
+
+    def release(self) -> None:
+        if self.waiting:
+            self.waiting.popleft().succeed()  # ownership passes straight to the next waiter
+        else:
+            self.held = False
+
+
 class Server:
     """One model's continuous-batching server (a SimPy process)."""
 
-    def __init__(self, sim: Simulation, model: int, gpu: simpy.Resource | None) -> None:
+    def __init__(self, sim: Simulation, model: int, gpu: GpuLock | None) -> None:
         self.sim = sim
         self.model = model
         self.gpu = gpu
         self.queue: deque[RequestState] = deque()
         self.wakeup: simpy.Event | None = None
-        self.batch_size = 0
         self.passes = 0
         self.busy = 0.0
 
@@ -76,42 +103,49 @@ class Server:
         env = sim.env
         model = self.model
         queue = self.queue
+        gpu = self.gpu
         cluster = sim.world.cluster
         max_batch, max_tokens = cluster.max_batch_size, cluster.max_batched_tokens
         pass_time = sim.world.latency.pass_time
+        batch_sizes = sim.batch_sizes
+        timeout = env.timeout
         while True:
             if not queue:
                 self.wakeup = env.event()
                 yield self.wakeup
-            grant = None
-            if self.gpu is not None:
-                grant = self.gpu.request()
-                yield grant
+            if gpu is not None:
+                handover = gpu.acquire()
+                if handover is not None:
+                    yield handover
             batch: list[RequestState] = []
-            fed: list[int] = []
-            tokens = context = attention = 0
-            while queue and len(batch) < max_batch:
+            size = tokens = context = attention = 0
+            while queue and size < max_batch:
                 state = queue[0]
-                n, ctx = state.call_positions(model)
-                if batch and tokens + n > max_tokens:
+                in_sync = state.committed
+                cached = state.cached
+                lag = in_sync - cached[model]
+                candidates = state.call_candidates
+                n = (candidates + 1 if candidates > 0 else 1) + lag
+                if size and tokens + n > max_tokens:
                     break
                 queue.popleft()
-                state.cached[model] = state.prompt_tokens + state.generated - 1
+                cached[model] = in_sync
+                state.fed = n
                 batch.append(state)
-                fed.append(n)
+                size += 1
+                ctx = in_sync - lag + state.position[state.call_level]
                 tokens += n
                 context += ctx
                 attention += n * (ctx + n)
-            size = len(batch)
             seconds = pass_time(model, tokens, size, context, attention, env.now)
-            self.batch_size = size
-            yield env.timeout(seconds)
-            if grant is not None and self.gpu is not None:
-                self.gpu.release(grant)
-            self.batch_size = 0
+            batch_sizes[model] = size
+            yield timeout(seconds)
+            if gpu is not None:
+                gpu.release()
+            batch_sizes[model] = 0
             self.passes += 1
             self.busy += seconds
-            sim.advance(batch, fed, model, seconds)
+            sim.advance(batch, model, seconds)
 
 
 class Simulation:
@@ -127,6 +161,7 @@ class Simulation:
         request_sink: Callable[[RequestRecord], None] | None = None,
         trace_calls: bool = False,
         progress: Callable[[int], None] | None = None,
+        feedback: str = "auto",
     ) -> None:
         self.world = world
         self.policy = policy
@@ -134,13 +169,20 @@ class Simulation:
         cluster = world.cluster
         self.ladder = LadderInfo(cluster.names, tuple(m.params for m in cluster.models))
         self.target = cluster.target
-        gpu_locks = {gpu: simpy.Resource(self.env, capacity=1) for gpu in cluster.shared_gpus()}
+        gpu_locks = {gpu: GpuLock(self.env) for gpu in cluster.shared_gpus()}
         self.servers = [
             Server(self, index, gpu_locks.get(model.gpu)) for index, model in enumerate(cluster.models)
         ]
+        self.batch_sizes = [0] * len(self.servers)  # sequences in each model's running pass
+        self.queues = [server.queue for server in self.servers]
         for server in self.servers:
             self.env.process(server.run())
         self.record_rounds = world.scenario.record_rounds if record_rounds is None else record_rounds
+        if feedback not in ("auto", "always"):
+            raise ValueError(f"Simulation feedback must be 'auto' or 'always', got {feedback!r}")
+        # Feedback objects (pass timings, TV samples) are built when the policy reads them or
+        # rounds are recorded; a policy whose observe is a documented no-op skips the cost.
+        self.collect = feedback == "always" or self.record_rounds or not ignores_feedback(policy)
         self.round_sink = round_sink
         self.request_sink = request_sink
         self.trace_calls = trace_calls
@@ -193,8 +235,8 @@ class Simulation:
             state.domain,
             now,
             self.ladder,
-            tuple([s.batch_size for s in servers]),
-            tuple([len(s.queue) for s in servers]),
+            tuple(self.batch_sizes),
+            tuple(map(len, self.queues)),
         )
         route = self.policy.route(view)
         if route not in self._checked_routes:
@@ -207,7 +249,7 @@ class Simulation:
         state.begin_round(route, state.budget - state.generated, now)
         servers[state.call_model].submit(state)
 
-    def advance(self, batch: list[RequestState], fed: list[int], model: int, seconds: float) -> None:
+    def advance(self, batch: list[RequestState], model: int, seconds: float) -> None:
         """Resolve every member's call after a pass and move it to its next call."""
         now = self.env.now
         size = len(batch)
@@ -215,24 +257,35 @@ class Simulation:
         verify = self.verify
         trace = self.calls if self.trace_calls else None
         timings: dict[int, PassTiming] = {}
-        for state, n in zip(batch, fed):
+        queue = servers[model].queue
+        collect = self.collect
+        for state in batch:
             level = state.call_level
             candidates = state.call_candidates
-            if candidates >= 0:
+            if collect:
+                n = state.fed
+                timing = timings.get(n)
+                if timing is None:
+                    timing = timings[n] = _new_tuple(PassTiming, (model, n, size, seconds))
+                state.passes[level].append(timing)
+            if candidates < 0:  # a draft step: the common case, resolved inline
+                state.position[0] += 1
+                if trace is not None:
+                    trace.append((state.request_id, state.call, None))
+                left = state.drafts_left - 1
+                if left:
+                    state.drafts_left = left
+                    queue.append(state)  # this server is running: no wake-up needed
+                    continue
+                took = 0
+            else:
                 took = verify(
                     state.chain[level - 1], model, state.domain, now, state.latent, state.position[level],
-                    candidates, state.tv[level],
+                    candidates, state.tv[level] if collect else None,
                 )  # fmt: skip
                 state.position[level] += took + 1
-            else:
-                took = 0
-                state.position[0] += 1
-            timing = timings.get(n)
-            if timing is None:
-                timing = timings[n] = _new_tuple(PassTiming, (model, n, size, seconds))
-            state.passes[level].append(timing)
-            if trace is not None:
-                trace.append((state.request_id, state.call, took if candidates >= 0 else None))
+                if trace is not None:
+                    trace.append((state.request_id, state.call, took))
             if state.resolve(took):
                 self.finish_round(state)
             else:
@@ -240,38 +293,15 @@ class Simulation:
 
     def finish_round(self, state: RequestState) -> None:
         now = self.env.now
-        route = state.route
-        chain = route.chain
-        proposed, accepted, emitted = state.proposed, state.accepted, state.emitted
-        committed = emitted[-1]
-        state.generated += committed
+        committed = state.emitted[-1]
+        state.finish(committed)
         done = state.generated >= state.budget
         if state.first_token < 0.0:
             state.first_token = now
-        passes, tv = state.passes, state.tv
-        levels = tuple(
-            [
-                _new_tuple(LevelFeedback, (chain[j], proposed[j], accepted[j], emitted[j], tuple(passes[j])))
-                for j in range(len(chain))
-            ]
-        )
-        pair_tv = tuple(
-            [_new_tuple(PairTV, (chain[j - 1], chain[j], tuple(tv[j]))) for j in range(1, len(chain))]
-        )
-        feedback: RoundFeedback = _new_tuple(
-            RoundFeedback,
-            (state.request_id, state.domain, route, state.round_started, now, levels, pair_tv, done),
-        )
-        self.policy.observe(feedback)
         self.rounds_total += 1
         self.tokens_total += committed
-        if self.record_rounds:
-            record = round_record_from_feedback(feedback)
-            if self.round_sink is not None:
-                self.round_sink(record)
-            else:
-                self.round_records.append(record)
-        state.sync_caches(chain)
+        if self.collect:
+            self._feedback(state, now, done)
         if not done:
             self.start_round(state)
             return
@@ -291,3 +321,43 @@ class Simulation:
             self.request_records.append(record_out)
         if self.progress is not None:
             self.progress(1)
+
+    def _feedback(self, state: RequestState, now: float, done: bool) -> None:
+        """Build the round's feedback, hand it to the policy and record the round."""
+        route = state.route
+        chain = route.chain
+        proposed, accepted, emitted = state.proposed, state.accepted, state.emitted
+        passes, tv = state.passes, state.tv
+        levels = tuple(
+            [
+                _new_tuple(LevelFeedback, (chain[j], proposed[j], accepted[j], emitted[j], tuple(passes[j])))
+                for j in range(len(chain))
+            ]
+        )
+        pair_tv = tuple(
+            [_new_tuple(PairTV, (chain[j - 1], chain[j], tuple(tv[j]))) for j in range(1, len(chain))]
+        )
+        feedback: RoundFeedback = _new_tuple(
+            RoundFeedback,
+            (state.request_id, state.domain, route, state.round_started, now, levels, pair_tv, done),
+        )
+        self.policy.observe(feedback)
+        if self.record_rounds:
+            record = round_record_from_feedback(feedback)
+            if self.round_sink is not None:
+                self.round_sink(record)
+            else:
+                self.round_records.append(record)
+
+
+def ignores_feedback(policy: Policy) -> bool:
+    """True for policies whose ``observe`` does nothing: their feedback need not be built.
+
+    A policy may say so itself with ``needs_feedback = False``; the baselines
+    :class:`~policies.baselines.TargetOnly` and :class:`~policies.baselines.StaticChain`
+    (exact types, not subclasses, which may override ``observe``) are known to.
+    """
+    flag = getattr(policy, "needs_feedback", None)
+    if flag is not None:
+        return not flag
+    return type(policy) in (TargetOnly, StaticChain)

@@ -30,9 +30,10 @@ class RequestState:
     """
 
     __slots__ = (
-        "request_id", "arrival", "prompt_tokens", "budget", "domain", "generated", "first_token", "cached",
+        "request_id", "arrival", "prompt_tokens", "budget", "domain", "generated", "committed",
+        "first_token", "cached",
         "route", "chain", "lookaheads", "round_started", "latent", "passes", "tv",
-        "call_model", "call_level", "call_candidates",
+        "call_model", "call_level", "call_candidates", "fed",
         "proposed", "accepted", "emitted", "position", "produced", "goal", "room", "drafts_left", "drafted",
     )  # fmt: skip
 
@@ -43,6 +44,7 @@ class RequestState:
         self.budget = request.output_tokens
         self.domain = request.domain
         self.generated = 0
+        self.committed = request.prompt_tokens - 1  # committed tokens a model in sync has cached
         self.first_token = -1.0
         self.cached = [0] * ladder_size
         self.route = Route.target_only(ladder_size - 1)
@@ -53,13 +55,14 @@ class RequestState:
         self.passes: list[list[PassTiming]] = []
         self.tv: list[list[float]] = []
         self.call_model = self.call_level = self.call_candidates = 0
+        self.fed = 0  # positions fed in the pass now running (catch-up included)
         self.proposed: list[int] = []
         self.accepted: list[int] = []
         self.emitted: list[int] = []
         self.position: list[int] = []  # tokens each level has emitted so far this round
-        self.produced: list[int] = []
-        self.goal: list[int] = []
-        self.room: list[int] = []
+        self.produced = [0] * ladder_size  # sub-round bookkeeping, reset on entry (_descend)
+        self.goal = [0] * ladder_size
+        self.room = [0] * ladder_size
         self.drafts_left = self.drafted = 0
 
     # -- the round plan (same semantics as policies.plan.round_calls) ---------------------
@@ -73,15 +76,12 @@ class RequestState:
         self.lookaheads = route.lookaheads
         self.round_started = now
         self.latent = []
-        self.passes = [[] for _ in range(levels)]
-        self.tv = [[] for _ in range(levels)]
+        self.passes = [[] for _ in route.chain]
+        self.tv = [[] for _ in route.chain]
         self.proposed = [0] * levels
         self.accepted = [0] * levels
         self.emitted = [0] * levels
         self.position = [0] * levels
-        self.produced = [0] * levels
-        self.goal = [0] * levels
-        self.room = [0] * levels
         if levels == 1:
             self._verify(0, 0)
         else:
@@ -146,6 +146,14 @@ class RequestState:
         return Verify(self.call_level, self.call_model, self.call_candidates)
 
     # -- KV bookkeeping ------------------------------------------------------------------
+    def finish(self, committed: int) -> None:
+        """Book ``committed`` new target tokens; every chain member now holds the committed prefix."""
+        self.generated += committed
+        in_sync = self.committed = self.prompt_tokens + self.generated - 1
+        cached = self.cached
+        for model in self.chain:
+            cached[model] = in_sync
+
     def call_positions(self, model: int) -> tuple[int, int]:
         """Positions this request feeds to ``model`` for its current call, and its context.
 
@@ -154,15 +162,8 @@ class RequestState:
         as done when the call joins a batch).  Context = committed tokens already cached +
         tokens this level emitted earlier in the round.
         """
-        in_sync = self.prompt_tokens + self.generated - 1
+        in_sync = self.committed
         lag = in_sync - self.cached[model]
         candidates = self.call_candidates
         positions = candidates + 1 if candidates > 0 else 1
         return positions + lag, in_sync - lag + self.position[self.call_level]
-
-    def sync_caches(self, chain: tuple[int, ...]) -> None:
-        """After a round every chain member holds the committed prefix."""
-        in_sync = self.prompt_tokens + self.generated - 1
-        cached = self.cached
-        for model in chain:
-            cached[model] = in_sync
