@@ -17,7 +17,7 @@ from sim.presets import PRESETS, preset
 from sim.scenario import Scenario, apply_workload_hooks, ramp_time, scenario_from_dict
 from sim.world import World
 from traces.request import Request
-from traces.world_profile import PassTimeTable
+from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, WorldProfile
 
 LLAMA_PARAMS = [m.params for m in preset("llama").models]
 
@@ -187,3 +187,20 @@ def test_lean_and_full_feedback_give_identical_records() -> None:
     lean, full = run("auto"), run("always")
     assert lean.requests == full.requests and lean.rounds_total == full.rounds_total
     assert not math.isnan(lean.sim_seconds)
+
+
+def test_empirical_mode_replays_per_position_acceptance_and_tv() -> None:
+    table = PassTimeTable((1,), (1,), ((0.01,),))
+    models = tuple(ModelProfile(str(i), 1e6 * (i + 1), table) for i in range(3))
+    pairs = (PairProfile(0, 2, 0.5, None, "greedy", (0.9, 0.6, 0.3), (0.1, 0.5)),)
+    model = AcceptanceModel(
+        [1e6, 2e6, 3e6], correlation=0.0, profile=WorldProfile("t", models, pairs), seed=5
+    )
+    counts = [0, 0, 0, 0]
+    tv: list[float] = []
+    for _ in range(20_000):
+        counts[model.verify(0, 2, None, 0.0, [], 0, 3, tv)] += 1
+    reached_second = 20_000 - counts[0]
+    assert reached_second / 20_000 == pytest.approx(0.9, abs=0.01)
+    assert (reached_second - counts[1]) / reached_second == pytest.approx(0.6, abs=0.015)
+    assert set(tv) == {0.1, 0.5}
