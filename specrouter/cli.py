@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from specrouter import __version__
 
 # Module names under specrouter.commands; add a line to add a sub-command.
-COMMAND_MODULES: tuple[str, ...] = ("demo", "zoo", "profile", "run", "trace", "validate", "search", "compare")
+COMMAND_MODULES: tuple[str, ...] = (
+    "demo", "zoo", "profile", "run", "trace", "validate", "search", "compare", "simulate",
+)  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
