@@ -118,3 +118,24 @@ def test_end_of_sequence_token_stops_the_request() -> None:
         if outcome.feedback.request_done:
             break
     assert tokens == expected[: expected.index(eos) + 1]
+
+
+def sampled_run(batch_with: list[int], seed: int) -> tuple[list[int], list[tuple[int, ...]]]:
+    executor = MultiLevelExecutor(
+        LADDER, SamplingConfig(temperature=1.0, top_p=0.95), seed=seed, eos_token_id=-1
+    )
+    for seq_id in [3, *batch_with]:
+        executor.add(seq_id, [9, 8, 7])
+    route_rngs, counts = {s: random.Random(s) for s in [3, *batch_with]}, []
+    while len(executor.tokens(3)) < 3 + 12:
+        routes = {s: (random_route(route_rngs[s]), 4) for s in [3, *batch_with]}
+        outcome = executor.step(routes)[3]
+        counts.append(tuple(level.accepted for level in outcome.feedback.levels))
+    return executor.tokens(3), counts
+
+
+def test_sampling_is_seeded_and_independent_of_batch_companions() -> None:
+    alone = sampled_run([], seed=1)
+    assert sampled_run([], seed=1) == alone  # bit-for-bit repeatable
+    assert sampled_run([11, 12, 13], seed=1)[0] == alone[0]  # one generator per sequence
+    assert sampled_run([], seed=2)[0] != alone[0]
