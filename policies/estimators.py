@@ -187,20 +187,26 @@ class PairStats:
         self.last_seen[key] = self.rounds
         return before if weight > n else None
 
-    def add_acceptance(self, lower: int, upper: int, proposed: int, accepted: int, emitted: int) -> None:
-        """Fold in one level's counts of a round (see :func:`acceptance_trials`)."""
+    def add_acceptance(self, lower: int, upper: int, proposed: int, accepted: int, emitted: int) -> int:
+        """Fold in one level's counts of a round; returns its acceptance trials.
+
+        The trials are exact for a single verify (see :func:`acceptance_trials`); a level
+        that verified several times goes to the pooled method-of-moments sums.
+        """
         key = lower * self.ladder_size + upper
         keep = self.keep
         verifies = emitted - accepted
-        if verifies <= 1 or accepted >= proposed:
-            self.accepted[key] = self.accepted[key] * keep + accepted
-            self.trials[key] = self.trials[key] * keep + accepted + (accepted < proposed)
-        else:
-            pooled = self.pooled[key]
-            pooled[0] = pooled[0] * keep + accepted
-            pooled[1] = pooled[1] * keep + verifies
-            pooled[2] = pooled[2] * keep + proposed
         self.last_seen[key] = self.rounds
+        if verifies <= 1 or accepted >= proposed:
+            trials = accepted + (accepted < proposed)
+            self.accepted[key] = self.accepted[key] * keep + accepted
+            self.trials[key] = self.trials[key] * keep + trials
+            return trials
+        pooled = self.pooled[key]
+        pooled[0] = pooled[0] * keep + accepted
+        pooled[1] = pooled[1] * keep + verifies
+        pooled[2] = pooled[2] * keep + proposed
+        return accepted + min(verifies, proposed - accepted)
 
     def acceptance(self, lower: int, upper: int) -> tuple[float, float]:
         """Observed acceptance of the pair and its weight in trials (``(0, 0)`` if none).
@@ -312,32 +318,43 @@ class ChainOverhead:
     Between its passes a request waits: in queues, for batch formation, for a GPU that
     another model of the chain shares.  Those waits depend on which servers the chain
     visits, so each chain keeps discounted sums of wall latency ``L`` and pass seconds
-    ``P`` over its rounds; its factor is ``L / P`` once it has ``min_rounds`` rounds, and
-    the pooled factor of all chains before that (1 when nothing was observed).  The
-    planner multiplies a chain's predicted ``T_eff`` by its factor.
+    ``P`` over its sampled rounds (``n`` of them).  Its factor shrinks ``L / P`` towards
+    the pooled factor of all chains (current conditions) with ``prior`` rounds of weight,
+    and the chain's own weight decays by ``stale_keep`` per sample since it was last
+    used -- waits measured under a past overload must not haunt a chain forever::
+
+        w = n * stale_keep^staleness,   factor = (w L/P + prior pooled) / (w + prior)
+
+    The planner multiplies a chain's predicted ``T_eff`` by its factor.
     """
 
-    def __init__(self, rate: float = 0.01, min_rounds: float = 5.0):
+    def __init__(self, rate: float = 0.01, prior: float = 5.0, stale_keep: float = 0.995):
         self.keep = 1.0 - rate
-        self.min_rounds = min_rounds
-        self.sums: dict[tuple[int, ...], list[float]] = {}  # chain -> [latency, passes, rounds]
+        self.prior = prior
+        self.stale_keep = stale_keep
+        self.sums: dict[tuple[int, ...], list[float]] = {}  # chain -> [latency, passes, n, last sample]
         self.pooled = [0.0, 0.0]
+        self.samples = 0
 
     def add(self, chain: tuple[int, ...], latency: float, passes: float) -> None:
         if not (0.0 < passes < math.inf and passes <= latency < math.inf):
             return
+        self.samples += 1
         sums = self.sums.get(chain)
         if sums is None:
-            sums = self.sums[chain] = [0.0, 0.0, 0.0]
+            sums = self.sums[chain] = [0.0, 0.0, 0.0, 0.0]
         keep = self.keep
         sums[0] = sums[0] * keep + latency
         sums[1] = sums[1] * keep + passes
         sums[2] = sums[2] * keep + 1.0
+        sums[3] = self.samples
         self.pooled[0] = self.pooled[0] * keep + latency
         self.pooled[1] = self.pooled[1] * keep + passes
 
     def factor(self, chain: tuple[int, ...]) -> float:
+        pooled = self.pooled[0] / self.pooled[1] if self.pooled[1] > 0 else 1.0
         sums = self.sums.get(chain)
-        if sums is not None and sums[2] >= self.min_rounds:
-            return sums[0] / sums[1]
-        return self.pooled[0] / self.pooled[1] if self.pooled[1] > 0 else 1.0
+        if sums is None or sums[1] <= 0:
+            return pooled
+        weight = sums[2] * self.stale_keep ** (self.samples - sums[3])
+        return (weight * sums[0] / sums[1] + self.prior * pooled) / (weight + self.prior)

@@ -31,6 +31,7 @@ Per round the policy answers from a cache; the work happens at re-plan time.
   verify pass over ``n`` positions at batch ``b`` costs ``V(n, b)``; under saturation
   that grows with ``n`` and target-only wins.  (The view's instantaneous batch sizes
   are 0 whenever a server is between passes, a poor predictor of the next pass.)
+  ``load_aware=False`` plans at batch size 1 (an ablation).
 * **When to re-plan.** Plans are cached per domain and half-octave of those batch
   sizes and recomputed when (a) a domain has gone ``replan_every`` rounds without one;
   (b) the domain's acceptance moved: a fast and a slow discounted acceptance rate of the
@@ -48,7 +49,7 @@ from typing import NamedTuple
 import numpy as np
 
 from policies.contract import LadderInfo, RoundFeedback, Route, RouteView
-from policies.estimators import AcceptanceMap, ChainOverhead, PairStats, PassTimeProfile, acceptance_trials
+from policies.estimators import AcceptanceMap, ChainOverhead, PairStats, PassTimeProfile
 from policies.planner import RoutePlanner
 
 
@@ -103,6 +104,7 @@ class SpecRouter:
         min_replan_gap: int = 24,
         followups: int = 4,
         learn_waits: bool = True,
+        load_aware: bool = True,
         per_domain: bool = True,
         name: str | None = None,
     ):
@@ -138,6 +140,7 @@ class SpecRouter:
         self.planner: RoutePlanner | None = None
         self.profile: PassTimeProfile | None = None
         self.learn_waits = learn_waits
+        self.load_aware = load_aware
         self.overhead: ChainOverhead | None = None
         self._domains: dict[str | None, _DomainState] = {}
         self._load: list[float] = []  # EMA of the batch size each model's passes ran at
@@ -173,18 +176,19 @@ class SpecRouter:
         update = profile.update
         load = self._load
         keep = 1.0 - self.load_rate
-        sample_waits = self.overhead is not None and self.rounds & 3 == 0
+        sampled = self.rounds & 3 == 0  # every 4th round feeds the slow global estimates
         spent = 0.0
         for level in levels:
             passes = level.passes
-            for timing in passes:
-                update(timing.model, timing.tokens, timing.batch_size, timing.seconds)
-                if sample_waits:
-                    spent += timing.seconds
             if passes:
+                # One pass per level feeds the profile (a drafter's passes are alike; at
+                # ~1e6 rounds per replay sampling loses nothing and saves most of the cost).
                 last = passes[-1]
+                update(last.model, last.tokens, last.batch_size, last.seconds)
                 load[last.model] = keep * load[last.model] + self.load_rate * last.batch_size
-        if sample_waits and self.overhead is not None:
+                if sampled:
+                    spent += sum([timing.seconds for timing in passes])
+        if sampled and self.overhead is not None:
             self.overhead.add(chain, feedback.finished - feedback.started, spent)
         fmap = self.acceptance_map
         size = pairs.ladder_size
@@ -193,11 +197,10 @@ class SpecRouter:
             level = levels[j]
             if level.proposed:
                 lower = chain[j - 1]
-                trials = acceptance_trials(level.proposed, level.accepted, level.emitted)
-                pairs.add_acceptance(lower, chain[j], level.proposed, level.accepted, level.emitted)
+                trials = pairs.add_acceptance(lower, chain[j], level.proposed, level.accepted, level.emitted)
                 accepted_total += level.accepted
                 trials_total += trials
-                if fmap.mode == "fitted" and trials:
+                if sampled and fmap.mode == "fitted" and trials:
                     key = lower * size + chain[j]
                     if pairs.similarity_weight[key] > 0:
                         fmap.add(pairs.similarity[key], level.accepted / trials, trials)
@@ -295,7 +298,8 @@ class SpecRouter:
     def pass_table(self) -> np.ndarray:
         """Current ``V_m(n)`` table at the batch sizes the policy's passes experience."""
         assert self.planner is not None and self.profile is not None
-        return self.profile.table(self._load, self.planner.columns)
+        load = self._load if self.load_aware else [1.0] * len(self._load)
+        return self.profile.table(load, self.planner.columns)
 
     def _replan(self, state: _DomainState) -> _Plan:
         assert self.planner is not None

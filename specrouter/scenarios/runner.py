@@ -75,6 +75,7 @@ class ScenarioResult(NamedTuple):
     sim_seconds: float
     wall_seconds: float
     policy_object: Policy
+    requests: list[Any]  # traces.records.RequestRecord of every request
 
 
 def scenario_names() -> list[str]:
@@ -241,6 +242,7 @@ def run_scenario(
         result.sim_seconds,
         wall,
         built,
+        result.requests,
     )
 
 
