@@ -193,7 +193,6 @@ class Simulation:
         self.rounds_total = 0
         self.tokens_total = 0
         self.active = 0
-        self._checked_routes: set[Any] = set()
         self.verify = world.acceptance.verify
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -239,14 +238,12 @@ class Simulation:
             tuple(map(len, self.queues)),
         )
         route = self.policy.route(view)
-        if route not in self._checked_routes:
-            if route.target != self.target:
-                raise ValueError(
-                    f"policy {self.policy.name!r} routed to target {route.target}, but the ladder's "
-                    f"target is model {self.target} ({self.ladder.size} models)"
-                )
-            self._checked_routes.add(route)
-        state.begin_round(route, state.budget - state.generated, now)
+        if route.target != self.target:  # Route itself checked the chain is increasing and ends there
+            raise ValueError(
+                f"policy {self.policy.name!r} routed to target {route.target}, but the ladder's "
+                f"target is model {self.target} ({self.ladder.size} models)"
+            )
+        state.begin_round(route, state.budget - state.generated, now, self.collect)
         servers[state.call_model].submit(state)
 
     def advance(self, batch: list[RequestState], model: int, seconds: float) -> None:

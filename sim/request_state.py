@@ -66,8 +66,11 @@ class RequestState:
         self.drafts_left = self.drafted = 0
 
     # -- the round plan (same semantics as policies.plan.round_calls) ---------------------
-    def begin_round(self, route: Route, room: int, now: float) -> None:
-        """Reset the round state and set the first call of ``route`` with ``room`` tokens left."""
+    def begin_round(self, route: Route, room: int, now: float, collect: bool = True) -> None:
+        """Reset the round state and set the first call of ``route`` with ``room`` tokens left.
+
+        ``collect`` -- keep pass timings and TV samples for the round's feedback.
+        """
         if room < 1:
             raise ValueError(f"a round needs room >= 1 output token, got {room}")
         levels = len(route.chain)
@@ -76,8 +79,9 @@ class RequestState:
         self.lookaheads = route.lookaheads
         self.round_started = now
         self.latent = []
-        self.passes = [[] for _ in route.chain]
-        self.tv = [[] for _ in route.chain]
+        if collect:
+            self.passes = [[] for _ in route.chain]
+            self.tv = [[] for _ in route.chain]
         self.proposed = [0] * levels
         self.accepted = [0] * levels
         self.emitted = [0] * levels
