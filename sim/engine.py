@@ -226,16 +226,19 @@ class Simulation:
     def start_round(self, state: RequestState) -> None:
         now = self.env.now
         servers = self.servers
-        view = RouteView(
-            state.request_id,
-            state.prompt_tokens,
-            state.generated,
-            state.budget,
-            state.domain,
-            now,
-            self.ladder,
-            tuple(self.batch_sizes),
-            tuple(map(len, self.queues)),
+        view: RouteView = _new_tuple(
+            RouteView,
+            (
+                state.request_id,
+                state.prompt_tokens,
+                state.generated,
+                state.budget,
+                state.domain,
+                now,
+                self.ladder,
+                tuple(self.batch_sizes),
+                tuple(map(len, self.queues)),
+            ),
         )
         route = self.policy.route(view)
         if route.target != self.target:  # Route itself checked the chain is increasing and ends there
@@ -279,10 +282,16 @@ class Simulation:
                 took = verify(
                     state.chain[level - 1], model, state.domain, now, state.latent, state.position[level],
                     candidates, state.tv[level] if collect else None,
-                )  # fmt: skip
+                ) if candidates else 0  # fmt: skip
                 state.position[level] += took + 1
                 if trace is not None:
                     trace.append((state.request_id, state.call, took))
+                if level == state.top:  # the target's verify ends the round (inline resolve)
+                    state.proposed[level] += candidates
+                    state.accepted[level] += took
+                    state.emitted[level] += took + 1
+                    self.finish_round(state)
+                    continue
             if state.resolve(took):
                 self.finish_round(state)
             else:

@@ -33,7 +33,7 @@ class RequestState:
         "request_id", "arrival", "prompt_tokens", "budget", "domain", "generated", "committed",
         "first_token", "cached",
         "route", "chain", "lookaheads", "round_started", "latent", "passes", "tv",
-        "call_model", "call_level", "call_candidates", "fed",
+        "call_model", "call_level", "call_candidates", "fed", "top",
         "proposed", "accepted", "emitted", "position", "produced", "goal", "room", "drafts_left", "drafted",
     )  # fmt: skip
 
@@ -56,6 +56,7 @@ class RequestState:
         self.tv: list[list[float]] = []
         self.call_model = self.call_level = self.call_candidates = 0
         self.fed = 0  # positions fed in the pass now running (catch-up included)
+        self.top = 0  # the target's chain level in the current round
         self.proposed: list[int] = []
         self.accepted: list[int] = []
         self.emitted: list[int] = []
@@ -77,6 +78,7 @@ class RequestState:
         self.route = route
         self.chain = route.chain
         self.lookaheads = route.lookaheads
+        self.top = levels - 1
         self.round_started = now
         self.latent = []
         if collect:
