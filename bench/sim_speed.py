@@ -64,9 +64,10 @@ def main() -> None:
     parser.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES), help="registry policy names")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    figures = [replay(name, args.trace, 2000 if args.quick else None, args.seed) for name in args.policies]
-    for row in figures:
-        print(json.dumps(row))
+    figures = []
+    for name in args.policies:
+        figures.append(replay(name, args.trace, 2000 if args.quick else None, args.seed))
+        print(json.dumps(figures[-1]), flush=True)
     print(json.dumps({**{k: v for k, v in figures[0].items() if k != "policy"}, "policies": figures}))
 
 

@@ -188,6 +188,15 @@ def cluster_from_dict(raw: Any, source: str = "cluster") -> ClusterConfig:
     for key in ("max_batch_size", "max_batched_tokens"):
         if key in raw:
             _positive(raw[key], f"{source}.{key}", integer=True)
+    for gpu_name, gpu in gpus.items():
+        placed = [m for m in models if m.gpu == gpu_name]
+        weights = sum(m.weight_bytes for m in placed)
+        if weights > gpu.memory * gpu.count:
+            names = ", ".join(m.name for m in placed)
+            raise ConfigError(
+                f"{source}.gpus.{gpu_name}: weights of {names} need {weights / 1e9:.1f} GB, more than its "
+                f"{gpu.memory * gpu.count / 1e9:.1f} GB (raise count for tensor parallelism, or move a model)"
+            )
     options = {k: v for k, v in raw.items() if k not in ("gpus", "models")}
     return ClusterConfig(gpus=gpus, models=models, **{"name": source, **options})
 

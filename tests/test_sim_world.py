@@ -131,6 +131,7 @@ def test_oracle_runs_on_the_truth() -> None:
         (lambda c: c["models"][1].__setitem__("width", 3), "models[1].width: unknown key"),
         (lambda c: c["gpus"].__setitem__("mid", "V100"), "gpus.mid.type: unknown GPU type 'V100'"),
         (lambda c: c.__setitem__("max_batch_size", -1), "max_batch_size"),
+        (lambda c: c["gpus"].__setitem__("big", "H200"), "gpus.big: weights of llama-70b need 141.2 GB"),
     ],
 )
 def test_cluster_errors_name_the_key(tmp_path, mutate, message: str) -> None:
