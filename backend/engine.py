@@ -282,11 +282,18 @@ NO_EOS = -1
 
 
 def replay_executor(
-    ladder: Any, sampling: SamplingConfig | None = None, seed: int = 0, stop_at_eos: bool = False
+    ladder: Any,
+    sampling: SamplingConfig | None = None,
+    seed: int = 0,
+    stop_at_eos: bool = False,
+    lean: bool = False,
 ) -> MultiLevelExecutor:
-    """The executor the engine drives; end-of-sequence detection is off unless ``stop_at_eos``."""
+    """The executor the engine drives; end-of-sequence detection is off unless ``stop_at_eos``.
+
+    ``lean`` runs the models on :mod:`backend.lean` (Llama-family weights only).
+    """
     eos = ladder.eos_token_id if stop_at_eos else NO_EOS
-    return MultiLevelExecutor(ladder, sampling, seed=seed, eos_token_id=eos)
+    return MultiLevelExecutor(ladder, sampling, seed=seed, eos_token_id=eos, lean=lean)
 
 
 def replay(
@@ -299,8 +306,9 @@ def replay(
     seed: int = 0,
     writer: RecordWriter | None = None,
     stop_at_eos: bool = False,
+    lean: bool = False,
 ) -> EngineResult:
     """Replay ``requests`` on ``ladder`` under ``policy`` (records into ``writer`` when given)."""
-    executor = replay_executor(ladder, sampling, seed, stop_at_eos)
+    executor = replay_executor(ladder, sampling, seed, stop_at_eos, lean)
     engine = Engine(ladder, executor, policy, prompts, config)
     return engine.run(requests, writer)

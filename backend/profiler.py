@@ -4,7 +4,8 @@ Two measurements, both under ``torch.inference_mode``:
 
 1. **Pass times** ``V_m(n, b, c)`` of every model: the wall time of one forward pass that
    feeds ``n`` new positions to each of ``b`` sequences whose KV caches already hold ``c``
-   committed positions.  For each grid point the cache is prefilled once, the pass is run
+   committed positions, through the executor's own KV state (Hugging Face path, or the lean
+   path with ``lean=True``).  For each grid point the cache is prefilled once, the pass is run
    ``warmup`` times unmeasured, then ``repeats`` times measured (each pass starts from the
    same ``c``-position cache, so every repeat sees the same state); the table keeps the
    **median**, which shrugs off the scheduler hiccups of a shared machine.
@@ -55,7 +56,9 @@ import torch
 from tqdm import tqdm
 
 from backend.hf_compat import KVLayers, forward_with_cache
+from backend.kv_state import ModelKV, ScoreRequest
 from backend.ladder import Ladder
+from backend.lean import LeanKV
 from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, WorldProfile
 
 TV_SAMPLES_KEPT = 2000  # per (pair, domain, mode); enough for the simulator's empirical draws
@@ -125,15 +128,24 @@ def max_context(model: torch.nn.Module) -> int:
     return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
 
 
+def kv_state(model: torch.nn.Module, vocab_size: int, lean: bool) -> ModelKV | LeanKV:
+    """The per-model KV state the executor would use (Hugging Face path or lean path)."""
+    return LeanKV(model, vocab_size) if lean else ModelKV(model, vocab_size)
+
+
 def measure_pass_times(
     model: torch.nn.Module,
     settings: ProfileSettings,
     vocab_size: int,
     label: str = "model",
     clock: Callable[[], float] = time.perf_counter,
+    lean: bool = False,
 ) -> PassTimeGrid:
     """Median wall time of one cached pass for every (context, batch, tokens) grid point.
 
+    The pass goes through the executor's own KV state (:class:`backend.kv_state.ModelKV`, or
+    :class:`backend.lean.LeanKV` with ``lean``): ``b`` sequences holding ``c`` cached tokens
+    each score ``n`` new ones, then are rolled back to ``c`` (outside the timed region).
     Contexts longer than the model's positional range (minus the largest pass) are clipped
     to it, so a small model still gets a table.
     """
@@ -142,34 +154,43 @@ def measure_pass_times(
         raise ValueError(f"{label}: context window {max_context(model)} is shorter than the largest pass")
     contexts = tuple(sorted({min(c, limit) for c in settings.contexts}))
     device = model_device(model)
-    generator = torch.Generator().manual_seed(settings.seed)
+    rng = np.random.default_rng(settings.seed)
     grid = PassTimeGrid(contexts, settings.batch_sizes, settings.tokens)
     points = len(contexts) * len(settings.batch_sizes) * len(settings.tokens)
     bar = tqdm(total=points, desc=f"pass times {label}", unit="pt", leave=False)
+    state = kv_state(model, vocab_size, lean)
     with torch.inference_mode():
-        warm = torch.randint(0, vocab_size, (1, min(contexts)), generator=generator).to(device)
+        warm = rng.integers(0, vocab_size, min(contexts)).tolist()
         for _ in range(3):  # first passes of a process pay one-off allocation / dispatch costs
-            cached_forward(model, warm, None, 1)
+            state.score([ScoreRequest(-1, warm, 1)])
+            state.remove(-1)
         for context in contexts:
             plane = []
             for batch in settings.batch_sizes:
-                prompt = torch.randint(0, vocab_size, (batch, context), generator=generator)
-                _, past = cached_forward(model, prompt.to(device), None, 1)
+                prompts = [rng.integers(0, vocab_size, context).tolist() for _ in range(batch)]
+                state.score([ScoreRequest(i, p, 1) for i, p in enumerate(prompts)])
                 row = []
                 for tokens in settings.tokens:
-                    fresh = torch.randint(0, vocab_size, (batch, tokens), generator=generator).to(device)
+                    requests = [
+                        ScoreRequest(i, p + rng.integers(0, vocab_size, tokens).tolist(), tokens)
+                        for i, p in enumerate(prompts)
+                    ]
                     timings = []
                     for rep in range(settings.warmup + settings.repeats):
                         start = clock()
-                        cached_forward(model, fresh, past, tokens)
+                        state.score(requests)
                         if device.type == "cuda":
                             torch.cuda.synchronize(device)
                         elapsed = clock() - start
+                        for i in range(batch):
+                            state.rollback(i, context)
                         if rep >= settings.warmup:
                             timings.append(elapsed)
                     row.append(max(statistics.median(timings), 1e-9))
                     bar.update()
                 plane.append(row)
+                for i in range(batch):
+                    state.remove(i)
             grid.seconds.append(plane)
     bar.close()
     return grid
@@ -329,12 +350,17 @@ def profile_models(
     settings: ProfileSettings,
     vocab_size: int,
     extra_meta: Mapping[str, Any] | None = None,
+    lean: bool = False,
 ) -> WorldProfile:
-    """Measure ``models`` (cheapest first, target last) and build the world profile."""
+    """Measure ``models`` (cheapest first, target last) and build the world profile.
+
+    ``lean`` times passes on the lean forward path (:mod:`backend.lean`), the one an executor
+    built with ``lean=True`` runs; the profile's ``meta.forward_path`` says which.
+    """
     if len(names) != len(models) or not models:
         raise ValueError(f"profile needs one name per model, got {len(names)} names for {len(models)} models")
     started = time.perf_counter()
-    grids = [measure_pass_times(m, settings, vocab_size, name) for name, m in zip(names, models)]
+    grids = [measure_pass_times(m, settings, vocab_size, name, lean=lean) for name, m in zip(names, models)]
     pairs = (
         pair_profiles(measure_pairs(models, prompts_by_domain, settings), settings) if len(models) > 1 else []
     )
@@ -351,6 +377,7 @@ def profile_models(
         "machine": machine,
         "settings": asdict(settings),
         "dtype": str(next(models[-1].parameters()).dtype),
+        "forward_path": "lean" if lean else "huggingface",
         "prompts": {domain: len(p) for domain, p in prompts_by_domain.items()},
         "pass_time_grid": {
             name: {
@@ -374,8 +401,9 @@ def profile_ladder(
     prompts_by_domain: Mapping[str, Sequence[Sequence[int]]],
     settings: ProfileSettings,
     extra_meta: Mapping[str, Any] | None = None,
+    lean: bool = False,
 ) -> WorldProfile:
     """:func:`profile_models` on a loaded :class:`backend.ladder.Ladder`."""
     return profile_models(
-        ladder.names, ladder.models, prompts_by_domain, settings, ladder.vocab_size, extra_meta
+        ladder.names, ladder.models, prompts_by_domain, settings, ladder.vocab_size, extra_meta, lean
     )

@@ -71,17 +71,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--batches", default=None, help="batch sizes for scaling (default 1,2,4,8; quick 1,4)"
     )
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument(
+        "--hf-path", action="store_true", help="run our engine on the Hugging Face forward path"
+    )
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
 
-def build_ladder(path: str | None) -> tuple[Ladder, str]:
+def build_ladder(path: str | None, dtype: str = "float32") -> tuple[Ladder, str]:
     """The given or embedded ladder; a tiny random one (stated in the result) when neither exists."""
     from backend.zoo import default_ladder_dir
 
     directory = Path(path) if path else default_ladder_dir()
     if (directory / "ladder.json").is_file():
-        return load_ladder(directory), str(directory)
+        return load_ladder(directory, dtype=dtype), str(directory)
     if path:
         raise SystemExit(f"{directory}: no ladder.json")
     from backend.testing import tiny_ladder
@@ -107,13 +110,17 @@ def hf_generate(ladder: Ladder, prompts: Outputs, new_tokens: int, assistant: in
     return outputs
 
 
+LEAN = {"on": True}  # our engine's forward path for this run (lean unless --hf-path or unsupported)
+
+
 def ours(
-    ladder: Ladder, policy: Policy, prompts: Outputs, new_tokens: int, batch: int
+    ladder: Ladder, policy: Policy, prompts: Outputs, new_tokens: int, batch: int, lean: bool | None = None
 ) -> tuple[Outputs, int]:
     """Our engine on all prompts (all arrive at 0; ``batch`` in flight); outputs and rounds."""
     requests = [Request(i, 0.0, len(p), new_tokens, None) for i, p in enumerate(prompts)]
     config = EngineConfig(max_batch=batch, replay="fast", keep_outputs=True, progress=False)
-    result = replay(ladder, policy, requests, FixedPrompts(prompts), config, stop_at_eos=True)
+    path = LEAN["on"] if lean is None else lean
+    result = replay(ladder, policy, requests, FixedPrompts(prompts), config, stop_at_eos=True, lean=path)
     return [result.outputs[i] for i in range(len(prompts))], result.rounds
 
 
@@ -183,15 +190,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     batches = [int(b) for b in (args.batches or ("1,4" if quick else "1,2,4,8")).split(",")]
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    ladder, ladder_note = build_ladder(args.ladder)
+    ladder, ladder_note = build_ladder(args.ladder, args.dtype)
     source = prompt_source_for(ladder, args.seed)
     per_domain = prompt_set(source, n_prompts, prompt_tokens)
     prompts = [p for group in zip(*per_domain.values()) for p in group][:n_prompts]
     target = ladder.target
+    from backend.lean import lean_unsupported_reason
+
+    reasons = [r for r in (lean_unsupported_reason(m) for m in ladder.models) if r]
+    LEAN["on"] = not args.hf_path and not reasons
+    if reasons and not args.hf_path:
+        print(f"note: lean path unsupported ({reasons[0]}); using the Hugging Face path", file=sys.stderr)
 
     base = [
         Method("hf_target", lambda: hf_generate(ladder, prompts, new_tokens, None)),
         Method("ours_target", lambda: ours(ladder, TargetOnly(), prompts, new_tokens, 1)[0]),
+        Method("ours_target_hf_path", lambda: ours(ladder, TargetOnly(), prompts, new_tokens, 1, False)[0]),
     ]
     assisted = [
         Method(f"hf_assisted:M{d}", lambda d=d: hf_generate(ladder, prompts, new_tokens, d))  # type: ignore[misc]
@@ -255,6 +269,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "repeats": repeats,
         "hf_target": entry(base[0]),
         "ours_target": entry(base[1]),
+        "ours_target_hf_path": entry(base[2]),
+        "forward_path": "lean" if LEAN["on"] else "huggingface",
         "hf_assisted_best": entry(best_hf),
         "hf_assisted_all": {m.name: round(m.tokens_per_s, 2) for m in assisted},
         "ours_2level_best": entry(best_two),
@@ -275,6 +291,7 @@ def print_table(result: dict[str, Any]) -> None:
     for key in (
         "hf_target",
         "ours_target",
+        "ours_target_hf_path",
         "hf_assisted_best",
         "ours_2level_best",
         "ours_3level_best",

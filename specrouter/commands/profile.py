@@ -29,6 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--quick", action="store_true", help="small grid and few prompts (seconds)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or float64")
+    parser.add_argument(
+        "--lean", action="store_true", help="lean forward path (Llama-family weights; see docs/backend.md)"
+    )
     parser.add_argument("--prompts", type=int, default=None, help="prompts per domain (default 8; quick 2)")
     parser.add_argument(
         "--prompt-tokens", type=int, default=None, help="prompt length in tokens (default 128; quick 32)"
@@ -61,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         "prompt_source": source.name,
         "prompt_tokens": prompt_tokens,
     }
-    profile = profile_ladder(ladder, prompts, settings, meta)
+    profile = profile_ladder(ladder, prompts, settings, meta, lean=args.lean)
     save_world_profile(profile, args.out)
     print(f"{'model':<16} {'params':>10} {'1 tok b1 ms':>12} {'max tok b1 ms':>14}")
     for model in profile.models:

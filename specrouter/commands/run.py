@@ -51,6 +51,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus filter (1 = off)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
     parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or float64")
+    parser.add_argument(
+        "--lean", action="store_true", help="lean forward path (Llama-family weights; see docs/backend.md)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed for prompts and sampling")
     parser.add_argument("--csv", action="store_true", help="also write CSV copies of the records")
     parser.set_defaults(func=run)
@@ -79,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
     prompts = prompt_source_for(ladder, args.seed)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     config = EngineConfig(max_batch=args.max_batch, replay=args.replay, time_scale=args.time_scale)
-    engine = Engine(ladder, replay_executor(ladder, sampling, args.seed), policy, prompts, config)
+    engine = Engine(
+        ladder, replay_executor(ladder, sampling, args.seed, lean=args.lean), policy, prompts, config
+    )
     metadata = {
         "world": "backend",
         "command": "specrouter run",
@@ -92,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "engine": {"max_batch": args.max_batch, "replay": args.replay, "time_scale": args.time_scale},
         "prompt_source": prompts.name,
         "device": str(ladder.device),
+        "forward_path": "lean" if args.lean else "huggingface",
         "dtype": str(ladder.dtype),
     }
     started = time.perf_counter()
