@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--max-batch", type=int, default=4)
     parser.add_argument("--full-profile", action="store_true", help="full profiling grid (default quick)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lean", action="store_true", help="backend's lean forward path (profile and runs)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fidelity"))
     args = parser.parse_args()
 
@@ -94,7 +95,7 @@ def main() -> None:
         shutil.rmtree(args.out)  # a benchmark measures afresh: nothing is reused
     config = ValidateConfig(
         str(ladder_dir), args.policy, str(args.out), None, not args.full_profile, args.requests,
-        args.prompt_tokens, args.output_tokens, args.rate, args.max_batch, args.seed,
+        args.prompt_tokens, args.output_tokens, args.rate, args.max_batch, args.seed, lean=args.lean,
     )  # fmt: skip
     started = time.perf_counter()
     ladder = load_ladder(ladder_dir)
@@ -103,13 +104,17 @@ def main() -> None:
         config, source_domains(prompt_source_for(ladder, args.seed)), context_window(ladder.models)
     )
     settings = config.settings()
-    real_a = run_real(ladder, requests, args.policy, args.seed, args.max_batch, args.out / "real_a", settings)
+    real_a = run_real(
+        ladder, requests, args.policy, args.seed, args.max_batch, args.out / "real_a", settings, args.lean
+    )
     profile = ensure_profile(config, ladder, print)
     sim_profile = mode_profile(profile, "greedy", args.out / "sim_profile.json")
     cluster = cluster_for_profile(sim_profile, args.max_batch, ladder_dir)
     scenario = Scenario(seed=args.seed, acceptance_mode="empirical", correlation=0.0)
     sim = simulate_requests(cluster, scenario, requests, args.policy, args.out / "sim", settings)
-    real_b = run_real(ladder, requests, args.policy, args.seed, args.max_batch, args.out / "real_b", settings)
+    real_b = run_real(
+        ladder, requests, args.policy, args.seed, args.max_batch, args.out / "real_b", settings, args.lean
+    )
 
     rows = fidelity_rows(sim.requests, real_a.requests, sim.rounds, real_a.rounds)
     write_table(rows, args.out)

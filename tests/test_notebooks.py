@@ -43,7 +43,7 @@ def test_notebook_runs_top_to_bottom(path: Path, tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     notebook = nbformat.read(path, as_version=4)
     client = NotebookClient(
-        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": ROOT}}
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": ROOT}}
     )
     client.execute()
     produced = [cell for cell in notebook.cells if cell.cell_type == "code" and cell.outputs]

@@ -45,6 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-batch", type=int, default=4, help="running requests at most (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the workload, policy and both worlds")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
+    parser.add_argument("--lean", action="store_true", help="backend's lean forward path (profile and run)")
     parser.add_argument("--out", type=Path, default=Path("runs/validate"), help="output directory")
     parser.set_defaults(func=run)
 
@@ -75,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
         max_batch=args.max_batch,
         seed=args.seed,
         device=args.device,
+        lean=args.lean,
     )
     try:
         result = validate(config, progress=lambda step: print(f"validate: {step}", file=sys.stderr))

@@ -56,6 +56,7 @@ class ValidateConfig:
     max_batch: int = 4
     seed: int = 0
     device: str = "cpu"
+    lean: bool = False
 
     def settings(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
@@ -130,6 +131,26 @@ def check_policy_fits(policy: str, ladder_info: Any) -> None:
         ) from None
 
 
+def profile_settings(config: ValidateConfig, base: Any) -> Any:
+    """The profiling grid, widened to the workload's operating point.
+
+    Pass times are measured at the context a decode step sees mid-request
+    (``prompt + output / 2``), for every batch size up to ``max_batch`` (powers of two and
+    ``max_batch`` itself) and for pass widths up to the prompt length, so prefill and catch-up
+    passes are interpolated, not extrapolated from a 4-token grid.  ``base=None`` returns the
+    widened axes only (what the resume check compares).
+    """
+    batches = sorted({1, config.max_batch, *(2**k for k in range(8) if 2**k <= config.max_batch)})
+    widths = sorted({1, 2, 4, 8, 16, config.prompt_tokens})
+    context = config.prompt_tokens + config.output_tokens // 2
+    if base is None:
+        return (tuple(batches), tuple(widths), context)
+    contexts = (context,) if config.quick_profile else tuple(sorted({context, *base.contexts}))
+    return dataclasses.replace(
+        base, seed=config.seed, batch_sizes=tuple(batches), tokens=tuple(widths), contexts=contexts
+    )
+
+
 def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | None) -> Path:
     """Load ``--profile``, reuse ``OUT/profile.json`` for the same ladder, or profile now."""
     out = Path(config.out)
@@ -144,7 +165,13 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
         return path
     path = out / "profile.json"
     stamp = out / "profile.settings.json"
-    wanted = {"ladder": config.settings()["ladder"], "quick": config.quick_profile, "seed": config.seed}
+    wanted = {
+        "ladder": config.settings()["ladder"],
+        "quick": config.quick_profile,
+        "seed": config.seed,
+        "lean": config.lean,
+        "grid": repr(profile_settings(config, None)),
+    }
     if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return path
     if progress:
@@ -153,13 +180,13 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
     from backend.replay import prompt_set, prompt_source_for
     from traces.world_profile import save_world_profile
 
-    settings = ProfileSettings.quick() if config.quick_profile else ProfileSettings()
-    settings = dataclasses.replace(settings, seed=config.seed)
+    settings = profile_settings(
+        config, ProfileSettings.quick() if config.quick_profile else ProfileSettings()
+    )
     source = prompt_source_for(ladder, config.seed)
     prompts = prompt_set(source, settings.prompts_per_domain, 32 if config.quick_profile else 128)
-    profile = profile_ladder(
-        ladder, prompts, settings, {"ladder": wanted["ladder"], "prompt_source": source.name}
-    )
+    meta = {"ladder": wanted["ladder"], "prompt_source": source.name}
+    profile = profile_ladder(ladder, prompts, settings, meta, lean=config.lean)
     out.mkdir(parents=True, exist_ok=True)
     save_world_profile(profile, path)
     stamp.write_text(json.dumps(wanted) + "\n")
@@ -169,13 +196,18 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
 def run_real(
     ladder: Any,
     requests: list[Request],
-    policy: str,
+    policy: Any,
     seed: int,
     max_batch: int,
     out_dir: Path,
-    settings: dict,
+    settings: dict[str, Any],
+    lean: bool = False,
 ) -> RunOutput:
-    """Replay ``requests`` on the real ladder (records into ``out_dir``; reused when complete)."""
+    """Replay ``requests`` on the real ladder (records into ``out_dir``; reused when complete).
+
+    ``policy`` is a registry name or a policy object (used as is: pass a fresh one); ``lean``
+    selects the backend's lean forward path.
+    """
     from backend.engine import Engine, EngineConfig
     from backend.executor import MultiLevelExecutor
     from backend.replay import prompt_source_for
@@ -188,7 +220,7 @@ def run_real(
         return reused
     engine = Engine(
         ladder,
-        MultiLevelExecutor(ladder, seed=seed),
+        MultiLevelExecutor(ladder, seed=seed, lean=lean),
         make_policy(policy) if isinstance(policy, str) else policy,
         prompt_source_for(ladder, seed),
         EngineConfig(max_batch=max_batch, replay="fast"),
@@ -229,7 +261,9 @@ def validate(config: ValidateConfig, progress: Progress | None = None, plot: boo
     sim = simulate_requests(cluster, scenario, requests, config.policy, out / "sim", settings)
     if progress:
         progress("running the workload on the real backend")
-    real = run_real(ladder, requests, config.policy, config.seed, config.max_batch, out / "real", settings)
+    real = run_real(
+        ladder, requests, config.policy, config.seed, config.max_batch, out / "real", settings, config.lean
+    )
     rows = fidelity_rows(sim.requests, real.requests, sim.rounds, real.rounds)
     write_table(rows, out)
     figures = list(plots.predicted_vs_measured(rows, out / "predicted_vs_measured")) if plot else []
