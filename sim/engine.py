@@ -111,6 +111,7 @@ class Server:
         timeout = env.timeout
         while True:
             if not queue:
+                batch_sizes[model] = 0  # idle; while busy, views see the batch of the latest pass
                 self.wakeup = env.event()
                 yield self.wakeup
             if gpu is not None:
@@ -142,7 +143,6 @@ class Server:
             yield timeout(seconds)
             if gpu is not None:
                 gpu.release()
-            batch_sizes[model] = 0
             self.passes += 1
             self.busy += seconds
             sim.advance(batch, model, seconds)
@@ -173,7 +173,7 @@ class Simulation:
         self.servers = [
             Server(self, index, gpu_locks.get(model.gpu)) for index, model in enumerate(cluster.models)
         ]
-        self.batch_sizes = [0] * len(self.servers)  # sequences in each model's running pass
+        self.batch_sizes = [0] * len(self.servers)  # sequences in each model's latest pass (0 when idle)
         self.queues = [server.queue for server in self.servers]
         for server in self.servers:
             self.env.process(server.run())
