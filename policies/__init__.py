@@ -1,5 +1,6 @@
 """Routing policies and the contract they share with both worlds (pure Python)."""
 
+from policies.bandit import ChainBandit
 from policies.baselines import DynamicLookahead, StaticChain, TargetOnly
 from policies.contract import (
     LadderInfo,
@@ -12,8 +13,17 @@ from policies.contract import (
     RouteView,
 )
 from policies.cost_model import enumerate_chains, enumerate_routes, estimate_round, t_eff
+from policies.oracle import Oracle
+from policies.planner import RoutePlanner
+from policies.registry import make_policy
+from policies.specrouter_policy import SpecRouter
 
 __all__ = [
+    "ChainBandit",
+    "Oracle",
+    "RoutePlanner",
+    "SpecRouter",
+    "make_policy",
     "DynamicLookahead",
     "LadderInfo",
     "LevelFeedback",

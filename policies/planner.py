@@ -154,6 +154,7 @@ class RoutePlanner:
         self.target = ladder_size - 1
         self.chains = enumerate_chains(ladder_size)
         self._groups: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # members, grid, chain id
+        self._routes: dict[tuple[int, int], Route] = {}
         for length in range(1, ladder_size + 1):
             ids = [i for i, c in enumerate(self.chains) if len(c) == length]
             grid = lookahead_grid(length - 1, max_lookahead, grid_rows)
@@ -180,8 +181,7 @@ class RoutePlanner:
             order = np.lexsort((cost, chain_ids))  # by chain, cheapest first
             firsts = order[np.r_[True, chain_ids[order][1:] != chain_ids[order][:-1]]]
             for row in firsts:
-                chain = self.chains[int(chain_ids[row])]
-                route = Route(chain, tuple(int(g) for g in grid[row]), self.target)
+                route = self._route(members, grid, int(row))
                 plans[int(chain_ids[row])] = ChainPlan(
                     route, float(cost[row]), float(latency[row]), float(tokens[row])
                 )
@@ -197,11 +197,19 @@ class RoutePlanner:
             row = int(np.argmin(cost))
             if cost[row] < best_cost:
                 best_cost = float(cost[row])
-                best_row = (members[row], grid[row], float(latency[row]), float(tokens[row]))
+                best_row = (members, grid, row, float(latency[row]), float(tokens[row]))
         assert best_row is not None
-        chain, lookaheads, latency_best, tokens_best = best_row
-        route = Route(tuple(int(m) for m in chain), tuple(int(g) for g in lookaheads), self.target)
-        return ChainPlan(route, best_cost, latency_best, tokens_best)
+        members, grid, row, latency_best, tokens_best = best_row
+        return ChainPlan(self._route(members, grid, row), best_cost, latency_best, tokens_best)
+
+    def _route(self, members: np.ndarray, grid: np.ndarray, row: int) -> Route:
+        """The Route of one grid row, built once and cached (routes are compared by identity)."""
+        key = (len(grid[row]), row)
+        route = self._routes.get(key)
+        if route is None:
+            chain = tuple(int(m) for m in members[row])
+            route = self._routes[key] = Route(chain, tuple(int(g) for g in grid[row]), self.target)
+        return route
 
 
 def pass_table_from(pass_time: PassTimeFn, ladder_size: int, columns: int) -> FloatArray:

@@ -1,6 +1,9 @@
 """SpecRouter: adaptive chain routing learned from round feedback (DESIGN.md §1).
 
-Per round the policy answers from a cache; the work happens at re-plan time.
+Per round the policy answers from a cache; the work happens at re-plan time.  Learning
+is sampled: ``observe`` folds every ``learn_every``-th round (default 2) into the
+estimates -- a trace replay has ~1e6 rounds, far more than the estimates need -- which
+keeps ``route() + observe()`` within a few microseconds.
 
 * **Profiling.** :class:`~policies.estimators.PassTimeProfile` learns every model's pass
   time ``V_j(n, b)`` from the :class:`PassTiming` records (global: latency does not
@@ -24,7 +27,7 @@ Per round the policy answers from a cache; the work happens at re-plan time.
 * **Waiting.** A round's wall time exceeds its passes by the waits between them
   (queues, batch formation, models sharing a GPU), and by how much depends on the
   servers a chain visits.  :class:`~policies.estimators.ChainOverhead` learns a wall /
-  pass-time factor per chain (sampled every 4th round) and the planner multiplies each
+  pass-time factor per chain (sampled every 8th round) and the planner multiplies each
   chain's ``T_eff`` by it; ``learn_waits=False`` turns it off.
 * **Load awareness.** The pass-time table is read at the batch sizes the policy's own
   passes experienced lately (an EMA per model, from ``PassTiming.batch_size``): a
@@ -105,6 +108,7 @@ class SpecRouter:
         followups: int = 4,
         learn_waits: bool = True,
         load_aware: bool = True,
+        learn_every: int = 2,
         per_domain: bool = True,
         name: str | None = None,
     ):
@@ -141,6 +145,9 @@ class SpecRouter:
         self.profile: PassTimeProfile | None = None
         self.learn_waits = learn_waits
         self.load_aware = load_aware
+        if learn_every < 1:
+            raise ValueError(f"SpecRouter learn_every must be >= 1, got {learn_every}")
+        self.learn_every = learn_every
         self.overhead: ChainOverhead | None = None
         self._domains: dict[str | None, _DomainState] = {}
         self._load: list[float] = []  # EMA of the batch size each model's passes ran at
@@ -169,6 +176,8 @@ class SpecRouter:
         if state is None or profile is None:
             return  # a round this policy never routed
         self.rounds += 1
+        if self.rounds % self.learn_every:
+            return  # sampled learning: the estimates see every learn_every-th round
         pairs = state.pairs
         pairs.rounds += 1
         chain = feedback.route.chain
@@ -176,7 +185,7 @@ class SpecRouter:
         update = profile.update
         load = self._load
         keep = 1.0 - self.load_rate
-        sampled = self.rounds & 3 == 0  # every 4th round feeds the slow global estimates
+        sampled = self.rounds & 7 == 0  # some rounds also feed the slow global estimates
         spent = 0.0
         for level in levels:
             passes = level.passes
@@ -206,7 +215,7 @@ class SpecRouter:
                         fmap.add(pairs.similarity[key], level.accepted / trials, trials)
         for sample in feedback.tv:
             pairs.add_tv(sample.lower, sample.upper, sample.values)
-        if self.rounds & 15 == 0:
+        if self.rounds & 15 < self.learn_every:
             self._load_key = tuple([_half_octave(b) for b in load])
         if profile.moved and self.rounds - self._epoch_round >= self.min_replan_gap:
             self._epoch += 1
