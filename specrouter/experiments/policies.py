@@ -52,7 +52,13 @@ def make_policy(name: str, params: dict[str, Any] | None = None, truth: Any = No
     head = policy_head(name)
     if head == "dynamic-lookahead" and params:
         drafter = int(name.partition(":")[2] or params.pop("drafter", 0))
-        return DynamicLookahead(drafter=drafter, **{k: int(v) for k, v in params.items()})
+        unknown = set(params) - {"initial", "maximum"}
+        if unknown:
+            raise UnknownPolicyError(
+                f"dynamic-lookahead has no knob(s) {sorted(unknown)}; it has initial, maximum"
+            )
+        initial, maximum = int(params.get("initial", 5)), int(params.get("maximum", 32))
+        return DynamicLookahead(drafter=drafter, initial=initial, maximum=maximum)
     spec = name
     if params:
         options = ",".join(f"{k}={v}" for k, v in sorted(params.items()))

@@ -102,7 +102,8 @@ def resolve(dotted: str) -> Callable[..., Any]:
     module_name, sep, attribute = dotted.partition(":")
     if not sep:
         raise ValueError(f"evaluator {dotted!r} must look like 'package.module:function'")
-    return getattr(importlib.import_module(module_name), attribute)  # type: ignore[no-any-return]
+    function: Callable[..., Any] = getattr(importlib.import_module(module_name), attribute)
+    return function
 
 
 def evaluate_trial(task: TrialTask) -> TrialOutcome:
