@@ -81,6 +81,14 @@ def test_greedy_replay_equals_target_only_greedy(policy: object) -> None:
     assert result.tokens == sum(r.output_tokens for r in requests)
 
 
+def test_lean_path_replay_equals_target_only_greedy() -> None:
+    requests = workload(4)
+    result = replay(LADDER, RandomRoutes(seed=8), requests, PROMPTS, QUIET, lean=True)
+    for request in requests:
+        expected = reference_greedy(PROMPTS.prompt_ids(request), request.output_tokens)
+        assert result.outputs[request.request_id] == expected, f"request {request.request_id} (lean path)"
+
+
 def test_records_are_written_and_consistent(tmp_path: Path) -> None:
     requests = workload(5)
     with RecordWriter(tmp_path, {"policy": "static"}) as writer:

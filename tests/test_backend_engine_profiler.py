@@ -59,6 +59,16 @@ def test_quick_profile_is_a_valid_world_profile() -> None:
     assert alpha[(1, 2)] > alpha[(0, 2)]
 
 
+def test_lean_path_profile_times_every_grid_point() -> None:
+    ladder = tiny_ladder(2, seed=4)
+    prompts = prompt_set(RandomTokenPrompts(ladder.vocab_size, seed=0), 1, 8, [None])
+    profile = profile_ladder(ladder, prompts, TINY, lean=True)
+    assert profile.meta["forward_path"] == "lean"
+    grid = profile.meta["pass_time_grid"]["tiny1"]["seconds"]  # [context][batch][tokens]
+    assert len(grid) == 2 and all(len(plane) == 2 for plane in grid)
+    assert all(len(row) == 2 and min(row) > 0 for plane in grid for row in plane)
+
+
 def test_identical_models_accept_everything() -> None:
     ladder = tiny_ladder(2, seed=2, noise=[0.0, 0.0])
     prompts = prompt_set(RandomTokenPrompts(ladder.vocab_size, seed=0), 2, 10, [None])
