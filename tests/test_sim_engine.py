@@ -91,15 +91,17 @@ def test_calls_follow_the_plan_exactly(tmp_path) -> None:
     [
         ((3,), ()),
         ((0, 3), (4,)),
+        ((1, 3), (5,)),
         ((2, 3), (3,)),
         ((0, 2, 3), (3, 1)),
+        ((1, 2, 3), (2, 2)),
         ((0, 1, 3), (2, 3)),
         ((0, 1, 2, 3), (2, 1, 1)),
     ],
 )
 def test_time_per_token_matches_cost_model(tmp_path, chain, lookaheads) -> None:
     world = fixed_world(tmp_path, linear=True)
-    output = 6000
+    output = 5000
     result = Simulation(world, StaticChain(chain, lookaheads)).run(sequential(2, output))
     busy = sum(r.latency for r in result.rounds)
     measured = busy / result.tokens_total
