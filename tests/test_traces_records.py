@@ -25,7 +25,7 @@ from traces.records import (
     summarize,
 )
 
-FAST = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FAST = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 def feedback(request_id: int = 4, started: float = 2.0) -> RoundFeedback:
