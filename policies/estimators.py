@@ -313,48 +313,51 @@ class AcceptanceMap:
 
 
 class ChainOverhead:
-    """Per chain, how much longer a round's wall time is than the passes in it.
+    """Per chain, the wall time a round spends waiting beyond its passes.
 
     Between its passes a request waits: in queues, for batch formation, for a GPU that
-    another model of the chain shares.  Those waits depend on which servers the chain
-    visits, so each chain keeps discounted sums of wall latency ``L`` and pass seconds
-    ``P`` over its sampled rounds (``n`` of them).  Its factor shrinks ``L / P`` towards
-    the pooled factor of all chains (current conditions) with ``prior`` rounds of weight,
-    and the chain's own weight decays by ``stale_keep`` per sample since it was last
-    used -- waits measured under a past overload must not haunt a chain forever::
+    another model of the chain shares.  Waits happen per visit to a server -- per round,
+    not per token -- so a round that commits more tokens amortises them, which is why
+    speculation pays more, not less, when queues are long.  Each chain keeps discounted
+    sums of the excess ``e = latency - pass seconds`` and of its sampled rounds ``n``; its
+    wait per round shrinks ``E/n`` towards the pooled wait of all chains (current
+    conditions) with ``prior`` rounds of weight, and the chain's own weight decays by
+    ``stale_keep`` per sample since it was last used -- waits measured under a past
+    overload must not haunt a chain forever::
 
-        w = n * stale_keep^staleness,   factor = (w L/P + prior pooled) / (w + prior)
+        w = n * stale_keep^staleness,   wait = (w E/n + prior pooled) / (w + prior)
 
-    The planner multiplies a chain's predicted ``T_eff`` by its factor.
+    The planner adds a chain's wait to the latency of every round of it.
     """
 
     def __init__(self, rate: float = 0.01, prior: float = 5.0, stale_keep: float = 0.995):
         self.keep = 1.0 - rate
         self.prior = prior
         self.stale_keep = stale_keep
-        self.sums: dict[tuple[int, ...], list[float]] = {}  # chain -> [latency, passes, n, last sample]
+        self.sums: dict[tuple[int, ...], list[float]] = {}  # chain -> [excess, rounds, last sample]
         self.pooled = [0.0, 0.0]
         self.samples = 0
 
     def add(self, chain: tuple[int, ...], latency: float, passes: float) -> None:
-        if not (0.0 < passes < math.inf and passes <= latency < math.inf):
+        excess = latency - passes
+        if not (0.0 <= passes < math.inf and 0.0 <= excess < math.inf):
             return
         self.samples += 1
         sums = self.sums.get(chain)
         if sums is None:
-            sums = self.sums[chain] = [0.0, 0.0, 0.0, 0.0]
+            sums = self.sums[chain] = [0.0, 0.0, 0.0]
         keep = self.keep
-        sums[0] = sums[0] * keep + latency
-        sums[1] = sums[1] * keep + passes
-        sums[2] = sums[2] * keep + 1.0
-        sums[3] = self.samples
-        self.pooled[0] = self.pooled[0] * keep + latency
-        self.pooled[1] = self.pooled[1] * keep + passes
+        sums[0] = sums[0] * keep + excess
+        sums[1] = sums[1] * keep + 1.0
+        sums[2] = self.samples
+        self.pooled[0] = self.pooled[0] * keep + excess
+        self.pooled[1] = self.pooled[1] * keep + 1.0
 
-    def factor(self, chain: tuple[int, ...]) -> float:
-        pooled = self.pooled[0] / self.pooled[1] if self.pooled[1] > 0 else 1.0
+    def wait(self, chain: tuple[int, ...]) -> float:
+        """Expected waiting seconds per round of ``chain``."""
+        pooled = self.pooled[0] / self.pooled[1] if self.pooled[1] > 0 else 0.0
         sums = self.sums.get(chain)
         if sums is None or sums[1] <= 0:
             return pooled
-        weight = sums[2] * self.stale_keep ** (self.samples - sums[3])
+        weight = sums[1] * self.stale_keep ** (self.samples - sums[2])
         return (weight * sums[0] / sums[1] + self.prior * pooled) / (weight + self.prior)

@@ -172,11 +172,19 @@ class RoutePlanner:
         """Columns a pass table must have: ``positions + 1`` (column index = positions fed)."""
         return self.positions + 1
 
-    def plan_chains(self, alpha: FloatArray, pass_table: FloatArray) -> list[ChainPlan]:
-        """The best lookaheads of every chain (same order as ``self.chains``)."""
+    def plan_chains(
+        self, alpha: FloatArray, pass_table: FloatArray, round_overhead: FloatArray | None = None
+    ) -> list[ChainPlan]:
+        """The best lookaheads of every chain (same order as ``self.chains``).
+
+        ``round_overhead[c]`` (optional) is extra wall time per round of chain ``c`` --
+        waiting between passes -- added to every round's latency before choosing.
+        """
         plans: list[ChainPlan | None] = [None] * len(self.chains)
         for members, grid, chain_ids in self._groups:
             latency, tokens = evaluate_routes(members, grid, alpha, pass_table)
+            if round_overhead is not None:
+                latency = latency + round_overhead[chain_ids]
             cost = latency / tokens
             order = np.lexsort((cost, chain_ids))  # by chain, cheapest first
             firsts = order[np.r_[True, chain_ids[order][1:] != chain_ids[order][:-1]]]

@@ -26,9 +26,10 @@ keeps ``route() + observe()`` within a few microseconds.
   ``T_eff`` is within ``hysteresis`` of the best chain's.
 * **Waiting.** A round's wall time exceeds its passes by the waits between them
   (queues, batch formation, models sharing a GPU), and by how much depends on the
-  servers a chain visits.  :class:`~policies.estimators.ChainOverhead` learns a wall /
-  pass-time factor per chain (sampled every 8th round) and the planner multiplies each
-  chain's ``T_eff`` by it; ``learn_waits=False`` turns it off.
+  servers a chain visits.  :class:`~policies.estimators.ChainOverhead` learns the wait
+  per round of each chain (sampled every 8th round) and the planner adds it to every
+  round's latency, so long queues favour rounds that commit more tokens;
+  ``learn_waits=False`` turns it off.
 * **Load awareness.** The pass-time table is read at the batch sizes the policy's own
   passes experienced lately (an EMA per model, from ``PassTiming.batch_size``): a
   verify pass over ``n`` positions at batch ``b`` costs ``V(n, b)``; under saturation
@@ -314,10 +315,10 @@ class SpecRouter:
         assert self.planner is not None
         self.replans += 1
         self.acceptance_map.refit()
-        plans = self.planner.plan_chains(self.alpha_matrix(state), self.pass_table())
+        overhead = None
         if self.overhead is not None:
-            factor = self.overhead.factor
-            plans = [p._replace(t_eff=p.t_eff * factor(p.route.chain)) for p in plans]
+            overhead = np.array([self.overhead.wait(chain) for chain in self.planner.chains])
+        plans = self.planner.plan_chains(self.alpha_matrix(state), self.pass_table(), overhead)
         best = min(plans, key=lambda p: p.t_eff)
         if state.chain is not None and state.chain != best.route.chain:
             kept = next(p for p in plans if p.route.chain == state.chain)
