@@ -291,8 +291,8 @@ def pair_profiles(
 ) -> list[PairProfile]:
     """Summarise the series per (pair, domain, mode), plus an all-domains (``None``) entry."""
     grouped: dict[tuple[str, str | None, int, int], PairSeries] = {}
-    for (mode, domain, lower, upper), entry in sorted(series.items()):
-        for key in ((mode, domain, lower, upper), (mode, None, lower, upper)):
+    for (mode, tag, lower, upper), entry in sorted(series.items()):
+        for key in ((mode, tag, lower, upper), (mode, None, lower, upper)):
             target = grouped.setdefault(key, PairSeries())
             target.match.extend(entry.match)
             target.tv.extend(entry.tv)

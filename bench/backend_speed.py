@@ -35,6 +35,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -172,12 +173,19 @@ def chain_methods(ladder: Ladder, prompts: Outputs, new_tokens: int, quick: bool
     ]
 
 
+def scaled_run(
+    ladder: Ladder, make: Callable[[], Policy], prompts: Outputs, new_tokens: int, batch: int
+) -> Outputs:
+    return ours(ladder, make(), prompts, new_tokens, batch)[0]
+
+
 def adaptive_policy() -> Policy | None:
+    """SpecRouter from the policy registry, cold start (it learns pass times and acceptance online)."""
     try:
-        from specrouter.experiments.policies import make_policy, registry_names
+        from policies.registry import make_policy
     except ImportError:
         return None
-    return make_policy("specrouter") if "specrouter" in registry_names() else None
+    return make_policy("specrouter")
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
@@ -234,12 +242,11 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if best_chain is not None:
         from specrouter.experiments.policies import make_policy
 
-        factories.append((best_chain.name, lambda name=best_chain.name: make_policy(name)))  # type: ignore[misc]
+        best_name = best_chain.name
+        factories.append((best_name, lambda: make_policy(best_name)))
     for label, make in factories:
         row = [
-            Method(
-                f"{label}@{b}", lambda b=b, make=make: ours(ladder, make(), scale_prompts, new_tokens, b)[0]
-            )  # type: ignore[misc]
+            Method(f"{label}@{b}", partial(scaled_run, ladder, make, scale_prompts, new_tokens, b))
             for b in batches
         ]
         measure_all(row, max(1, repeats - 1), f"batch scaling {label}")

@@ -18,6 +18,7 @@ from backend.replay import RandomTokenPrompts
 from backend.sampling import SamplingConfig
 from backend.testing import tiny_ladder
 from policies import DynamicLookahead, RoundFeedback, Route, RouteView, StaticChain, TargetOnly
+from policies.registry import make_policy
 from traces.records import RecordWriter, read_records
 from traces.request import Request
 
@@ -67,6 +68,7 @@ POLICIES = [
     StaticChain((0, 1, 2), (2, 2)),
     DynamicLookahead(drafter=1),
     RandomRoutes(seed=3),
+    make_policy("specrouter"),
 ]
 
 

@@ -50,12 +50,15 @@ def test_run_command_replays_a_trace(
     assert "throughput" in captured.out and "clipped" in captured.err
 
 
-def test_run_command_rejects_an_unknown_policy(
-    ladder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    ("name", "message"), [("nonsense", "unknown policy 'nonsense'"), ("oracle", "runs only in the simulator")]
+)
+def test_run_command_refuses_policies_it_cannot_build(
+    name: str, message: str, ladder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     trace = tmp_path / "trace.csv"
     trace.write_text("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.00,12,5\n")
-    argv = ["run", "--ladder", str(ladder_dir), "--trace", str(trace), "--policy", "nonsense"]
+    argv = ["run", "--ladder", str(ladder_dir), "--trace", str(trace), "--policy", name]
     assert main([*argv, "--out", str(tmp_path / "run")]) == 2
-    assert "unknown policy 'nonsense'" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

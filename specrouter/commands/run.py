@@ -8,9 +8,10 @@ trace output length.  Lengths beyond the ladder's context window are clipped wit
 Records (``requests.parquet``, ``rounds.parquet``, ``run.json``) go to ``--out``; an
 interrupted run keeps what it finished.
 
-Policies: ``target-only``, ``static:M0[3]>M2[2]>M3`` (ladder indices, lookahead per
-non-target member, target last), ``dynamic-lookahead``, and every name in the policy
-registry (``policies.registry``).
+Policies (``policies.registry``): ``target-only``, ``static:0>2>3:4,1`` or
+``static:M0[4]>M2[1]>M3`` (ladder indices, target last; lookahead per non-target member),
+``dynamic-lookahead[:D]``, ``specrouter[:k=v,...]``, ``bandit[:k=v,...]``, ``bandit-ucb1``
+(the oracle needs the simulator's truth and is refused here).
 """
 
 from __future__ import annotations
@@ -64,12 +65,13 @@ def run(args: argparse.Namespace) -> int:
     from backend.ladder import load_ladder
     from backend.replay import prompt_source_for
     from backend.sampling import SamplingConfig
-    from specrouter.experiments.policies import make_policy
+    from specrouter.experiments.policies import check_policy_name, make_policy
     from traces.loaders import load_trace
     from traces.records import RecordWriter, format_summary, read_records, summarize
 
     ladder_dir = Path(args.ladder) if args.ladder else _default_ladder()
     try:
+        check_policy_name(args.policy, real_backend=True)
         policy = make_policy(args.policy)
     except ValueError as error:
         print(f"specrouter run: --policy: {error}", file=sys.stderr)
