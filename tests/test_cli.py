@@ -82,6 +82,7 @@ def test_compare_runs_policies_on_a_scenario_and_keeps_finished_runs(
         (["compare", "--scenario", "no-such"], "unknown scenario(s) no-such; shipped:"),
         (["compare", "--scenario", "stationary", "--policy", "nope"], "unknown policy 'nope'; known:"),
         (["compare", "--backend", "real", "--scenario", "stationary", "--policy", "oracle"], "simulator"),
+        (["compare", "--scenario", "stationary", "--policy", "static:0>2:3"], "does not fit the ladder"),
         (["search", "--policy", "nope"], "unknown policy 'nope'"),
         (["search", "--policy", "specrouter", "--scenario", "no-such"], "unknown scenario(s) no-such"),
         (["search", "--policy", "target-only"], "declares no knobs"),
@@ -93,6 +94,31 @@ def test_bad_inputs_fail_with_what_to_do(
 ) -> None:
     assert main([*argv, "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_compare_on_the_real_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from backend.testing import save_tiny_ladder
+
+    ladder = save_tiny_ladder(tmp_path / "ladder", levels=3, seed=0)
+    argv = [
+        "compare",
+        "--backend",
+        "real",
+        "--ladder",
+        str(ladder),
+        "--scenario",
+        "stationary",
+        "--requests",
+        "2",
+    ]
+    argv += ["--output-tokens", "4", "--out", str(tmp_path / "out"), "--no-plots"]
+    assert main([*argv, "--policy", "target-only", "--policy", "static:0>2:3"]) == 0
+    rows = json.loads((tmp_path / "out" / "comparison.json").read_text())
+    assert [row["policy"] for row in rows] == ["target-only", "static:0>2:3"]
+    records = (tmp_path / "out" / "stationary" / "static_0_2_3" / "run.json").read_text()
+    assert '"world": "real"' in records
+    assert main([*argv, "--policy", "static:0>3:4"]) == 2
+    assert "does not fit the ladder" in capsys.readouterr().err
 
 
 def test_search_command_writes_results_and_resumes(

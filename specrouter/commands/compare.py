@@ -71,8 +71,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from policies.contract import LadderInfo
     from specrouter.experiments.compare import compare, format_comparison
-    from specrouter.experiments.policies import UnknownPolicyError, check_policy_name
+    from specrouter.experiments.policies import UnknownPolicyError, check_policy_name, policy_head
+    from specrouter.experiments.validate import check_policy_fits
     from specrouter.experiments.worlds import scenario_names
 
     scenarios = args.scenario or scenario_names()
@@ -85,11 +87,19 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     real = args.backend == "real"
+    requested = args.policy or list(DEFAULT_POLICIES)
     try:
-        policies = expand_policies(args.policy or list(DEFAULT_POLICIES), scenarios[0], real)
+        for policy in requested:
+            if policy != "STATIC" and not (
+                real and requested == list(DEFAULT_POLICIES) and policy == "oracle"
+            ):
+                check_policy_name(policy, real_backend=real)
+        runner, ladder_size = real_runner(args) if real else sim_runner(args, scenarios[0])
+        policies = expand_policies(requested, ladder_size, real)
+        ladder = LadderInfo(tuple(f"M{i}" for i in range(ladder_size)))
         for policy in policies:
-            check_policy_name(policy, real_backend=real)
-        runner = real_runner(args) if real else sim_runner(args)
+            if policy_head(policy) != "oracle":
+                check_policy_fits(policy, ladder)
     except (UnknownPolicyError, ValueError) as error:
         print(f"specrouter compare: {error}", file=sys.stderr)
         return 2
@@ -99,34 +109,36 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def expand_policies(requested: list[str], scenario: str, real: bool) -> list[str]:
-    """Replace ``STATIC`` by every static chain of the scenario's ladder; drop the oracle on real hardware."""
+def expand_policies(requested: list[str], ladder_size: int, real: bool) -> list[str]:
+    """Replace ``STATIC`` by every static chain of the ladder; drop the default oracle on real hardware."""
     from policies.registry import every_static_chain
-    from specrouter.scenarios import load_scenario_config
-    from specrouter.scenarios.runner import build_world
 
     out: list[str] = []
     for name in requested:
         if name == "STATIC":
-            world, _ = build_world(load_scenario_config(scenario), limit=2)
-            out.extend(every_static_chain(len(world.cluster.models)))
+            out.extend(every_static_chain(ladder_size))
         elif not (real and name == "oracle" and requested == list(DEFAULT_POLICIES)):
             out.append(name)
     return out
 
 
-def sim_runner(args: argparse.Namespace) -> Runner:
+def sim_runner(args: argparse.Namespace, scenario: str) -> tuple[Runner, int]:
+    """Runs in the simulator, and the ladder size of ``scenario``'s cluster."""
     from specrouter.experiments.worlds import simulate_scenario
+    from specrouter.scenarios import load_scenario_config
+    from specrouter.scenarios.runner import build_world
 
+    world, _ = build_world(load_scenario_config(scenario), limit=2)
     limit = args.requests or 400
 
     def runner(scenario: str, policy: str, run_dir: Path) -> RunOutput:
         return simulate_scenario(scenario, policy, args.seed, run_dir, limit)
 
-    return runner
+    return runner, len(world.cluster.models)
 
 
-def real_runner(args: argparse.Namespace) -> Runner:
+def real_runner(args: argparse.Namespace) -> tuple[Runner, int]:
+    """Runs on the real ladder (``--ladder``), and its size."""
     from backend.ladder import load_ladder
     from backend.replay import ClipReport, clip_to_context, context_window
     from specrouter.commands.validate import default_ladder
@@ -135,6 +147,10 @@ def real_runner(args: argparse.Namespace) -> Runner:
     from specrouter.scenarios.runner import load_requests
 
     ladder_dir = args.ladder or default_ladder()
+    if not (Path(ladder_dir) / "ladder.json").exists():
+        raise ValueError(
+            f"no ladder at {ladder_dir}: build it with `specrouter zoo build` or pass --ladder DIR"
+        )
     ladder = load_ladder(ladder_dir)
     window = context_window(ladder.models)
     limit = args.requests or 6
@@ -157,4 +173,4 @@ def real_runner(args: argparse.Namespace) -> Runner:
         }
         return run_real(ladder, requests, policy, args.seed, args.max_batch, run_dir, settings)
 
-    return runner
+    return runner, ladder.size
