@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -106,14 +107,29 @@ class FixedPrompts:
         return list(prompt)
 
 
-def prompt_source_for(ladder: Any, seed: int = 0) -> PromptSource:
-    """Corpus prompts when the ladder has a tokenizer and the corpus exists, else random ids."""
-    if getattr(ladder, "tokenizer", None) is not None:
-        try:
-            return CorpusPrompts(ladder.tokenizer, seed)
-        except (ImportError, AttributeError, FileNotFoundError):
-            pass
-    return RandomTokenPrompts(int(ladder.vocab_size), seed)
+def prompt_source_for(ladder: Any, seed: int = 0, ladder_dir: str | Path | None = None) -> PromptSource:
+    """Corpus prompts when the ladder has a tokenizer and a corpus it can encode, else random ids.
+
+    The corpus is ``ladder_dir/prompts.jsonl`` when that exists (a ladder built by ``specrouter
+    zoo build`` ships its own), else the embedded default.  A corpus the tokenizer encodes to
+    mostly unknown tokens (a test ladder's word-level vocabulary) is useless: random ids instead.
+    """
+    tokenizer = getattr(ladder, "tokenizer", None)
+    if tokenizer is None:
+        return RandomTokenPrompts(int(ladder.vocab_size), seed)
+    try:
+        from backend.prompts import load_prompt_corpus
+
+        own = Path(ladder_dir) / "prompts.jsonl" if ladder_dir is not None else None
+        corpus = load_prompt_corpus(own if own is not None and own.is_file() else None)
+        source = CorpusPrompts(tokenizer, seed, corpus)
+        sample = source.prompt_ids(Request(0, 0.0, 64, 1, None))
+    except (ImportError, OSError, ValueError):
+        return RandomTokenPrompts(int(ladder.vocab_size), seed)
+    unknown = getattr(tokenizer, "unk_token_id", None)
+    if unknown is not None and sample.count(unknown) > len(sample) // 2:
+        return RandomTokenPrompts(int(ladder.vocab_size), seed)
+    return source
 
 
 @dataclass

@@ -199,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     started = time.perf_counter()
     ladder, ladder_note = build_ladder(args.ladder, args.dtype)
-    source = prompt_source_for(ladder, args.seed)
+    source = prompt_source_for(ladder, args.seed, ladder_note if Path(ladder_note).is_dir() else None)
     per_domain = prompt_set(source, n_prompts, prompt_tokens)
     prompts = [p for group in zip(*per_domain.values()) for p in group][:n_prompts]
     target = ladder.target

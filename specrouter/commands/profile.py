@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     prompt_tokens = args.prompt_tokens or (32 if args.quick else 128)
     started = time.perf_counter()
     ladder = load_ladder(args.ladder, device=args.device, dtype=args.dtype)
-    source = prompt_source_for(ladder, args.seed)
+    source = prompt_source_for(ladder, args.seed, args.ladder)
     if source.name != "corpus":
         print("note: no prompt corpus for this ladder; profiling on random token prompts", file=sys.stderr)
     prompts = prompt_set(source, settings.prompts_per_domain, prompt_tokens)

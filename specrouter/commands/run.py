@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.trace}: no requests to replay", file=sys.stderr)
         return 1
     ladder = load_ladder(ladder_dir, device=args.device, dtype=args.dtype)
-    prompts = prompt_source_for(ladder, args.seed)
+    prompts = prompt_source_for(ladder, args.seed, ladder_dir)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
     config = EngineConfig(max_batch=args.max_batch, replay=args.replay, time_scale=args.time_scale)
     engine = Engine(
