@@ -68,7 +68,7 @@ def scenario_markers(scenario: Any) -> list[Marker]:
         Marker(o.start, f"alpha M{o.lower}->M{o.upper} = {o.alpha:g}", o.end if o.end < 1e12 else None)
         for o in scenario.acceptance_overrides
     ]
-    return sorted(markers)
+    return sorted(markers, key=lambda marker: (marker.start, marker.label))
 
 
 def simulate_requests(
