@@ -133,3 +133,19 @@ def test_ray_executor_gives_the_same_trials_as_the_local_pool() -> None:
     finally:
         ray_pool.close()
     assert values(on_ray) == values(local)
+
+
+def test_the_simulator_objective_scores_specrouter_knobs_on_a_scenario() -> None:
+    search = SearchConfig(
+        policy="specrouter",
+        knobs=(Knob("hysteresis", 0.0, 0.2), Knob("max_lookahead", 2, 6, integer=True)),
+        scenarios=("stationary",),
+        trials=2,
+        batch_size=2,
+        options={"requests": 30},
+    )
+    result = run_search(search, LocalPool(1))
+    assert [row["state"] for row in result.trials] == ["COMPLETE", "COMPLETE"]
+    runs = [row["runs"]["stationary/0"] for row in result.trials]
+    assert all(0 < value < 10 for value in runs)  # mean TPOT in seconds
+    assert result.best_value == min(runs)
