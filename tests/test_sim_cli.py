@@ -53,3 +53,27 @@ def test_simulate_reports_bad_cluster(tmp_path, capsys) -> None:
     )
     assert code == 2
     assert "mistral" in capsys.readouterr().err
+
+
+def test_scenario_file_slows_the_target_and_shifts_domains(tmp_path) -> None:
+    trace = small_trace(tmp_path)
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(
+        '{"seed": 2, "slowdowns": [{"gpu": "big", "start": 0, "end": 1e9, "factor": 3.0}],'
+        ' "domain_shifts": [{"at": 10, "mix": {"code": 1}}], "domains": {"code": 0.5}}'
+    )
+
+    def mean_e2e(extra: list[str], out: Path) -> tuple[float, list]:
+        argv = ["simulate", "--trace", str(trace), "--cluster", "llama", "--policy", "static:0>2>3:4,1",
+                "--out", str(out), "--seed", "2", *extra]  # fmt: skip
+        assert main(argv) == 0
+        requests = read_records(out).requests
+        return sum(r.e2e for r in requests) / len(requests), requests
+
+    calm, calm_requests = mean_e2e([], tmp_path / "calm")
+    slowed, slowed_requests = mean_e2e(["--scenario", str(scenario)], tmp_path / "slow")
+    assert slowed > 2.0 * calm
+    assert {r.domain for r in calm_requests} == {None}
+    assert [r.domain for r in slowed_requests].count("code") == sum(
+        1 for r in calm_requests if r.arrival >= 10
+    )
