@@ -49,7 +49,7 @@ def is_built(out: Path, recipe: BuildRecipe) -> bool:
 
 def _new_model(spec: ModelSpec, recipe: BuildRecipe, tokenizer: PreTrainedTokenizerFast, seed: int) -> Any:
     torch.manual_seed(seed)
-    eos = tokenizer.convert_tokens_to_ids(END_OF_TEXT)
+    eos = int(tokenizer.convert_tokens_to_ids(END_OF_TEXT))  # type: ignore[arg-type]
     config = LlamaConfig(**spec.config_kwargs(len(tokenizer), recipe.context, eos))
     return LlamaForCausalLM(config)
 
@@ -179,7 +179,7 @@ def _export(
             shutil.rmtree(directory)
         half = LlamaForCausalLM(model.config)
         half.load_state_dict(model.state_dict())
-        half = half.to(torch.float16)
+        torch.nn.Module.to(half, torch.float16)  # in place (transformers wraps .to with checks)
         half.config.dtype = "float16"
         half.save_pretrained(str(directory))
         tokenizer.save_pretrained(str(directory))
@@ -195,7 +195,7 @@ def _export(
         }
         log(f"{spec.name}: {evaluation[spec.name]}")
     wall = time.perf_counter() - started
-    manifest = {
+    manifest: dict[str, Any] = {
         "format": LADDER_FORMAT,
         "models": [spec.name for spec in recipe.members],
         "tokenizer": {

@@ -111,7 +111,8 @@ def corpus_digest(files: Iterable[SourceFile]) -> str:
 
 def split(files: Iterable[SourceFile]) -> tuple[list[SourceFile], list[SourceFile]]:
     """(training files, held-out files)."""
-    train, held = [], []
+    train: list[SourceFile] = []
+    held: list[SourceFile] = []
     for item in files:
         (held if item.held_out else train).append(item)
     return train, held

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,7 @@ class ModelSpec:
     heads: int
     intermediate: int
 
-    def config_kwargs(self, vocab_size: int, context: int, eos_id: int) -> dict[str, object]:
+    def config_kwargs(self, vocab_size: int, context: int, eos_id: int) -> dict[str, Any]:
         return {
             "vocab_size": vocab_size,
             "hidden_size": self.hidden,
@@ -124,7 +125,7 @@ FULL = BuildRecipe(
         ModelSpec("target-8m", hidden=320, layers=6, heads=5, intermediate=864),
     ),
     target_stage=StageBudget(steps=500, batch=8, learning_rate=2e-3, warmup_steps=30),
-    distill_stage=StageBudget(steps=400, batch=8, learning_rate=3e-3, warmup_steps=20),
+    distill_stage=StageBudget(steps=900, batch=8, learning_rate=3e-3, warmup_steps=20),
 )
 
 SMALL = BuildRecipe(

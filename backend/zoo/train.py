@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,10 +186,3 @@ def _loss(
     # forward KL(p_teacher || q_student), summed over the vocabulary, averaged over positions
     kl = (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)
     return kl.mean()
-
-
-def set_threads(threads: int) -> Callable[[], None]:
-    """Limit torch to ``threads`` CPU threads; returns a function restoring the previous setting."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    return lambda: torch.set_num_threads(previous)
