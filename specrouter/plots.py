@@ -7,7 +7,7 @@ episode) are drawn as labelled vertical lines / shaded spans, so a figure reads 
 the code.
 
 * :func:`latency_cdfs` -- empirical CDF of per-request TPOT (or TTFT, E2E), one line per policy;
-* :func:`chain_usage` -- share of rounds per chain in time bins (stacked areas);
+* :func:`chain_usage` -- share of rounds per chain in time bins (stacked bars);
 * :func:`acceptance_over_time` -- per (lower, upper) pair, ``sum accepted / sum proposed``
   per time bin, over the rounds in which the pair verified;
 * :func:`predicted_vs_measured` -- a validate run's fidelity table as paired bars.
@@ -122,7 +122,11 @@ def chain_usage(
     share = np.divide(share, totals, out=np.zeros_like(share), where=totals > 0)
     fig, ax = plt.subplots(figsize=(8, 4.2))
     centres = (edges[:-1] + edges[1:]) / 2
-    ax.stackplot(centres, share, labels=[f"chain {label}" for label in labels], alpha=0.85)
+    width = edges[1] - edges[0]
+    bottom = np.zeros(bins)
+    for label, row in zip(labels, share):  # stacked bars: a bin without rounds stays empty
+        ax.bar(centres, row, width=width, bottom=bottom, label=f"chain {label}", alpha=0.85, linewidth=0)
+        bottom += row
     _draw_markers(ax, markers)
     ax.set_xlabel("time (s)")
     ax.set_ylabel("share of rounds")
