@@ -14,8 +14,9 @@ Batch 1 unless told: requests run one after another (``max_batch = 1``), like ``
 Then **batch scaling**: all prompts at once with ``max_batch`` in ``--batches`` for the target
 alone and the best chain (Hugging Face assisted generation has no batch > 1).
 
-Every method runs ``--repeats`` times, interleaved (method A, B, C, A, B, C, ...), and keeps its
-fastest run: on a shared machine the fastest run is the one least disturbed by other work.
+Every method runs ``--repeats`` times, finely interleaved (per repeat, per prompt: method A, B,
+C, ...), and keeps its fastest run of each prompt: on a shared machine the fastest run is the one
+least disturbed by other work, and interleaving spreads bursts of other work over all methods.
 Greedy outputs are compared token by token with (a); any mismatch is reported (fp32
 re-association can flip a near-tie; the count says how often).
 
@@ -67,7 +68,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--new-tokens", type=int, default=None, help="tokens per output (default 128; quick 32)"
     )
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3; quick 1)")
+    parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 3; quick 2)")
     parser.add_argument(
         "--batches", default=None, help="batch sizes for scaling (default 1,2,4,8; quick 1,4)"
     )
@@ -126,18 +127,23 @@ def ours(
 
 
 class Method:
-    """One way to generate; keeps its fastest run's time and the outputs."""
+    """One way to generate ``run(prompts) -> outputs``; keeps its fastest time per prompt."""
 
-    def __init__(self, name: str, run: Callable[[], Outputs]) -> None:
+    def __init__(self, name: str, run: Callable[..., Outputs]) -> None:
         self.name, self.run = name, run
-        self.best = float("inf")
+        self.times: list[float] = []
         self.outputs: Outputs = []
 
-    def measure(self) -> None:
+    def measure(self, index: int, prompts: Outputs) -> None:
+        """Time ``run(prompts)`` as item ``index``; keep the fastest time and the outputs."""
         started = time.perf_counter()
-        outputs = self.run()
-        self.best = min(self.best, time.perf_counter() - started)
-        self.outputs = outputs
+        outputs = self.run(prompts=prompts)
+        elapsed = time.perf_counter() - started
+        while len(self.times) <= index:
+            self.times.append(float("inf"))
+            self.outputs.append([])
+        self.times[index] = min(self.times[index], elapsed)
+        self.outputs[index] = [t for out in outputs for t in out]
 
     @property
     def tokens(self) -> int:
@@ -145,19 +151,28 @@ class Method:
 
     @property
     def tokens_per_s(self) -> float:
-        return self.tokens / self.best
+        return self.tokens / sum(self.times)
 
 
 def mismatches(outputs: Outputs, reference: Outputs) -> int:
     return sum(a != b for a, b in zip(outputs, reference))
 
 
-def measure_all(methods: list[Method], repeats: int, label: str) -> None:
+def measure_all(
+    methods: list[Method], prompts: Outputs, repeats: int, label: str, split: bool = True
+) -> None:
+    """Interleave finely: per repeat, per prompt (``split``) or whole set, every method in turn.
+
+    Fine interleaving spreads the bursts of other work on a shared machine evenly over the
+    methods; the fastest of ``repeats`` runs of each item is kept.
+    """
     from tqdm import tqdm
 
+    items = [[p] for p in prompts] if split else [prompts]
     for _ in tqdm(range(repeats), desc=label, unit="repeat", leave=False):
-        for method in methods:
-            method.measure()
+        for index, item in enumerate(items):
+            for method in methods:
+                method.measure(index, item)
 
 
 def chain_methods(ladder: Ladder, prompts: Outputs, new_tokens: int, quick: bool) -> list[Method]:
@@ -167,16 +182,28 @@ def chain_methods(ladder: Ladder, prompts: Outputs, new_tokens: int, quick: bool
     policies: list[Policy] = [StaticChain((d, target), (g,)) for d in range(target) for g in lookaheads_2]
     for a, b in itertools.combinations(range(target), 2):
         policies += [StaticChain((a, b, target), g) for g in lookaheads_3]
-    return [
-        Method(p.name, lambda p=p: ours(ladder, p, prompts, new_tokens, 1)[0])  # type: ignore[misc]
-        for p in policies
-    ]
+    return [Method(p.name, partial(ours_outputs, ladder, p, new_tokens, 1)) for p in policies]
 
 
 def scaled_run(
-    ladder: Ladder, make: Callable[[], Policy], prompts: Outputs, new_tokens: int, batch: int
+    ladder: Ladder, make: Callable[[], Policy], new_tokens: int, batch: int, prompts: Outputs
 ) -> Outputs:
     return ours(ladder, make(), prompts, new_tokens, batch)[0]
+
+
+def ours_outputs(
+    ladder: Ladder,
+    policy: Policy,
+    new_tokens: int,
+    batch: int,
+    lean: bool | None = None,
+    prompts: Outputs | None = None,
+) -> Outputs:  # prompts is passed by keyword (Method.measure)
+    return ours(ladder, policy, prompts or [], new_tokens, batch, lean)[0]
+
+
+def hf_outputs(ladder: Ladder, new_tokens: int, assistant: int | None, prompts: Outputs) -> Outputs:
+    return hf_generate(ladder, prompts, new_tokens, assistant)
 
 
 def adaptive_policy() -> Policy | None:
@@ -194,7 +221,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     n_prompts = args.prompts or (2 if quick else 8)
     prompt_tokens = args.prompt_tokens or (64 if quick else 128)
     new_tokens = args.new_tokens or (32 if quick else 128)
-    repeats = args.repeats or (1 if quick else 3)
+    repeats = args.repeats or (2 if quick else 3)
     batches = [int(b) for b in (args.batches or ("1,4" if quick else "1,2,4,8")).split(",")]
     torch.manual_seed(args.seed)
     started = time.perf_counter()
@@ -211,22 +238,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         print(f"note: lean path unsupported ({reasons[0]}); using the Hugging Face path", file=sys.stderr)
 
     base = [
-        Method("hf_target", lambda: hf_generate(ladder, prompts, new_tokens, None)),
-        Method("ours_target", lambda: ours(ladder, TargetOnly(), prompts, new_tokens, 1)[0]),
-        Method("ours_target_hf_path", lambda: ours(ladder, TargetOnly(), prompts, new_tokens, 1, False)[0]),
+        Method("hf_target", partial(hf_outputs, ladder, new_tokens, None)),
+        Method("ours_target", partial(ours_outputs, ladder, TargetOnly(), new_tokens, 1)),
+        Method("ours_target_hf_path", partial(ours_outputs, ladder, TargetOnly(), new_tokens, 1, False)),
     ]
     assisted = [
-        Method(f"hf_assisted:M{d}", lambda d=d: hf_generate(ladder, prompts, new_tokens, d))  # type: ignore[misc]
-        for d in range(target)
+        Method(f"hf_assisted:M{d}", partial(hf_outputs, ladder, new_tokens, d)) for d in range(target)
     ]
     chains = chain_methods(ladder, prompts, new_tokens, quick)
     policy = adaptive_policy()
     adaptive = (
-        [Method("ours_adaptive", lambda: ours(ladder, policy, prompts, new_tokens, 1)[0])] if policy else []
+        [Method("ours_adaptive", partial(ours_outputs, ladder, policy, new_tokens, 1))] if policy else []
     )
     hf_generate(ladder, prompts[:1], 8, None)  # warm-up: the first calls of a process pay one-off costs
     ours(ladder, TargetOnly(), prompts[:1], 8, 1)
-    measure_all(base + assisted + chains + adaptive, repeats, "batch 1")
+    measure_all(base + assisted + chains + adaptive, prompts, repeats, "batch 1")
     reference = base[0].outputs
 
     two = [m for m in chains if m.name.count(">") == 1]
@@ -245,11 +271,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         best_name = best_chain.name
         factories.append((best_name, lambda: make_policy(best_name)))
     for label, make in factories:
-        row = [
-            Method(f"{label}@{b}", partial(scaled_run, ladder, make, scale_prompts, new_tokens, b))
-            for b in batches
-        ]
-        measure_all(row, max(1, repeats - 1), f"batch scaling {label}")
+        row = [Method(f"{label}@{b}", partial(scaled_run, ladder, make, new_tokens, b)) for b in batches]
+        measure_all(row, scale_prompts, repeats, f"batch scaling {label}", split=False)
         scaling[label] = {str(b): round(m.tokens_per_s, 2) for b, m in zip(batches, row)}
 
     def entry(method: Method | None) -> dict[str, Any] | None:
