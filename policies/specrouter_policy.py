@@ -1,7 +1,7 @@
 """SpecRouter: adaptive chain routing learned from round feedback (DESIGN.md §1).
 
 Per round the policy answers from a cache; the work happens at re-plan time.  Learning
-is sampled: ``observe`` folds every ``learn_every``-th round (default 2) into the
+is sampled: ``observe`` folds every ``learn_every``-th round (default 3) into the
 estimates -- a trace replay has ~1e6 rounds, far more than the estimates need -- which
 keeps ``route() + observe()`` within a few microseconds.
 
@@ -27,7 +27,7 @@ keeps ``route() + observe()`` within a few microseconds.
 * **Waiting.** A round's wall time exceeds its passes by the waits between them
   (queues, batch formation, models sharing a GPU), and by how much depends on the
   servers a chain visits.  :class:`~policies.estimators.ChainOverhead` learns the wait
-  per round of each chain (sampled every 8th round) and the planner adds it to every
+  per round of each chain (sampled every 12th round) and the planner adds it to every
   round's latency, so long queues favour rounds that commit more tokens;
   ``learn_waits=False`` turns it off.
 * **Load awareness.** The pass-time table is read at the batch sizes the policy's own
@@ -75,7 +75,7 @@ class _DomainState:
         self.planned_at = 0
         self.watch_route: Route | None = None  # route the change detector follows
         self.watch_rounds = 0
-        self.watch = [0.0, 0.0, 0.0, 0.0]  # fast accepted, fast trials, slow accepted, slow trials
+        self.watch = [0.0] * 8  # per watched level: fast accepted, fast trials, slow accepted, slow trials
         self.followups = 0  # re-plans still due while the estimates settle after a change
 
 
@@ -101,15 +101,15 @@ class SpecRouter:
         similarity_weight: float = 0.5,
         stale_rate: float = 0.001,
         time_rate: float = 0.02,
-        pair_rate: float = 0.02,
+        pair_rate: float = 0.03,
         load_rate: float = 0.05,
         surprise: float = 0.15,
-        replan_every: int = 2048,
+        replan_every: int = 1024,
         min_replan_gap: int = 24,
         followups: int = 4,
         learn_waits: bool = True,
         load_aware: bool = True,
-        learn_every: int = 2,
+        learn_every: int = 3,
         per_domain: bool = True,
         name: str | None = None,
     ):
@@ -186,7 +186,7 @@ class SpecRouter:
         update = profile.update
         load = self._load
         keep = 1.0 - self.load_rate
-        sampled = self.rounds & 7 == 0  # some rounds also feed the slow global estimates
+        sampled = (self.rounds // self.learn_every) & 3 == 0  # 1 in 4 also feeds the slow estimates
         spent = 0.0
         for level in levels:
             passes = level.passes
@@ -202,14 +202,17 @@ class SpecRouter:
             self.overhead.add(chain, feedback.finished - feedback.started, spent)
         fmap = self.acceptance_map
         size = pairs.ladder_size
-        accepted_total = trials_total = 0
+        watched = [0, 0, 0, 0]  # accepted and trials of the target's level, then of level 1
+        top = len(levels) - 1
         for j in range(1, len(levels)):
             level = levels[j]
             if level.proposed:
                 lower = chain[j - 1]
                 trials = pairs.add_acceptance(lower, chain[j], level.proposed, level.accepted, level.emitted)
-                accepted_total += level.accepted
-                trials_total += trials
+                if j == top:
+                    watched[0], watched[1] = level.accepted, trials
+                elif j == 1:
+                    watched[2], watched[3] = level.accepted, trials
                 if sampled and fmap.mode == "fitted" and trials:
                     key = lower * size + chain[j]
                     if pairs.similarity_weight[key] > 0:
@@ -225,7 +228,7 @@ class SpecRouter:
             self.replan_causes["timing"] += 1
             for domain_state in self._domains.values():
                 domain_state.followups = self.followups
-        self._watch(state, feedback.route, accepted_total, trials_total)
+        self._watch(state, feedback.route, watched)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -247,15 +250,18 @@ class SpecRouter:
         self._domains[domain if self.per_domain else None] = state
         return state
 
-    def _watch(self, state: _DomainState, route: Route, accepted: int, trials: int) -> None:
-        """Change detector on the acceptance rate of the chosen route (all levels pooled).
+    def _watch(self, state: _DomainState, route: Route, counts: list[int]) -> None:
+        """Change detector on the acceptance of the chosen route's target level and level 1.
 
-        Fast (rate 0.05) and slow (rate 0.005) discounted sums of accepted tokens and
-        trials; when the two rates part by more than ``surprise`` (relative) the
-        acceptance moved under the plan and the domain re-plans.  A detector of *change*
-        rather than of prediction error is immune to a constant bias of the cost model
-        (e.g. acceptance correlated across levels), and per-token rates are far less noisy
-        than tokens per round, which the output budget truncates.
+        ``counts`` = accepted and trials of the target's verification, then of level 1
+        (zeros for a two-level chain).  For each, fast (rate 0.05) and slow (rate 0.005)
+        discounted sums of accepted tokens and trials; when the two rates part by more
+        than ``surprise`` (relative) the acceptance moved under the plan and the domain
+        re-plans.  Levels are watched apart because pooling them lets a busy lower level
+        (many trials) drown a collapse at the target.  A detector of *change* rather than
+        of prediction error is immune to a constant bias of the cost model (e.g.
+        acceptance correlated across levels), and per-token rates are far less noisy than
+        tokens per round, which the output budget truncates.
         """
         since = state.pairs.rounds - state.planned_at
         if since >= self.replan_every:
@@ -266,20 +272,26 @@ class SpecRouter:
             state.followups -= 1
             state.version += 1
             return
-        if route is not state.watch_route or not trials:
+        if route is not state.watch_route:
             return
         watch = state.watch
-        watch[0] = watch[0] * 0.95 + accepted
-        watch[1] = watch[1] * 0.95 + trials
-        watch[2] = watch[2] * 0.995 + accepted
-        watch[3] = watch[3] * 0.995 + trials
+        for i in (0, 2):
+            base = 2 * i
+            watch[base] = watch[base] * 0.95 + counts[i]
+            watch[base + 1] = watch[base + 1] * 0.95 + counts[i + 1]
+            watch[base + 2] = watch[base + 2] * 0.995 + counts[i]
+            watch[base + 3] = watch[base + 3] * 0.995 + counts[i + 1]
         state.watch_rounds += 1
-        if state.watch_rounds >= 40 and since >= self.min_replan_gap:
-            fast, slow = watch[0] / watch[1], watch[2] / watch[3]
-            if abs(fast - slow) > self.surprise * slow:
-                state.version += 1
-                state.followups = self.followups
-                self.replan_causes["acceptance"] += 1
+        if state.watch_rounds < 40 or since < self.min_replan_gap:
+            return
+        for base in (0, 4):
+            if watch[base + 1] > 0 and watch[base + 3] > 0:
+                fast, slow = watch[base] / watch[base + 1], watch[base + 2] / watch[base + 3]
+                if abs(fast - slow) > self.surprise * slow:
+                    state.version += 1
+                    state.followups = self.followups
+                    self.replan_causes["acceptance"] += 1
+                    return
 
     def alpha_matrix(self, state: _DomainState, optimism: float | None = None) -> np.ndarray:
         """Planning acceptance of every pair: blended estimate plus the optimism bonus."""
@@ -327,7 +339,7 @@ class SpecRouter:
         if best.route != state.watch_route:
             state.watch_route = best.route
             state.watch_rounds = 0
-            state.watch[:] = [0.0, 0.0, 0.0, 0.0]
+            state.watch[:] = [0.0] * 8
         elif state.watch_route is not None:
             best = best._replace(route=state.watch_route)  # keep the object the detector follows
         state.chain = best.route.chain
