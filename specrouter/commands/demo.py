@@ -21,7 +21,7 @@ from pathlib import Path
 
 EXAMPLES = """examples:
   specrouter demo
-  specrouter demo --trace-requests 1000 --out runs/demo-long
+  specrouter demo --trace-requests 2000 --load 0.8 --out runs/demo-long
   specrouter demo --ladder path/to/ladder --validate-requests 4
 """
 
@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)"
     )
     parser.add_argument(
-        "--trace-requests", type=int, default=300, help="trace requests simulated (default 300)"
+        "--trace-requests", type=int, default=1000, help="trace requests simulated (default 1000)"
     )
     parser.add_argument(
         "--load", type=float, default=0.5, help="offered load / target-only capacity (default 0.5)"

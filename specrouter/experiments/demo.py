@@ -46,7 +46,7 @@ def bundled_trace(name: str = "azure-conv") -> Path:
 class DemoConfig:
     ladder: str
     out: str
-    trace_requests: int = 300
+    trace_requests: int = 1000
     load: float = 0.5
     max_batch: int = 4
     validate_requests: int = 8
@@ -118,7 +118,11 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
         config.trace_requests, context_window(ladder.models), sim_profile, config.max_batch, config.load
     )
     cluster = cluster_for_profile(sim_profile, config.max_batch, config.ladder)
-    scenario = Scenario(seed=config.seed, acceptance_mode="empirical", correlation=0.0)
+    # the oracle plans with pass times at this per-sequence context: the workload's mean mid-request context
+    context = round(sum(r.prompt_tokens + r.output_tokens / 2 for r in requests) / len(requests))
+    scenario = Scenario(
+        seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=max(1, context)
+    )
     settings: dict[str, Any] = {**dataclasses.asdict(config), "time_scale": scale}
     settings.pop("out")
 

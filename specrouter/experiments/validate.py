@@ -257,7 +257,8 @@ def validate(config: ValidateConfig, progress: Progress | None = None, plot: boo
     if progress:
         progress("simulating the workload from the profile")
     cluster = cluster_for_profile(sim_profile, config.max_batch, ladder_path)
-    scenario = Scenario(seed=config.seed, acceptance_mode="empirical", correlation=0.0)
+    context = config.prompt_tokens + config.output_tokens // 2  # what the oracle's pass times assume
+    scenario = Scenario(seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
     sim = simulate_requests(cluster, scenario, requests, config.policy, out / "sim", settings)
     if progress:
         progress("running the workload on the real backend")
