@@ -132,7 +132,7 @@ def test_search_command_writes_results_and_resumes(
     assert main([*argv, "--trials", "3"]) == 0
     second = json.loads((tmp_path / "search.json").read_text())
     assert second["trials"][:2] == first["trials"] and len(second["trials"]) == 3
-    assert "best tpot_mean" in capsys.readouterr().out
+    assert "best ms per token" in capsys.readouterr().out
 
 
 def test_console_entry_point_runs() -> None:

@@ -138,8 +138,9 @@ def run(args: argparse.Namespace) -> int:
     if result.resumed_trials:
         print(f"resumed {result.resumed_trials} interrupted trial(s) from {storage}")
     print(format_trials(result, config.knobs))
+    unit = args.metric if args.world == "sim" else "ms per token"
     print(
-        f"best {args.metric} (geometric mean over {len(scenarios)} scenario(s) x {len(seeds)} seed(s)): "
+        f"best {unit} (geometric mean over {len(scenarios)} scenario(s) x {len(seeds)} seed(s)): "
         f"{result.best_value:.5g} with {json.dumps(result.best_params)}"
     )
     print(f"wrote {args.out / 'search.json'}; study kept in {storage} (rerun to resume or extend)")
