@@ -3,7 +3,7 @@
 * ``llama`` -- Llama-style 68M / 1B / 8B / 70B on H200-class GPUs: the two small models
   share one GPU (they contend), the 8B has its own, the 70B runs tensor-parallel on two.
 * ``qwen`` -- Qwen2.5-style 0.5B / 1.5B / 7B / 32B on H100-class GPUs (small pair shared).
-* ``cpu`` -- the backend zoo's default ladder (``draft-0.4m`` / ``mid-3.7m`` / ``target-15m``,
+* ``cpu`` -- the backend zoo's default ladder (``draft-0.2m`` / ``mid-1.3m`` / ``target-8m``,
   fp32) on one CPU that all three share.  Pass it a world profile (``--profile``) to use
   the measured table instead of the roofline guess.
 
@@ -50,9 +50,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "gpus": {"cpu": "CPU"},
         "models": [
-            {**_model("draft-0.4m", 4.3e5, 2, 96, 2, 2, "cpu"), "bytes_per_weight": 4.0, "kv_bytes": 4.0},
-            {**_model("mid-3.7m", 3.7e6, 4, 256, 4, 4, "cpu"), "bytes_per_weight": 4.0, "kv_bytes": 4.0},
-            {**_model("target-15m", 1.5e7, 8, 384, 6, 6, "cpu"), "bytes_per_weight": 4.0, "kv_bytes": 4.0},
+            {**_model("draft-0.2m", 1.81e5, 1, 64, 2, 2, "cpu"), "bytes_per_weight": 4.0, "kv_bytes": 4.0},
+            {**_model("mid-1.3m", 1.26e6, 3, 160, 5, 5, "cpu"), "bytes_per_weight": 4.0, "kv_bytes": 4.0},
+            {**_model("target-8m", 8.09e6, 6, 320, 5, 5, "cpu"), "bytes_per_weight": 4.0, "kv_bytes": 4.0},
         ],
         "max_batch_size": 8,
         "max_batched_tokens": 2048,
