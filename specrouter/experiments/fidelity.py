@@ -6,7 +6,14 @@ and seed, so every row compares like with like:
 * latency rows -- ``tpot_mean``, ``tpot_p99``, ``ttft_mean``, ``ttft_p99`` (seconds) and
   ``throughput_tokens_per_s`` from :func:`traces.summary.summarize` of each world;
 * acceptance rows -- per ordered pair ``(a, b)`` that verified in either world,
-  ``sum accepted / sum proposed`` over the rounds where ``b`` verified ``a``'s tokens;
+  ``sum accepted / sum proposed`` over the rounds where ``b`` verified ``a``'s tokens.  This
+  ratio depends on the lookaheads each world chose (a verify stops at the first rejection, so
+  longer drafts lower it), which a routing policy sets differently in the two worlds;
+* per-token acceptance rows (``alpha M{a}->M{b}``) -- the same estimator in both worlds, the
+  maximum-likelihood ``alpha`` of the stop-at-first-rejection process: a verify of ``m``
+  candidates that accepts ``k`` has likelihood ``alpha^k (1 - alpha)^[k < m]``, so
+  ``alpha_hat = sum accepted / (sum accepted + #verifies that rejected a candidate)``,
+  independent of the lookahead; this compares like with like (and with a profile's alpha);
 * ``chain_agreement`` -- rounds are aligned by (request, round number within the request);
   the fraction of aligned rounds in which both worlds chose the same chain.  Rounds only one
   world ran (it needed more rounds for that request) are not aligned and not counted.
@@ -40,6 +47,32 @@ def pair_acceptance(rounds: Sequence[RoundRecord]) -> dict[tuple[int, int], tupl
                 cell[0] += record.accepted[level]
                 cell[1] += record.proposed[level]
     return {pair: (a, p) for pair, (a, p) in sorted(totals.items())}
+
+
+def per_token_acceptance(rounds: Sequence[RoundRecord]) -> dict[tuple[int, int], tuple[float, int]]:
+    """``(lower, upper) -> (alpha_hat, verifies)``: the MLE of the per-token acceptance.
+
+    Model: each candidate is accepted with probability ``alpha`` independently, and a verify
+    of ``m`` candidates stops at the first rejection.  Accepting ``k`` has likelihood
+    ``alpha^k (1 - alpha)^[k < m]``; maximising the product over verifies gives
+    ``alpha_hat = A / (A + R)`` with ``A = sum accepted`` and ``R`` = the number of verifies that
+    rejected a candidate (``k < m``).  ``alpha_hat`` is NaN when no candidate was accepted or
+    rejected (nothing was learned).
+    """
+    totals: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0, 0])
+    for record in rounds:
+        models = record.chain_models
+        for level in range(1, len(models)):
+            proposed = record.proposed[level]
+            if proposed:
+                cell = totals[(models[level - 1], models[level])]
+                cell[0] += record.accepted[level]
+                cell[1] += record.accepted[level] < proposed
+                cell[2] += 1
+    return {
+        pair: ((accepted / (accepted + rejected) if accepted + rejected else float("nan")), verifies)
+        for pair, (accepted, rejected, verifies) in sorted(totals.items())
+    }
 
 
 def chain_agreement(predicted: Sequence[RoundRecord], measured: Sequence[RoundRecord]) -> tuple[float, int]:
@@ -86,6 +119,13 @@ def fidelity_rows(
                 _ratio(real_alpha.get(pair)),
                 samples=(sim_alpha.get(pair, (0, 0))[1], real_alpha.get(pair, (0, 0))[1]),
             )
+        )
+    sim_mle, real_mle = per_token_acceptance(predicted_rounds), per_token_acceptance(measured_rounds)
+    for pair in sorted(set(sim_mle) | set(real_mle)):
+        predicted, sim_verifies = sim_mle.get(pair, (float("nan"), 0))
+        measured, real_verifies = real_mle.get(pair, (float("nan"), 0))
+        rows.append(
+            _row(f"alpha M{pair[0]}->M{pair[1]}", predicted, measured, samples=(sim_verifies, real_verifies))
         )
     agreement, aligned = chain_agreement(predicted_rounds, measured_rounds)
     rows.append({"metric": "chain_agreement", "predicted": None, "measured": agreement, "error": None,
