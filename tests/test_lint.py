@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TYPED_PACKAGES = ["policies", "traces", "sim"]
+TYPED_PACKAGES = ["policies", "traces", "sim", "backend", "specrouter"]
 
 
 def run(*command: str) -> subprocess.CompletedProcess[str]:
