@@ -402,8 +402,22 @@ def profile_ladder(
     settings: ProfileSettings,
     extra_meta: Mapping[str, Any] | None = None,
     lean: bool = False,
+    calibrate_in_run: bool = False,
 ) -> WorldProfile:
-    """:func:`profile_models` on a loaded :class:`backend.ladder.Ladder`."""
-    return profile_models(
+    """:func:`profile_models` on a loaded :class:`backend.ladder.Ladder`.
+
+    ``calibrate_in_run`` then runs a few executor rounds (:mod:`backend.profile_calibration`)
+    and stores ``factor_m · V_m + overhead`` as the pass-time tables, so the simulator charges
+    what passes cost inside the engine's rounds rather than in isolation.
+    """
+    profile = profile_models(
         ladder.names, ladder.models, prompts_by_domain, settings, ladder.vocab_size, extra_meta, lean
     )
+    if not calibrate_in_run:
+        return profile
+    from backend.profile_calibration import apply_calibration, measure_in_run
+
+    batch = max(settings.batch_sizes)
+    prompts = [list(p) for domain in sorted(prompts_by_domain) for p in prompts_by_domain[domain]][:batch]
+    tables = [(m.pass_time.seconds, m.pass_time.batch_sizes, m.pass_time.tokens) for m in profile.models]
+    return apply_calibration(profile, measure_in_run(ladder, tables, prompts, lean=lean, seed=settings.seed))

@@ -109,7 +109,7 @@ def main() -> None:
     )
     profile = ensure_profile(config, ladder, print)
     sim_profile = mode_profile(profile, "greedy", args.out / "sim_profile.json")
-    cluster = cluster_for_profile(sim_profile, args.max_batch, ladder_dir)
+    cluster = cluster_for_profile(sim_profile, args.max_batch, ladder_dir, max_running=args.max_batch)
     context = args.prompt_tokens + args.output_tokens // 2  # what the oracle's pass times assume
     scenario = Scenario(seed=args.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
     sim = simulate_requests(cluster, scenario, requests, args.policy, args.out / "sim", settings)

@@ -80,6 +80,7 @@ class ClusterConfig:
     models: tuple[ModelSpec, ...]
     max_batch_size: int = 64
     max_batched_tokens: int = 8192
+    max_running_requests: int = 0  # requests decoding at once (FIFO admission); 0 = no limit
     profile: str | None = None  # path of a world profile: table latency and empirical acceptance
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -188,6 +189,11 @@ def cluster_from_dict(raw: Any, source: str = "cluster") -> ClusterConfig:
     for key in ("max_batch_size", "max_batched_tokens"):
         if key in raw:
             _positive(raw[key], f"{source}.{key}", integer=True)
+    running = raw.get("max_running_requests", 0)
+    if not isinstance(running, int) or isinstance(running, bool) or running < 0:
+        raise ConfigError(
+            f"{source}.max_running_requests: expected an integer >= 0 (0 = no limit), got {running!r}"
+        )
     for gpu_name, gpu in gpus.items():
         placed = [m for m in models if m.gpu == gpu_name]
         weights = sum(m.weight_bytes for m in placed)

@@ -20,7 +20,9 @@ treated as in sync after each round.  ``Verify`` outcomes come from
 
 **Lifecycle.**  Arrival -> ``policy.route(view)`` -> calls -> ``policy.observe(feedback)``
 (per-level counts, every ``PassTiming``, TV samples per verified pair) -> next round, until
-the output budget is met.  Records: :class:`traces.records.RequestRecord` per request and,
+the output budget is met.  With ``max_running_requests`` (the real engine's slots), an
+arrival that finds every slot taken waits in a FIFO and starts when a request finishes (its
+wait counts in its time to first token).  Records: :class:`traces.records.RequestRecord` per request and,
 when enabled, :class:`traces.records.RoundRecord` per round.
 """
 
@@ -193,6 +195,9 @@ class Simulation:
         self.rounds_total = 0
         self.tokens_total = 0
         self.active = 0
+        self.running = 0
+        self.max_running = cluster.max_running_requests
+        self.admission: deque[RequestState] = deque()
         self.verify = world.acceptance.verify
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -221,7 +226,12 @@ class Simulation:
             if request.arrival > env.now:
                 yield env.timeout(request.arrival - env.now)
             self.active += 1
-            self.start_round(RequestState(request, len(self.servers)))
+            state = RequestState(request, len(self.servers))
+            if self.max_running and self.running >= self.max_running:
+                self.admission.append(state)
+            else:
+                self.running += 1
+                self.start_round(state)
 
     def start_round(self, state: RequestState) -> None:
         now = self.env.now
@@ -312,6 +322,10 @@ class Simulation:
             self.start_round(state)
             return
         self.active -= 1
+        self.running -= 1
+        if self.admission:
+            self.running += 1
+            self.start_round(self.admission.popleft())
         record_out = RequestRecord(
             state.request_id,
             state.arrival,

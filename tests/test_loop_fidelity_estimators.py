@@ -68,3 +68,101 @@ def test_fidelity_rows_carry_alpha_rows_for_both_worlds() -> None:
     assert abs(row["error"]) < 0.06  # same per-token alpha, different lookaheads
     assert abs(rows["acceptance M0->M2"]["error"]) > 0.2  # the per-round ratio disagrees
     assert not math.isnan(row["predicted"])
+
+
+# ---- in-run calibration of pass times (backend.profile_calibration) ---------------------------
+
+
+def test_monotone_envelope_lowers_only_inflated_cells() -> None:
+    from backend.profile_calibration import monotone_envelope
+
+    consistent = [[1.0, 2.0, 3.0], [2.0, 3.0, 5.0]]
+    assert monotone_envelope(consistent) == consistent
+    spiked = [[1.0, 50.0, 3.0], [2.0, 3.0, 5.0]]  # a hiccup at (b=1, n=2): above both dominating cells
+    assert monotone_envelope(spiked) == [[1.0, 3.0, 3.0], [2.0, 3.0, 5.0]]
+
+
+def test_table_seconds_is_bilinear_and_extends_linearly() -> None:
+    from backend.profile_calibration import table_seconds
+
+    seconds = [[1.0, 3.0], [2.0, 6.0]]  # batch (1, 3) x tokens (1, 5)
+    assert table_seconds(seconds, (1, 3), (1, 5), 1, 1) == pytest.approx(1.0)
+    assert table_seconds(seconds, (1, 3), (1, 5), 2, 3) == pytest.approx((2.0 + 4.0) / 2)
+    assert table_seconds(seconds, (1, 3), (1, 5), 1, 9) == pytest.approx(5.0)  # linear beyond the grid
+
+
+def test_in_run_calibration_counts_every_model_and_scales_the_tables() -> None:
+    from backend.profile_calibration import apply_calibration, measure_in_run
+    from backend.profiler import ProfileSettings, profile_ladder
+    from backend.replay import RandomTokenPrompts, prompt_set
+    from backend.testing import tiny_ladder
+
+    ladder = tiny_ladder(3, seed=1)
+    settings = ProfileSettings(
+        tokens=(1, 4), batch_sizes=(1, 2), contexts=(8,), warmup=0, repeats=1, prompts_per_domain=2,
+        continuation=4, draft_positions=2,
+    )  # fmt: skip
+    prompts = prompt_set(RandomTokenPrompts(ladder.vocab_size, seed=0), 2, 10, [None])
+    profile = profile_ladder(ladder, prompts, settings, calibrate_in_run=True)
+    meta = profile.meta["in_run_calibration"]
+    assert set(meta["factors"]) == set(ladder.names) and all(f > 0 for f in meta["factors"].values())
+    assert all(p > 0 for p in meta["passes"].values())  # every model ran passes in the calibration rounds
+    assert (
+        profile.meta["pass_time_grid_isolated"]["tiny0"]["seconds"]
+        != profile.meta["pass_time_grid"]["tiny0"]["seconds"]
+    )
+
+    # the same tables, 10x slower: the factors measured against them come out about 10x smaller
+    tables = [(m.pass_time.seconds, m.pass_time.batch_sizes, m.pass_time.tokens) for m in profile.models]
+    slow = [([[10.0 * v for v in row] for row in s], b, t) for s, b, t in tables]
+    fast_factors = measure_in_run(ladder, tables, prompts["all"], steps=6).factors
+    slow_factors = measure_in_run(ladder, slow, prompts["all"], steps=6).factors
+    for fast, slower in zip(fast_factors, slow_factors):
+        assert 0.02 < slower / fast < 0.5  # 0.1 up to timing noise between two measurements
+
+    # applying a calibration: factor * envelope + overhead in every table cell
+    from backend.profile_calibration import InRunCalibration
+
+    calibration = InRunCalibration((2.0, 3.0, 4.0), 0.001, (1.0, 1.0, 1.0), 1)
+    calibrated = apply_calibration(profile, calibration)
+    for before, after, factor in zip(profile.models, calibrated.models, calibration.factors):
+        from backend.profile_calibration import monotone_envelope
+
+        envelope = monotone_envelope(before.pass_time.seconds)
+        for row_env, row_after in zip(envelope, after.pass_time.seconds):
+            assert row_after == pytest.approx([factor * v + 0.001 for v in row_env])
+
+
+# ---- the simulator's admission limit (the real engine's slots) --------------------------------
+
+
+def test_simulator_admits_at_most_max_running_requests(tmp_path) -> None:
+    import dataclasses
+
+    from policies.baselines import TargetOnly
+    from sim.engine import Simulation
+    from sim.presets import preset
+    from sim.scenario import Scenario
+    from sim.world import World
+    from traces.request import Request
+    from traces.world_profile import ModelProfile, PassTimeTable, WorldProfile, save_world_profile
+
+    models = [
+        ModelProfile(name, 1e9, PassTimeTable((1, 8), (1, 64), ((0.01, 0.02), (0.01, 0.02)), 0))
+        for name in preset("llama").names
+    ]
+    path = tmp_path / "fixed.json"
+    save_world_profile(WorldProfile("test", tuple(models)), path)
+    requests = [Request(i, 0.0, 4, 5) for i in range(4)]
+
+    def run(limit: int) -> list:
+        cluster = dataclasses.replace(preset("llama", profile=str(path)), max_running_requests=limit)
+        result = Simulation(World(cluster, Scenario(seed=0)), TargetOnly()).run(requests)
+        return sorted(result.requests, key=lambda r: r.request_id)
+
+    one_at_a_time = run(1)
+    for earlier, later in zip(one_at_a_time, one_at_a_time[1:]):
+        assert later.first_token > earlier.finish  # starts only once the previous one finished
+    together = run(0)
+    assert max(r.first_token for r in together) < min(r.finish for r in together)  # all decode at once
+    assert sum(r.first_token for r in one_at_a_time) > sum(r.first_token for r in together)

@@ -37,6 +37,9 @@ from traces.request import Request
 
 Progress = Callable[[str], None]
 
+ACCEPTANCE_PROMPTS = 6  # per domain: the quick grid's 2 gave 64 positions per pair, too few to trust
+ACCEPTANCE_POSITIONS = 8
+
 
 class ValidateError(ValueError):
     """A validate input that cannot work; the message says what to do."""
@@ -137,17 +140,28 @@ def profile_settings(config: ValidateConfig, base: Any) -> Any:
     Pass times are measured at the context a decode step sees mid-request
     (``prompt + output / 2``), for every batch size up to ``max_batch`` (powers of two and
     ``max_batch`` itself) and for pass widths up to the prompt length, so prefill and catch-up
-    passes are interpolated, not extrapolated from a 4-token grid.  ``base=None`` returns the
-    widened axes only (what the resume check compares).
+    passes are interpolated, not extrapolated from a 4-token grid.  Acceptance is measured at
+    the workload's operating point too: prompts of ``prompt_tokens`` (see :func:`ensure_profile`),
+    target continuations of ``output_tokens`` (the positions a request decodes), at least
+    ``ACCEPTANCE_PROMPTS`` prompts per domain and ``ACCEPTANCE_POSITIONS`` conditional draft
+    positions (a policy's lookahead reaches 8).  ``base=None`` returns the widened axes only
+    (what the resume check compares).
     """
     batches = sorted({1, config.max_batch, *(2**k for k in range(8) if 2**k <= config.max_batch)})
     widths = sorted({1, 2, 4, 8, 16, config.prompt_tokens})
     context = config.prompt_tokens + config.output_tokens // 2
     if base is None:
-        return (tuple(batches), tuple(widths), context)
+        return (tuple(batches), tuple(widths), context, config.prompt_tokens, config.output_tokens)
     contexts = (context,) if config.quick_profile else tuple(sorted({context, *base.contexts}))
     return dataclasses.replace(
-        base, seed=config.seed, batch_sizes=tuple(batches), tokens=tuple(widths), contexts=contexts
+        base,
+        seed=config.seed,
+        batch_sizes=tuple(batches),
+        tokens=tuple(widths),
+        contexts=contexts,
+        continuation=max(base.continuation, config.output_tokens),
+        prompts_per_domain=max(base.prompts_per_domain, ACCEPTANCE_PROMPTS),
+        draft_positions=max(base.draft_positions, ACCEPTANCE_POSITIONS),
     )
 
 
@@ -171,6 +185,7 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
         "seed": config.seed,
         "lean": config.lean,
         "grid": repr(profile_settings(config, None)),
+        "calibrated_in_run": True,
     }
     if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
         return path
@@ -184,9 +199,9 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
         config, ProfileSettings.quick() if config.quick_profile else ProfileSettings()
     )
     source = prompt_source_for(ladder, config.seed)
-    prompts = prompt_set(source, settings.prompts_per_domain, 32 if config.quick_profile else 128)
+    prompts = prompt_set(source, settings.prompts_per_domain, config.prompt_tokens)
     meta = {"ladder": wanted["ladder"], "prompt_source": source.name}
-    profile = profile_ladder(ladder, prompts, settings, meta, lean=config.lean)
+    profile = profile_ladder(ladder, prompts, settings, meta, lean=config.lean, calibrate_in_run=True)
     out.mkdir(parents=True, exist_ok=True)
     save_world_profile(profile, path)
     stamp.write_text(json.dumps(wanted) + "\n")
@@ -256,7 +271,7 @@ def validate(config: ValidateConfig, progress: Progress | None = None, plot: boo
     settings = config.settings()
     if progress:
         progress("simulating the workload from the profile")
-    cluster = cluster_for_profile(sim_profile, config.max_batch, ladder_path)
+    cluster = cluster_for_profile(sim_profile, config.max_batch, ladder_path, max_running=config.max_batch)
     context = config.prompt_tokens + config.output_tokens // 2  # what the oracle's pass times assume
     scenario = Scenario(seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
     sim = simulate_requests(cluster, scenario, requests, config.policy, out / "sim", settings)

@@ -112,9 +112,13 @@ def simulate_requests(
 
 
 def cluster_for_profile(
-    profile_path: str | Path, max_batch: int, ladder_dir: str | Path | None = None
+    profile_path: str | Path, max_batch: int, ladder_dir: str | Path | None = None, max_running: int = 0
 ) -> Any:
-    """A one-device cluster of the profiled ladder's models with the profile's pass-time tables."""
+    """A one-device cluster of the profiled ladder's models with the profile's pass-time tables.
+
+    ``max_running`` limits how many requests decode at once (the real engine's ``max_batch``
+    slots, FIFO admission); 0 leaves it unlimited.
+    """
     from sim.config import cluster_from_dict
     from traces.world_profile import load_world_profile
 
@@ -132,6 +136,7 @@ def cluster_for_profile(
         "models": models,
         "max_batch_size": max_batch,
         "max_batched_tokens": 1 << 20,
+        "max_running_requests": max_running,
         "profile": str(profile_path),
     }
     return cluster_from_dict(raw, f"profile:{Path(profile_path).name}")
