@@ -166,3 +166,33 @@ def test_simulator_admits_at_most_max_running_requests(tmp_path) -> None:
     together = run(0)
     assert max(r.first_token for r in together) < min(r.finish for r in together)  # all decode at once
     assert sum(r.first_token for r in one_at_a_time) > sum(r.first_token for r in together)
+
+
+# ---- greedy acceptance as the executor walks it (backend.profiler.visited_acceptance) ---------
+
+
+def test_visited_acceptance_walks_rounds_from_each_correction() -> None:
+    from backend.profiler import visited_acceptance
+
+    # K = 1: a round at s drafts s and the target emits s + 1 (bonus or correction), so rounds
+    # start at 0 (accept), 2 (accept), 4 (reject), 5 (reject); position 1 is never drafted
+    alpha, positions = visited_acceptance([np.array([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])], 1)
+    assert alpha == pytest.approx(2 / 4) and positions == pytest.approx((2 / 4,))
+    # i.i.d. matches: the walk recovers alpha at every position
+    rng = np.random.default_rng(0)
+    series = [(rng.random(400) < 0.7).astype(float) for _ in range(20)]
+    alpha, positions = visited_acceptance(series, 4)
+    assert alpha == pytest.approx(0.7, abs=0.02) and len(positions) == 4
+    assert all(p == pytest.approx(0.7, abs=0.04) for p in positions)
+
+
+def test_visited_acceptance_sees_clustered_rejections() -> None:
+    from backend.profiler import conditional_acceptance, visited_acceptance
+
+    # hard stretches: a rejection is followed by more rejections; every-start averaging misses it
+    pattern = np.array([1.0] * 6 + [0.0] * 3)
+    series = [np.tile(pattern, 30)]
+    alpha_visited, _ = visited_acceptance(series, 4)
+    assert alpha_visited < float(np.mean(np.concatenate(series))) - 0.05
+    every_start = conditional_acceptance(series, 4)
+    assert every_start[0] == pytest.approx(6 / 9, abs=0.02)  # the old estimate: the plain match rate
