@@ -10,8 +10,9 @@ and derives, per model ``m``:
 * ``factor_m = Σ measured pass seconds / Σ table-predicted seconds`` over the passes ``m``
   ran, the table prediction at each pass's (batch size ``b``, positions fed ``n``) being
   bilinear in ``(b, n)`` (as the simulator reads it) on the table's :func:`monotone_envelope`.
-  A batched pass appears once in each of its ``b`` sequences' feedback, so each appearance
-  counts ``1 / b`` of the pass;
+  A batched pass appears once in each of its ``b`` sequences' feedback (same model, seconds
+  and batch size): it counts once, at its widest feed ``n`` (the backend pads ragged rows to
+  it, and the simulator's ``padded_batches`` charges the same);
 * ``overhead_s`` (one number for the ladder): the round wall time the passes do not explain,
   ``(Σ step wall − Σ pass seconds) / #passes``, charged to every pass.
 
@@ -126,18 +127,20 @@ def measure_in_run(
             began = time.perf_counter()
             outcomes = executor.step({seq_id: (route, 8) for seq_id in range(len(prompts))})
             wall += time.perf_counter() - began
+            # one batched pass appears in each member's feedback with the same (model, seconds, batch)
+            widest: dict[tuple[int, float, int], int] = {}
             for outcome in outcomes.values():
                 for level in outcome.feedback.levels:
                     for timing in level.passes:
-                        share = 1.0 / timing.batch_size
-                        seconds, batches, tokens = envelopes[timing.model]
-                        measured[timing.model] += timing.seconds * share
-                        predicted[timing.model] += (
-                            table_seconds(seconds, batches, tokens, timing.batch_size, timing.tokens) * share
-                        )
-                        passes[timing.model] += share
-                        in_passes += timing.seconds * share
-                        total_passes += share
+                        key = (timing.model, timing.seconds, timing.batch_size)
+                        widest[key] = max(widest.get(key, 0), timing.tokens)
+            for (model, pass_seconds, batch), width in widest.items():
+                seconds, batches, tokens = envelopes[model]
+                measured[model] += pass_seconds
+                predicted[model] += table_seconds(seconds, batches, tokens, batch, width)
+                passes[model] += 1
+                in_passes += pass_seconds
+                total_passes += 1
     factors = tuple(m / p if p > 0 and m > 0 else 1.0 for m, p in zip(measured, predicted))
     overhead = max(0.0, wall - in_passes) / total_passes if total_passes else 0.0
     return InRunCalibration(factors, overhead, tuple(passes), steps)

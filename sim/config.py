@@ -81,6 +81,7 @@ class ClusterConfig:
     max_batch_size: int = 64
     max_batched_tokens: int = 8192
     max_running_requests: int = 0  # requests decoding at once (FIFO admission); 0 = no limit
+    padded_batches: bool = False  # a pass costs batch x widest feed (the torch backend pads ragged rows)
     profile: str | None = None  # path of a world profile: table latency and empirical acceptance
     meta: dict[str, Any] = field(default_factory=dict)
 

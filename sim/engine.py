@@ -5,10 +5,11 @@ their next model call.  Its process loops: wait for work; acquire the GPU if the
 shares it (a ``simpy.Resource``: co-placed models run one pass at a time); form a batch
 from the head of the queue (up to ``max_batch_size`` sequences and ``max_batched_tokens``
 positions; a single oversized prefill runs alone); compute the pass time from the latency
-model; advance the clock once; then advance every member's round by one call in a tight
-loop.  A member whose next call is on another model joins that server's queue (waking it);
-one whose next call is on the same model joins the back of this queue, so it rides in the
-next iteration: continuous batching.
+model (with ``padded_batches``, as for the torch backend's padded ragged batches, a pass of
+``b`` sequences costs ``b`` times the widest feed); advance the clock once; then advance
+every member's round by one call in a tight loop.  A member whose next call is on another
+model joins that server's queue (waking it); one whose next call is on the same model joins
+the back of this queue, so it rides in the next iteration: continuous batching.
 
 **Rounds.**  A round is exactly the call sequence of :func:`policies.plan.round_calls`
 (the generator itself drives it, so both worlds make the same calls in the same order and
@@ -108,6 +109,7 @@ class Server:
         gpu = self.gpu
         cluster = sim.world.cluster
         max_batch, max_tokens = cluster.max_batch_size, cluster.max_batched_tokens
+        padded = cluster.padded_batches
         pass_time = sim.world.latency.pass_time
         batch_sizes = sim.batch_sizes
         timeout = env.timeout
@@ -121,7 +123,7 @@ class Server:
                 if handover is not None:
                     yield handover
             batch: list[RequestState] = []
-            size = tokens = context = attention = 0
+            size = tokens = context = attention = widest = 0
             while queue and size < max_batch:
                 state = queue[0]
                 in_sync = state.committed
@@ -140,6 +142,10 @@ class Server:
                 tokens += n
                 context += ctx
                 attention += n * (ctx + n)
+                if n > widest:
+                    widest = n
+            if padded:
+                tokens = widest * size
             seconds = pass_time(model, tokens, size, context, attention, env.now)
             batch_sizes[model] = size
             yield timeout(seconds)

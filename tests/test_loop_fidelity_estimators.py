@@ -196,3 +196,33 @@ def test_visited_acceptance_sees_clustered_rejections() -> None:
     assert alpha_visited < float(np.mean(np.concatenate(series))) - 0.05
     every_start = conditional_acceptance(series, 4)
     assert every_start[0] == pytest.approx(6 / 9, abs=0.02)  # the old estimate: the plain match rate
+
+
+def test_padded_batches_charge_the_widest_feed(tmp_path) -> None:
+    import dataclasses
+
+    from policies.baselines import TargetOnly
+    from sim.engine import Simulation
+    from sim.presets import preset
+    from sim.scenario import Scenario
+    from sim.world import World
+    from traces.request import Request
+    from traces.world_profile import ModelProfile, PassTimeTable, WorldProfile, save_world_profile
+
+    # pass time linear in positions per sequence: 1 ms at n = 1, 64 ms at n = 64
+    models = [
+        ModelProfile(name, 1e9, PassTimeTable((1, 8), (1, 64), ((0.001, 0.064), (0.001, 0.064)), 0))
+        for name in preset("llama").names
+    ]
+    path = tmp_path / "linear.json"
+    save_world_profile(WorldProfile("test", tuple(models)), path)
+    requests = [Request(0, 0.0, 4, 1), Request(1, 0.0, 60, 1)]  # one prefill pass of widths 4 and 60
+
+    def first_token(padded: bool) -> float:
+        cluster = dataclasses.replace(preset("llama", profile=str(path)), padded_batches=padded)
+        result = Simulation(World(cluster, Scenario(seed=0)), TargetOnly()).run(requests)
+        return max(r.first_token for r in result.requests)
+
+    # padded: V(2, 60) ~ 60 ms; ragged: V(2, mean 32) ~ 32 ms
+    assert first_token(True) == pytest.approx(0.001 + 0.063 * 59 / 63, rel=1e-6)
+    assert first_token(False) == pytest.approx(0.001 + 0.063 * 31 / 63, rel=1e-6)

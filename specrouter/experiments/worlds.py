@@ -137,6 +137,7 @@ def cluster_for_profile(
         "max_batch_size": max_batch,
         "max_batched_tokens": 1 << 20,
         "max_running_requests": max_running,
+        "padded_batches": True,  # the profiled backend pads ragged batches to the widest feed
         "profile": str(profile_path),
     }
     return cluster_from_dict(raw, f"profile:{Path(profile_path).name}")
