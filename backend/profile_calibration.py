@@ -7,8 +7,10 @@ no pass timing covers.  On small models this is most of the cost.  This module r
 real rounds through :class:`backend.executor.MultiLevelExecutor` -- the engine's code path --
 and derives, per model ``m``:
 
-* ``factor_m = Σ measured pass seconds / Σ table-predicted seconds`` over the passes ``m``
-  ran, the table prediction at each pass's (batch size ``b``, positions fed ``n``) being
+* ``factor_m = median over the passes m ran of (measured seconds / table-predicted seconds)``
+  (the median: a drafter pass is a fraction of a millisecond, and a few scheduler hiccups
+  in the calibration must not scale the whole table; with a ratio of sums they did, 2–4x),
+  the table prediction at each pass's (batch size ``b``, positions fed ``n``) being
   bilinear in ``(b, n)`` (as the simulator reads it) on the table's :func:`monotone_envelope`.
   A batched pass appears once in each of its ``b`` sequences' feedback (same model, seconds
   and batch size): it counts once, at its widest feed ``n`` (the backend pads ragged rows to
@@ -115,8 +117,7 @@ def measure_in_run(
     executor = MultiLevelExecutor(ladder, seed=seed, lean=lean)
     for seq_id, prompt in enumerate(prompts):
         executor.add(seq_id, prompt)
-    measured = [0.0] * size
-    predicted = [0.0] * size
+    ratios: list[list[float]] = [[] for _ in range(size)]
     passes = [0.0] * size
     wall = in_passes = total_passes = 0.0
     routes = itertools.cycle(calibration_routes(size))
@@ -136,12 +137,13 @@ def measure_in_run(
                         widest[key] = max(widest.get(key, 0), timing.tokens)
             for (model, pass_seconds, batch), width in widest.items():
                 seconds, batches, tokens = envelopes[model]
-                measured[model] += pass_seconds
-                predicted[model] += table_seconds(seconds, batches, tokens, batch, width)
+                expected = table_seconds(seconds, batches, tokens, batch, width)
+                if expected > 0:
+                    ratios[model].append(pass_seconds / expected)
                 passes[model] += 1
                 in_passes += pass_seconds
                 total_passes += 1
-    factors = tuple(m / p if p > 0 and m > 0 else 1.0 for m, p in zip(measured, predicted))
+    factors = tuple(float(np.median(r)) if r else 1.0 for r in ratios)
     overhead = max(0.0, wall - in_passes) / total_passes if total_passes else 0.0
     return InRunCalibration(factors, overhead, tuple(passes), steps)
 

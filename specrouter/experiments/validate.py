@@ -151,7 +151,7 @@ def profile_settings(config: ValidateConfig, base: Any) -> Any:
     widths = sorted({1, 2, 4, 8, 16, config.prompt_tokens})
     context = config.prompt_tokens + config.output_tokens // 2
     if base is None:
-        return (tuple(batches), tuple(widths), context, config.prompt_tokens, config.output_tokens)
+        return (tuple(batches), tuple(widths), context, config.prompt_tokens, config.output_tokens, "min")
     contexts = (context,) if config.quick_profile else tuple(sorted({context, *base.contexts}))
     return dataclasses.replace(
         base,
@@ -162,6 +162,8 @@ def profile_settings(config: ValidateConfig, base: Any) -> Any:
         continuation=max(base.continuation, config.output_tokens),
         prompts_per_domain=max(base.prompts_per_domain, ACCEPTANCE_PROMPTS),
         draft_positions=max(base.draft_positions, ACCEPTANCE_POSITIONS),
+        repeats=max(base.repeats, 5),
+        statistic="min",  # the isolated cost; the in-run calibration scales it to what runs pay
     )
 
 
