@@ -226,3 +226,16 @@ def test_padded_batches_charge_the_widest_feed(tmp_path) -> None:
     # padded: V(2, 60) ~ 60 ms; ragged: V(2, mean 32) ~ 32 ms
     assert first_token(True) == pytest.approx(0.001 + 0.063 * 59 / 63, rel=1e-6)
     assert first_token(False) == pytest.approx(0.001 + 0.063 * 31 / 63, rel=1e-6)
+
+
+def test_validate_profiles_at_the_workload_operating_point() -> None:
+    from backend.profiler import ProfileSettings
+    from specrouter.experiments.validate import ACCEPTANCE_PROMPTS, ValidateConfig, profile_settings
+
+    config = ValidateConfig("ladder", "specrouter", "out", prompt_tokens=40, output_tokens=24, max_batch=3)
+    settings = profile_settings(config, ProfileSettings.quick())
+    assert settings.continuation == 24 and settings.prompts_per_domain >= ACCEPTANCE_PROMPTS
+    assert settings.statistic == "min" and settings.repeats >= 5
+    assert settings.contexts == (40 + 12,) and settings.batch_sizes == (1, 2, 3)
+    with pytest.raises(ValueError, match="statistic"):
+        ProfileSettings(statistic="mean")
