@@ -12,11 +12,12 @@ contend for it: their passes run one at a time.  A model's ladder index is its p
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
+
+from traces.jsonfile import read_json_document
 
 
 class ConfigError(ValueError):
@@ -209,9 +210,4 @@ def cluster_from_dict(raw: Any, source: str = "cluster") -> ClusterConfig:
 
 
 def load_cluster(path: str | Path) -> ClusterConfig:
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
-    return cluster_from_dict(raw, str(path))
+    return cluster_from_dict(read_json_document(path, ConfigError), str(path))

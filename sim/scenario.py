@@ -28,7 +28,6 @@ from ``mix``.  Errors name the key path (``scenario.slowdowns[0].factor: ...``).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ import numpy as np
 from sim.acceptance import AlphaOverride
 from sim.config import ConfigError
 from sim.latency import Slowdown
+from traces.jsonfile import read_json_document
 from traces.request import Request
 
 
@@ -200,12 +200,7 @@ def scenario_from_dict(raw: Any, where: str = "scenario") -> Scenario:
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    path = Path(path)
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
-    return scenario_from_dict(raw, str(path))
+    return scenario_from_dict(read_json_document(path, ConfigError), str(path))
 
 
 def ramp_time(arrival: float, ramps: tuple[LoadRamp, ...]) -> float:

@@ -44,6 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from traces.jsonfile import read_json_document
+
 SCHEMA = "specrouter-world-profile"
 VERSION = 1
 ACCEPTANCE_MODES = ("greedy", "sampling")
@@ -272,12 +274,7 @@ def world_profile_to_dict(profile: WorldProfile) -> dict[str, Any]:
 
 def load_world_profile(path: str | Path) -> WorldProfile:
     """Read and validate a world profile JSON file."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise WorldProfileError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
-    return validate_world_profile(data, str(path))
+    return validate_world_profile(read_json_document(path, WorldProfileError), str(path))
 
 
 def save_world_profile(profile: WorldProfile, path: str | Path) -> None:
