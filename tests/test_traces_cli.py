@@ -58,7 +58,7 @@ def test_stats_reports_bad_rows_with_file_and_line(
     bad.write_text(
         "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:00:00.0,5,1\n2023-11-16 18:00:01,5\n"
     )
-    assert main(["trace", "stats", str(bad)]) == 1
+    assert main(["trace", "stats", str(bad)]) == 2
     assert f"{bad}: line 3: expected 3 columns, found 2" in capsys.readouterr().err
     assert main(["trace", "stats", str(bad), "--skip-bad"]) == 0
     captured = capsys.readouterr()
@@ -84,7 +84,7 @@ def test_generate_writes_the_configured_workload(tmp_path: Path, capsys: pytest.
         r.output_tokens for r in requests
     } == {8}
     (tmp_path / "bad.json").write_text(json.dumps({**config, "speed": 1}))
-    assert main(["trace", "generate", str(tmp_path / "bad.json"), str(out)]) == 1
+    assert main(["trace", "generate", str(tmp_path / "bad.json"), str(out)]) == 2
 
 
 def test_histogram_counts_every_value_once() -> None:

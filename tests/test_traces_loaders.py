@@ -87,7 +87,7 @@ def test_sample_options_window_limit_rate_and_sampling() -> None:
 
 
 sorted_times = st.lists(st.floats(0, 1e5, allow_nan=False), min_size=1, max_size=30).map(sorted)
-lengths = st.integers(0, 200_000)
+lengths = st.integers(1, 200_000)  # a prompt has at least one token (0 is refused on load)
 
 
 @st.composite

@@ -45,6 +45,14 @@ class BadRow(NamedTuple):
     problem: str
 
 
+class UnreadableLine(ValueError):
+    """A line no row can be made of (a NUL byte, a broken quote): the whole file is refused."""
+
+    def __init__(self, line: int, problem: str) -> None:
+        super().__init__(f"line {line}: {problem}")
+        self.line, self.problem = line, problem
+
+
 Parsed = RawRow | BadRow
 Parser = Callable[[IO[str]], Iterator[Parsed]]
 
@@ -53,6 +61,9 @@ BURSTGPT_COLUMNS = ("Timestamp", "Model", "Request tokens", "Response tokens", "
 MOONCAKE_KEYS = ("timestamp", "input_length", "output_length")
 GENERIC_COLUMNS = ("arrival", "prompt_tokens", "output_tokens", "domain", "prompt_text")
 AZURE_EPOCH = dt.datetime(2023, 11, 16)  # date written by write_trace(..., "azure")
+# Largest token count a row may give: no model's context comes near it, and it fits every integer
+# column downstream (Parquet int64, numpy), where a larger one would overflow far from its line.
+MAX_TOKEN_COUNT = 2**31 - 1
 
 
 def estimate_tokens(text: str) -> int:
@@ -60,8 +71,8 @@ def estimate_tokens(text: str) -> int:
     return max(1, round(len(text.encode()) / 4))
 
 
-def parse_length(value: Any, name: str) -> int:
-    """A token count: a non-negative integer (``"12"``, ``12`` or ``12.0``)."""
+def parse_length(value: Any, name: str, minimum: int = 0) -> int:
+    """A token count: an integer in ``[minimum, MAX_TOKEN_COUNT]`` (``"12"``, ``12`` or ``12.0``)."""
     if isinstance(value, bool):
         raise ValueError(f"{name} {value!r} is not an integer")
     if isinstance(value, int):
@@ -77,11 +88,22 @@ def parse_length(value: Any, name: str) -> int:
         raise ValueError(f"{name} {value!r} is not an integer")
     if number < 0:
         raise ValueError(f"{name} is negative ({number})")
+    if number < minimum:
+        raise ValueError(f"{name} is {number}; expected at least {minimum}")
+    if number > MAX_TOKEN_COUNT:
+        raise ValueError(
+            f"{name} {number} is not a plausible token count; expected at most {MAX_TOKEN_COUNT}"
+        )
     return number
 
 
-def parse_seconds(value: Any, name: str) -> float:
-    """A finite number of seconds (string or JSON number)."""
+def parse_prompt_length(value: Any, name: str) -> int:
+    """A prompt length: at least 1 (a request without a prompt token has nothing to decode from)."""
+    return parse_length(value, name, minimum=1)
+
+
+def parse_seconds(value: Any, name: str, negative: bool = True) -> float:
+    """A finite number of seconds (string or JSON number); ``negative=False`` refuses times before 0."""
     if isinstance(value, bool) or not isinstance(value, int | float | str):
         raise ValueError(f"{name} {value!r} is not a number")
     try:
@@ -90,6 +112,8 @@ def parse_seconds(value: Any, name: str) -> float:
         raise ValueError(f"{name} {value!r} is not a number") from None
     if not math.isfinite(number):
         raise ValueError(f"{name} {value!r} is not a finite number")
+    if not negative and number < 0:
+        raise ValueError(f"{name} {value!r} is negative; expected seconds since the trace start (>= 0)")
     return number
 
 
@@ -140,7 +164,10 @@ class DatetimeParser:
 def _csv_rows(handle: IO[str], required: tuple[str, ...]) -> Iterator[tuple[int, dict[str, int], list[str]]]:
     """Yield ``(line, column index by name, cells)``; checks the header names ``required``."""
     reader = csv.reader(handle)
-    header = next(reader, None)
+    try:
+        header = next(reader, None)
+    except csv.Error as error:
+        raise UnreadableLine(reader.line_num, f"unreadable CSV header ({error})") from None
     if header is None:
         return
     header = [name.strip() for name in header]
@@ -148,7 +175,13 @@ def _csv_rows(handle: IO[str], required: tuple[str, ...]) -> Iterator[tuple[int,
     if missing:
         raise ValueError(f"line 1: header {header} lacks column(s) {missing}")
     index = {name: i for i, name in enumerate(header)}
-    for cells in reader:
+    while True:
+        try:
+            cells = next(reader, None)
+        except csv.Error as error:  # a NUL byte or a quote left open: nothing after it parses
+            raise UnreadableLine(reader.line_num, f"unreadable CSV ({error})") from None
+        if cells is None:
+            return
         if cells:
             yield reader.line_num, index, cells
 
@@ -176,7 +209,7 @@ def parse_azure(handle: IO[str]) -> Iterator[Parsed]:
         return RawRow(
             0,
             timestamp(cells[index["TIMESTAMP"]]),
-            parse_length(cells[index["ContextTokens"]], "ContextTokens"),
+            parse_prompt_length(cells[index["ContextTokens"]], "ContextTokens"),
             parse_length(cells[index["GeneratedTokens"]], "GeneratedTokens"),
             None,
             None,
@@ -188,8 +221,8 @@ def parse_azure(handle: IO[str]) -> Iterator[Parsed]:
 def _build_burstgpt(index: dict[str, int], cells: list[str]) -> RawRow:
     return RawRow(
         0,
-        parse_seconds(cells[index["Timestamp"]], "Timestamp"),
-        parse_length(cells[index["Request tokens"]], "Request tokens"),
+        parse_seconds(cells[index["Timestamp"]], "Timestamp", negative=False),
+        parse_prompt_length(cells[index["Request tokens"]], "Request tokens"),
         parse_length(cells[index["Response tokens"]], "Response tokens"),
         None,
         None,
@@ -206,7 +239,7 @@ def _generic_row(get: Callable[[str], Any], count_tokens: Callable[[str], int]) 
             raise ValueError("needs prompt_tokens or prompt_text")
         prompt = count_tokens(text)
     else:
-        prompt = parse_length(tokens, "prompt_tokens")
+        prompt = parse_prompt_length(tokens, "prompt_tokens")
     output = get("output_tokens")
     if output in (None, ""):
         raise ValueError("missing output_tokens")
@@ -216,7 +249,7 @@ def _generic_row(get: Callable[[str], Any], count_tokens: Callable[[str], int]) 
     domain = get("domain")
     return RawRow(
         0,
-        parse_seconds(arrival, "arrival"),
+        parse_seconds(arrival, "arrival", negative=False),
         prompt,
         parse_length(output, "output_tokens"),
         str(domain) if domain not in (None, "") else None,
@@ -248,8 +281,8 @@ def _build_mooncake(record: dict[str, Any]) -> RawRow:
         raise ValueError(f"missing key(s) {missing}")
     return RawRow(
         0,
-        parse_seconds(record["timestamp"], "timestamp") / 1000.0,
-        parse_length(record["input_length"], "input_length"),
+        parse_seconds(record["timestamp"], "timestamp", negative=False) / 1000.0,
+        parse_prompt_length(record["input_length"], "input_length"),
         parse_length(record["output_length"], "output_length"),
         None,
         None,
@@ -293,7 +326,10 @@ def detect_format(first_line: str, name: str) -> str:
         if "arrival" in keys or "output_tokens" in keys:
             return "jsonl"
         raise ValueError(f"{name}: line 1: cannot tell the JSONL format from keys {sorted(keys)}")
-    header = {cell.strip() for cell in next(csv.reader([stripped]), [])}
+    try:
+        header = {cell.strip() for cell in next(csv.reader([stripped]), [])}
+    except csv.Error as error:
+        raise ValueError(f"{name}: line 1: unreadable CSV header ({error})") from None
     if set(AZURE_COLUMNS) <= header:
         return "azure"
     if {"Timestamp", "Request tokens", "Response tokens"} <= header:

@@ -33,11 +33,13 @@ row has no domain of its own.  ``reader.report`` counts rows, skipped and failed
 from __future__ import annotations
 
 import gzip
+import hashlib
 import os
 import random
 import warnings
+import zlib
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Literal
 
@@ -47,6 +49,7 @@ from traces.formats import (
     BadRow,
     Parser,
     RawRow,
+    UnreadableLine,
     detect_format,
     estimate_tokens,
     format_rows,
@@ -55,18 +58,27 @@ from traces.formats import (
 from traces.request import Request
 
 OnError = Literal["raise", "skip"]
+GZIP_MAGIC = b"\x1f\x8b"
+# Reading strips a UTF-8 byte-order mark (spreadsheet exports write one) before the header is parsed.
+READ_ENCODING = "utf-8-sig"
 
 
 class TraceFormatError(ValueError):
-    """A malformed trace row or file: ``"<file>: line <n>: <problem>"``."""
+    """A malformed trace row or file: ``"<file>: line <n>: <problem>"`` (``"<file>: <problem>"``
+    for a problem of the whole file)."""
 
-    def __init__(self, path: str | os.PathLike[str], line: int, problem: str) -> None:
-        super().__init__(f"{path}: line {line}: {problem}")
+    def __init__(self, path: str | os.PathLike[str], line: int | None, problem: str) -> None:
+        where = f"{path}: line {line}: " if line is not None else f"{path}: "
+        super().__init__(where + problem)
         self.path, self.line, self.problem = str(path), line, problem
 
 
 class EmptyTraceError(ValueError):
     """A trace (or the part of it the options keep) with no requests: an error, not an empty run."""
+
+
+class TraceOptionError(ValueError):
+    """A load option out of range (``limit``, ``sample``, ``rate_scale``, the time window)."""
 
 
 @dataclass
@@ -85,13 +97,61 @@ class LoadReport:
     last_time: float = 0.0
     skipped_lines: list[int] = field(default_factory=list)
 
+    def as_dict(self) -> dict[str, object]:
+        """JSON-ready (``run.json`` records it)."""
+        return asdict(self)
+
+
+def is_gzip(path: str | os.PathLike[str]) -> bool:
+    """Whether the file starts with the gzip magic bytes (its name does not decide)."""
+    with open(path, "rb") as handle:
+        return handle.read(2) == GZIP_MAGIC
+
 
 def open_text(path: str | os.PathLike[str], mode: Literal["r", "w"] = "r") -> IO[str]:
-    """Open a trace as UTF-8 text (``.gz`` transparently); ``newline=""`` keeps CSV quoting exact."""
+    """Open a trace as UTF-8 text; ``newline=""`` keeps CSV quoting exact.
+
+    Reading: gzip is recognised by its magic bytes, whatever the name; a ``.gz`` name on a file
+    that is not gzip is refused (a download that went wrong, most often); a byte-order mark is
+    dropped.  Writing: a ``.gz`` name compresses.
+    """
+    if mode == "w":
+        if str(path).endswith(".gz"):
+            return gzip.open(path, "wt", newline="", encoding="utf-8")  # noqa: SIM115 -- caller closes
+        return open(path, "w", newline="", encoding="utf-8")  # noqa: SIM115 -- caller closes
+    if is_gzip(path):
+        return gzip.open(path, "rt", newline="", encoding=READ_ENCODING)  # noqa: SIM115 -- caller closes
     if str(path).endswith(".gz"):
-        text_mode: Literal["rt", "wt"] = "wt" if mode == "w" else "rt"
-        return gzip.open(path, text_mode, newline="", encoding="utf-8")  # noqa: SIM115 -- caller closes
-    return open(path, mode, newline="", encoding="utf-8")  # noqa: SIM115 -- caller closes
+        raise TraceFormatError(
+            path, None, "named .gz but not gzip-compressed (no gzip magic bytes); rename or compress it"
+        )
+    return open(path, mode, newline="", encoding=READ_ENCODING)  # noqa: SIM115 -- caller closes
+
+
+def undecodable_line(path: str | os.PathLike[str]) -> tuple[int, str]:
+    """Line number and description of the first line that is not UTF-8.
+
+    Text decoding works on blocks, so the decoder's own error cannot say which line; this second,
+    binary read (only on the error path) can.
+    """
+    opener = gzip.open if is_gzip(path) else open
+    with opener(path, "rb") as handle:
+        for line, raw in enumerate(handle, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                byte = raw[error.start]
+                return line, f"not UTF-8 text (byte 0x{byte:02x} at column {error.start + 1}); a binary file?"
+    return 1, "not UTF-8 text"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex SHA-256 of the file's bytes as stored (``run.json`` records which trace a run read)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def resolve_format(path: str | os.PathLike[str], fmt: str) -> str:
@@ -101,10 +161,15 @@ def resolve_format(path: str | os.PathLike[str], fmt: str) -> str:
         if name not in FORMATS:
             raise ValueError(f"unknown trace format {fmt!r}; expected 'auto' or one of {sorted(FORMATS)}")
         return name
-    with open_text(path) as handle:
-        for line in handle:
-            if line.strip():
-                return detect_format(line, str(path))
+    try:
+        with open_text(path) as handle:
+            for line in handle:
+                if line.strip():
+                    return detect_format(line, str(path))
+    except UnicodeDecodeError:
+        raise TraceFormatError(path, *undecodable_line(path)) from None
+    except (OSError, EOFError, zlib.error) as error:
+        raise TraceFormatError(path, 1, f"corrupt gzip data ({error})") from None
     raise EmptyTraceError(f"{path}: empty trace: the file has no lines")
 
 
@@ -133,15 +198,15 @@ class TraceReader(Iterator[Request]):
         if not self.path.is_file():
             raise FileNotFoundError(f"{self.path}: no such trace file")
         if not rate_scale > 0:
-            raise ValueError(f"rate_scale must be > 0, got {rate_scale}")
+            raise TraceOptionError(f"rate_scale must be > 0, got {rate_scale}")
         if not 0 < sample <= 1:
-            raise ValueError(f"sample must be in (0, 1], got {sample}")
+            raise TraceOptionError(f"sample must be in (0, 1], got {sample}")
         if limit is not None and limit < 1:
-            raise ValueError(f"limit must be >= 1, got {limit}")
+            raise TraceOptionError(f"limit must be >= 1, got {limit}")
         if start is not None and end is not None and end <= start:
-            raise ValueError(f"empty time window: end {end} <= start {start}")
+            raise TraceOptionError(f"empty time window: end {end} <= start {start}")
         if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+            raise TraceOptionError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         self.format = resolve_format(self.path, format)
         self.parser: Parser = FORMATS[self.format]
         if count_tokens is not estimate_tokens and self.format in ("jsonl", "csv"):
@@ -164,13 +229,20 @@ class TraceReader(Iterator[Request]):
         return next(self._requests)
 
     def _rows(self) -> Iterator[RawRow | BadRow]:
+        last_line = 0
         with open_text(self.path) as handle:
             try:
-                yield from self.parser(handle)
+                for row in self.parser(handle):
+                    last_line = row.line
+                    yield row
+            except UnicodeDecodeError:  # a subclass of ValueError: before the header case
+                raise TraceFormatError(self.path, *undecodable_line(self.path)) from None
+            except UnreadableLine as error:
+                raise TraceFormatError(self.path, error.line, error.problem) from None
             except ValueError as error:  # header problems: "line 1: ..."
                 raise TraceFormatError(self.path, 1, str(error).removeprefix("line 1: ")) from error
-            except UnicodeDecodeError as error:
-                raise TraceFormatError(self.path, 0, f"not UTF-8 text ({error.reason})") from error
+            except (OSError, EOFError, zlib.error) as error:  # truncated or corrupt gzip stream
+                raise TraceFormatError(self.path, last_line + 1, f"corrupt gzip data ({error})") from None
 
     def _scan(self) -> tuple[float, bool]:
         """First pass: validate, count, find the earliest time and whether times are sorted."""

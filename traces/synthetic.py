@@ -33,6 +33,10 @@ from traces.request import Request
 BLOCK = 4096  # random draws are made in blocks of this many values
 
 
+class WorkloadConfigError(ValueError):
+    """A workload config (``trace generate CONFIG``) that cannot make a workload; says which key."""
+
+
 @dataclass(frozen=True)
 class LengthDist:
     """A token-length distribution.
@@ -62,6 +66,11 @@ class LengthDist:
             raise ValueError(f"unknown length distribution {self.kind!r}: fixed, lognormal or empirical")
         if self.high is not None and self.high < self.low:
             raise ValueError(f"length bounds high {self.high} < low {self.low}")
+
+    @property
+    def smallest(self) -> int:
+        """The smallest length a draw can give (draws other than ``fixed`` are clipped to ``low``)."""
+        return self.value if self.kind == "fixed" else self.low
 
     def draw(self, rng: np.random.Generator, size: int) -> np.ndarray:
         if self.kind == "fixed":
@@ -173,6 +182,16 @@ class Workload:
         for shift in self.shifts:
             if shift.rate is not None and shift.rate < 0:
                 raise ValueError(f"shift at {shift.at}: rate must be >= 0, got {shift.rate}")
+        prompts = [("prompt", self.prompt)] + [
+            (f"shifts[{i}].prompt", s.prompt) for i, s in enumerate(self.shifts) if s.prompt is not None
+        ]
+        for where, dist in prompts:
+            # A request needs a prompt token to decode from; 0 would be written, then refused on load.
+            if dist.smallest < 1:
+                raise ValueError(
+                    f"{where}: lengths must be >= 1, but this {dist.kind} distribution can draw "
+                    f"{dist.smallest} (set value >= 1 or low >= 1)"
+                )
         if self.duration is None and self.rate_pieces()[-1][2] == 0:
             raise ValueError("the rate ends at 0 and there is no duration=: the workload would never end")
 
@@ -353,6 +372,20 @@ def length_from_dict(spec: Mapping[str, Any], where: str) -> LengthDist:
 
 
 def workload_from_dict(spec: Mapping[str, Any]) -> Workload:
+    """Build a workload from a JSON-style config (docs/traces.md); :class:`WorkloadConfigError` if bad."""
+    if not isinstance(spec, Mapping):
+        raise WorkloadConfigError(f"workload config: expected a JSON object, found {type(spec).__name__}")
+    try:
+        return _workload_from_dict(spec)
+    except WorkloadConfigError:
+        raise
+    except (ValueError, TypeError) as error:
+        message = str(error)
+        prefix = "" if message.startswith("workload config") else "workload config: "
+        raise WorkloadConfigError(prefix + message) from None
+
+
+def _workload_from_dict(spec: Mapping[str, Any]) -> Workload:
     """Build a workload from a JSON-style config (the format is documented in docs/traces.md).
 
     ``{"arrivals": {"rate": 5, "cv": 2, "on_seconds": 10, "off_seconds": 30},
