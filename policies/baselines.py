@@ -54,6 +54,8 @@ class DynamicLookahead:
     """Two levels (``drafter`` -> target) with Hugging Face's lookahead heuristic."""
 
     def __init__(self, drafter: int = 0, initial: int = 5, maximum: int = 32, name: str | None = None):
+        if drafter < 0:
+            raise ValueError(f"DynamicLookahead drafter must be a ladder index >= 0, got {drafter}")
         if initial < 1 or maximum < initial:
             raise ValueError(f"DynamicLookahead needs 1 <= initial <= maximum, got {initial}, {maximum}")
         self.drafter = drafter

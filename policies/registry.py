@@ -10,22 +10,78 @@
 ``bandit[:k=v,...]``            discounted-UCB bandit over chains; ``bandit-ucb1`` is gamma = 1
 ``oracle[:time_bucket=S]``      best route under the world's truth (needs ``world=``)
 =============================  ===============================================================
+
+Options (knobs) are checked against the policy's constructor before it is built: an unknown
+name, a value of the wrong type (``time_rate=abc``, ``learn_waits=maybe``) or out of range
+(``max_lookahead=0``) raises :class:`PolicySpecError` naming the knob and what it takes, so a
+bad name fails at once instead of mid-run.  Booleans are ``true`` / ``false``; a list of
+integers (``bandit:lookaheads=2/4/6``) is written with ``/``.  :func:`check_fits` then asks a
+fresh policy for a first route on a ladder of a given size.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import re
-from typing import Any
+import typing
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from policies.bandit import ChainBandit
 from policies.baselines import DynamicLookahead, StaticChain, TargetOnly
-from policies.contract import Policy, WorldTruth
+from policies.contract import LadderInfo, Policy, RouteView, WorldTruth
 from policies.cost_model import enumerate_chains
 from policies.oracle import Oracle
 from policies.specrouter_policy import SpecRouter
 
 POLICY_NAMES = ("target-only", "static", "dynamic-lookahead", "specrouter", "bandit", "bandit-ucb1", "oracle")
 _ROUTE_LEVEL = re.compile(r"^M(\d+)\[(\d+)\]$")
+# Constructor arguments that are not knobs: the display name and the oracle's world.
+_NOT_KNOBS = frozenset({"self", "name", "world"})
+
+
+class PolicySpecError(ValueError):
+    """A policy name or knob that cannot make a policy; the message says what is expected."""
+
+
+class KnobRange(NamedTuple):
+    """Allowed values of a numeric knob: ``low <= v`` (``low < v`` when ``open_low``), ``v <= high``."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+
+    def problem(self, value: float) -> str | None:
+        if self.low is not None and (value <= self.low if self.open_low else value < self.low):
+            return f"expected {'>' if self.open_low else '>='} {self.low:g}"
+        if self.high is not None and value > self.high:
+            return f"expected <= {self.high:g}"
+        return None
+
+
+_RATE = KnobRange(0.0, 1.0, open_low=True)  # an EMA rate: 0 would never learn, > 1 overshoots
+# Ranges the constructors do not check themselves (some are only used, and fail, mid-run).
+KNOB_RANGES: dict[str, KnobRange] = {
+    "max_lookahead": KnobRange(1),
+    "grid_rows": KnobRange(1),
+    "drafter": KnobRange(0),
+    "initial": KnobRange(1),
+    "maximum": KnobRange(1),
+    "time_rate": _RATE,
+    "pair_rate": _RATE,
+    "load_rate": _RATE,
+    "stale_rate": _RATE,
+    "hysteresis": KnobRange(0),
+    "optimism": KnobRange(0),
+    "surprise": KnobRange(0, open_low=True),
+    "prior_strength": KnobRange(0, open_low=True),
+    "similarity_weight": KnobRange(0, 1),
+    "followups": KnobRange(0),
+    "learn_every": KnobRange(1),
+    "exploration": KnobRange(0),
+    "time_bucket": KnobRange(0, open_low=True),
+}
 
 
 def policy_names() -> list[str]:
@@ -47,25 +103,83 @@ def make_policy(
         return TargetOnly()
     if head == "static":
         return _static(spec, rest)
+    if head not in POLICY_NAMES:
+        raise PolicySpecError(f"unknown policy {spec!r}; known: {', '.join(POLICY_NAMES)}")
+    if head == "oracle" and world is None:
+        raise PolicySpecError(f"policy {spec!r} needs the world's truth: it runs in the simulator only")
+    cls, knobs = _POLICY_CLASSES[head], resolve_knobs(spec, **params)
+    try:
+        if head == "oracle":
+            return cls(world, **knobs)
+        name = {"name": spec} if rest and head != "dynamic-lookahead" else {}
+        return cls(**knobs, **name)
+    except (ValueError, TypeError) as error:  # the constructor's own checks
+        raise PolicySpecError(f"policy {spec!r}: {error}") from None
+
+
+def resolve_knobs(spec: str, **params: Any) -> dict[str, Any]:
+    """The knobs ``spec`` (and ``params`` over it) sets, checked and converted to their types.
+
+    Raises :class:`PolicySpecError` naming the knob for an unknown name, a wrong type or a
+    value out of range.  Does not build the policy.
+    """
+    head, _, rest = spec.strip().partition(":")
+    if head not in _POLICY_CLASSES:
+        return {}
     if head == "dynamic-lookahead":
-        try:
-            drafter = int(rest) if rest else 0
-        except ValueError:
-            raise ValueError(f"policy {spec!r}: drafter must be a ladder index, got {rest!r}") from None
-        return DynamicLookahead(drafter=drafter)
-    if head == "specrouter":
-        options = {"name": spec if rest else None, **_options(spec, rest), **params}
-        return SpecRouter(**options)
-    if head in ("bandit", "bandit-ucb1"):
-        options = {"name": spec if rest else None, **_options(spec, rest), **params}
-        if head == "bandit-ucb1":
-            options["gamma"] = 1.0
-        return ChainBandit(**options)
-    if head == "oracle":
-        if world is None:
-            raise ValueError(f"policy {spec!r} needs the world's truth: it runs in the simulator only")
-        return Oracle(world, **{**_options(spec, rest), **params})
-    raise ValueError(f"unknown policy {spec!r}; known: {', '.join(POLICY_NAMES)}")
+        if rest.strip() and not re.fullmatch(r"-?\d+", rest.strip()):
+            raise PolicySpecError(f"policy {spec!r}: drafter must be a ladder index, got {rest!r}")
+        given: dict[str, Any] = {"drafter": rest.strip()} if rest.strip() else {}
+    else:
+        given = _options(spec, rest)
+    given.update(params)
+    if head == "bandit-ucb1":
+        given["gamma"] = 1.0
+    signature = knob_signature(_POLICY_CLASSES[head])
+    return {key: _checked_knob(spec, key, value, signature) for key, value in given.items()}
+
+
+def policy_knobs(spec: str, **params: Any) -> dict[str, Any]:
+    """Every knob of ``spec``'s policy with the value it runs with (defaults filled in): run.json."""
+    head, _, rest = spec.strip().partition(":")
+    if head == "static":
+        chain, lookaheads = _static_route(spec, rest)
+        return {"chain": list(chain), "lookaheads": list(lookaheads)}
+    if head not in _POLICY_CLASSES:
+        return {}
+    defaults = {key: default for key, (_, default) in knob_signature(_POLICY_CLASSES[head]).items()}
+    resolved = {**defaults, **resolve_knobs(spec, **params)}
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in resolved.items()}
+
+
+def knob_signature(cls: type) -> dict[str, tuple[Any, Any]]:
+    """``knob -> (type, default)`` of a policy class's constructor (``name`` / ``world`` left out)."""
+    hints = typing.get_type_hints(cls.__init__)  # type: ignore[misc]  # the class's own constructor
+    return {
+        key: (hints.get(key, Any), parameter.default)
+        for key, parameter in inspect.signature(cls).parameters.items()
+        if key not in _NOT_KNOBS
+    }
+
+
+def check_fits(spec: str, ladder_size: int) -> None:
+    """Refuse ``spec`` unless a fresh policy routes a first round on a ``ladder_size``-model ladder.
+
+    The oracle (which needs the world) is not asked; ``make_policy`` already refused a bad knob.
+    """
+    if spec.strip().partition(":")[0] == "oracle":
+        return
+    ladder = LadderInfo(tuple(f"M{i}" for i in range(ladder_size)))
+    idle = (0,) * ladder_size
+    try:
+        make_policy(spec).route(RouteView(0, 1, 0, 1, None, 0.0, ladder, idle, idle))
+    except PolicySpecError:
+        raise
+    except (ValueError, IndexError) as error:
+        raise PolicySpecError(
+            f"policy {spec!r} does not fit the {ladder_size}-model ladder (M0..M{ladder_size - 1}, "
+            f"target M{ladder_size - 1}): {error}"
+        ) from None
 
 
 def static_spec(chain: tuple[int, ...], lookaheads: tuple[int, ...]) -> str:
@@ -83,39 +197,109 @@ def every_static_chain(ladder_size: int, lookahead: int = 4) -> list[str]:
 
 
 def _static(spec: str, rest: str) -> StaticChain:
+    chain, lookaheads = _static_route(spec, rest)
+    try:
+        return StaticChain(chain, lookaheads, name=spec)
+    except ValueError as error:  # Route's checks: increasing indices, one lookahead per drafter
+        raise PolicySpecError(f"policy {spec!r}: {error}") from None
+
+
+def _static_route(spec: str, rest: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """``0>2>3:4,1`` or ``M0[4]>M2[1]>M3`` -> ``((0, 2, 3), (4, 1))``."""
     if rest.startswith("M"):  # the way a Route prints: M0[4]>M2[1]>M3
         *levels, last = rest.split(">")
         matches = [_ROUTE_LEVEL.match(level) for level in levels]
         if all(matches) and re.fullmatch(r"M\d+", last):
             chain = tuple(int(m.group(1)) for m in matches if m) + (int(last[1:]),)
-            lookaheads = tuple(int(m.group(2)) for m in matches if m)
-            return StaticChain(chain, lookaheads, name=spec)
-        raise ValueError(f"policy {spec!r}: expected static:M0[4]>M2[1]>M3 or static:0>2>3:4,1")
+            return chain, tuple(int(m.group(2)) for m in matches if m)
+        raise PolicySpecError(f"policy {spec!r}: expected static:M0[4]>M2[1]>M3 or static:0>2>3:4,1")
     chain_text, _, lookahead_text = rest.partition(":")
     try:
         chain = tuple(int(x) for x in chain_text.split(">"))
         lookaheads = tuple(int(x) for x in lookahead_text.split(",")) if lookahead_text else ()
     except ValueError:
-        raise ValueError(
+        raise PolicySpecError(
             f"policy {spec!r}: expected static:<i>j>...>target>:<lookaheads>, e.g. static:0>2>3:4,1"
         ) from None
-    return StaticChain(chain, lookaheads, name=spec)
+    return chain, lookaheads
 
 
 def _options(spec: str, rest: str) -> dict[str, Any]:
+    """``k=v,k=v`` -> ``{k: "v"}`` (text; :func:`_checked_knob` converts it to the knob's type)."""
     options: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq:
-            raise ValueError(f"policy {spec!r}: option {item!r} is not key=value")
-        options[key.strip()] = _parse_value(value.strip())
+            raise PolicySpecError(f"policy {spec!r}: option {item!r} is not key=value")
+        options[key.strip()] = value.strip()
     return options
 
 
-def _parse_value(text: str) -> Any:
-    for cast in (int, float):
+def _checked_knob(spec: str, key: str, value: Any, signature: dict[str, tuple[Any, Any]]) -> Any:
+    if key not in signature:
+        raise PolicySpecError(
+            f"policy {spec!r}: unknown knob {key!r} (unexpected keyword argument {key!r}); "
+            f"its knobs are {', '.join(signature)}"
+        )
+    kind = signature[key][0]
+    try:
+        converted = _convert(value, kind)
+    except ValueError as error:
+        raise PolicySpecError(f"policy {spec!r}: knob {key}={value!r}: {error}") from None
+    limits = KNOB_RANGES.get(key)
+    problem = limits.problem(converted) if limits and isinstance(converted, int | float) else None
+    if problem:
+        raise PolicySpecError(f"policy {spec!r}: knob {key}={value!r} is out of range; {problem}")
+    return converted
+
+
+def _convert(value: Any, kind: Any) -> Any:
+    """``value`` (text from a name, or a Python value from ``params``) as the annotated ``kind``."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text not in ("true", "false"):
+            raise ValueError("expected true or false")
+        return text == "true"
+    if kind is int:
+        number = _number(value, "an integer")
+        if not float(number).is_integer():
+            raise ValueError("expected an integer")
+        return int(number)
+    if kind is float:
+        return float(_number(value, "a number"))
+    if kind is str:
+        if not isinstance(value, str):
+            raise ValueError("expected text")
+        return value
+    if typing.get_origin(kind) in (Sequence, list, tuple):
+        items = value.split("/") if isinstance(value, str) else value
+        if not isinstance(items, Sequence) or not items:
+            raise ValueError("expected integers separated by '/', e.g. 2/4/6")
+        return tuple(_convert(item, int) for item in items)
+    return value  # a type the command line cannot spell: passed through for the constructor to judge
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"expected {what}, not {value}")
+    if isinstance(value, int | float):
+        number = float(value)
+    else:
         try:
-            return cast(text)
+            number = float(str(value).strip())
         except ValueError:
-            pass
-    return {"true": True, "false": False}.get(text.lower(), text)
+            raise ValueError(f"expected {what}") from None
+    if not math.isfinite(number):
+        raise ValueError(f"expected a finite {what.removeprefix('an ').removeprefix('a ')}")
+    return int(number) if number.is_integer() and not isinstance(value, float) else number
+
+
+_POLICY_CLASSES: dict[str, type] = {
+    "dynamic-lookahead": DynamicLookahead,
+    "specrouter": SpecRouter,
+    "bandit": ChainBandit,
+    "bandit-ucb1": ChainBandit,
+    "oracle": Oracle,
+}
