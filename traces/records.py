@@ -12,7 +12,7 @@
   stays bounded and an interrupted run keeps what it flushed (the context manager closes
   the files -- Parquet footer included -- on any exception; a CSV copy also survives a
   hard kill).  ``run.json`` beside them holds the config, seed, package versions, machine,
-  row counts and whether the run completed.
+  the git commit (and whether the tree was dirty), row counts and whether the run completed.
 * :func:`read_records` reads a run directory back (Parquet, or CSV when only CSV exists).
 
 Recording rounds is the hot path (~1.4M rounds per simulated trace replay): the writer
@@ -26,8 +26,10 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -186,9 +188,35 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
+@cache
+def source_revision() -> dict[str, Any]:
+    """The git commit of the code that ran and whether tracked files differed from it.
+
+    ``{"commit": None, "dirty": None}`` outside a git checkout (an installed wheel) or without git.
+    Cached: the code does not change during a run, and run.json is rewritten at start and end.
+    """
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(
+                ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit is None:
+        return {"commit": None, "dirty": None}
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
 def run_environment() -> dict[str, Any]:
     """Machine and software description recorded in every ``run.json``."""
     return {
+        "source": source_revision(),
         "packages": package_versions(),
         "machine": {
             "platform": platform.platform(),

@@ -6,6 +6,11 @@ target tokens per round, chain usage) and the simulator's speed; with ``--out DI
 
 The cluster is a preset (``llama``, ``qwen``, ``cpu``) or a cluster JSON file; the scenario
 (noise, acceptance, slowdowns, domain shifts, load ramps) is a JSON file, see docs/sim.md.
+
+Everything is checked before the simulation starts: the policy and its knobs against the
+cluster's ladder, every trace row, ``--out``.  Malformed rows skipped (``--skip-bad``) and
+failed requests dropped (BurstGPT's 0-token responses, unless ``--keep-failed``) are reported on
+stderr and in ``run.json``; requests longer than ``--max-tokens`` are clipped with a warning.
 """
 
 from __future__ import annotations
@@ -16,6 +21,12 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from specrouter.commands.trace import add_load_options
+
+# A sane bound on a request's length in the simulator, which has no context window of its own: a
+# 10^9-token output would otherwise run for hours.  128k is the longest context of the presets' models.
+DEFAULT_MAX_TOKENS = 131_072
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -41,9 +52,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, help="write records and run.json into this directory")
     parser.add_argument("--no-rounds", action="store_true", help="do not record per-round records")
     parser.add_argument("--csv", action="store_true", help="also write CSV copies of the records")
-    parser.add_argument("--limit", type=int, help="replay only the first N requests")
+    parser.add_argument("--limit", type=int, help="replay only the first N requests (N >= 1; default all)")
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply the trace's request rate")
     parser.add_argument("--seed", type=int, help="override the scenario's seed")
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=DEFAULT_MAX_TOKENS,
+        help=f"clip prompt + output to this many tokens, with a warning (default {DEFAULT_MAX_TOKENS})",
+    )
+    add_load_options(parser, window=False)
     parser.set_defaults(func=run)
 
 
@@ -75,24 +93,15 @@ def build_world(args: argparse.Namespace) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    from policies.registry import make_policy
-    from sim.config import ConfigError
+    from policies.registry import check_fits, make_policy, policy_knobs
     from sim.engine import Simulation
-    from sim.scenario import apply_workload_hooks
-    from traces.loaders import load_trace
-    from traces.records import RecordWriter, format_summary, summarize
-    from traces.world_profile import WorldProfileError
 
-    try:
-        world = build_world(args)
-        policy = make_policy(args.policy, world=world.truth)
-        options: dict[str, Any] = {"rate_scale": args.rate_scale}
-        if args.limit:
-            options["limit"] = args.limit
-        requests = list(apply_workload_hooks(load_trace(args.trace, **options), world.scenario))
-    except (ConfigError, WorldProfileError, ValueError, FileNotFoundError) as err:
-        print(f"specrouter simulate: {err}", file=sys.stderr)
-        return 2
+    check_arguments(args)
+    world = build_world(args)
+    check_fits(args.policy, len(world.cluster.models))
+    policy = make_policy(args.policy, world=world.truth)
+    knobs = policy_knobs(args.policy)
+    requests, load = load_requests(args, world)
     from tqdm import tqdm
 
     chains: Counter[str] = Counter()
@@ -103,20 +112,12 @@ def run(args: argparse.Namespace) -> int:
         committed.append(record.committed)
 
     record_rounds = not args.no_rounds
-    metadata = {
-        "world": "sim",
-        "trace": str(args.trace),
-        "cluster": world.cluster.name,
-        "policy": policy.name,
-        "scenario": str(args.scenario) if args.scenario else None,
-        "profile": args.profile,
-        "seed": world.scenario.seed,
-        "limit": args.limit,
-        "rate_scale": args.rate_scale,
-    }
+    metadata = run_metadata(args, world, policy.name, knobs, load)
     started = time.perf_counter()
     with tqdm(total=len(requests), desc=policy.name, unit="req", mininterval=1.0, file=sys.stderr) as bar:
         if args.out:
+            from traces.records import RecordWriter
+
             with RecordWriter(args.out, metadata, write_csv=args.csv, record_rounds=record_rounds) as writer:
 
                 def sink(record: Any) -> None:
@@ -140,11 +141,102 @@ def run(args: argparse.Namespace) -> int:
             result = sim.run(requests)
             records = result.requests
     wall = time.perf_counter() - started
-    if records is None:
-        from traces.records import read_records
+    print_results(args, world, policy.name, result, records, chains, wall)
+    return 0
 
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """The flags that need no file: refused before the cluster, the trace or the policy is read."""
+    from specrouter.cli import refuse_existing_file, require_positive
+    from specrouter.commands.trace import check_format
+
+    require_positive(args.limit, "--limit")
+    require_positive(args.max_tokens, "--max-tokens")
+    check_format(args.format)
+    if args.out is not None:
+        refuse_existing_file(args.out, "--out")
+
+
+def load_requests(args: argparse.Namespace, world: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The trace's requests (workload hooks applied, clipped to ``--max-tokens``) and what the
+    load did, for ``run.json``; dropped, skipped and clipped requests are reported on stderr."""
+    from backend.replay import ClipReport, clip_to_context
+    from sim.scenario import apply_workload_hooks
+    from specrouter.commands.trace import failed_requests_line, load_with_warnings
+    from traces.loaders import file_sha256
+
+    options: dict[str, Any] = {
+        "format": args.format,
+        "rate_scale": args.rate_scale,
+        "limit": args.limit,
+        "on_error": "skip" if args.skip_bad else "raise",
+        "keep_failed": args.keep_failed,
+    }
+    loaded, report, warnings = load_with_warnings(args.trace, **options)
+    for line in warnings:
+        print(line, file=sys.stderr)
+    failed = failed_requests_line(report, args.keep_failed)
+    if failed:
+        print(f"{args.trace}: {failed}", file=sys.stderr)
+    clip = ClipReport(args.max_tokens)
+    hooked = apply_workload_hooks(loaded, world.scenario)
+    requests = [clip_to_context(request, args.max_tokens, clip) for request in hooked]
+    if clip.any:
+        print(
+            f"warning: {clip.prompts_clipped} prompt(s) and {clip.outputs_clipped} output length(s) clipped "
+            f"to --max-tokens {args.max_tokens} (e.g. {'; '.join(clip.examples[:3])})",
+            file=sys.stderr,
+        )
+    load = {
+        "trace_sha256": file_sha256(args.trace),
+        "trace_load": report.as_dict(),
+        "clipped": {
+            "max_tokens": args.max_tokens,
+            "prompts": clip.prompts_clipped,
+            "outputs": clip.outputs_clipped,
+            "examples": clip.examples,
+        },
+    }
+    return requests, load
+
+
+def run_metadata(
+    args: argparse.Namespace, world: Any, policy: str, knobs: dict[str, Any], load: dict[str, Any]
+) -> dict[str, Any]:
+    """What ``run.json`` records about this run, besides the environment the writer adds."""
+    from dataclasses import asdict
+
+    return {
+        "world": "sim",
+        "trace": str(args.trace),
+        "cluster": world.cluster.name,
+        "cluster_parameters": asdict(world.cluster),
+        "policy": policy,
+        "policy_knobs": knobs,
+        "scenario": str(args.scenario) if args.scenario else None,
+        "profile": args.profile,
+        "seed": world.scenario.seed,
+        "limit": args.limit,
+        "rate_scale": args.rate_scale,
+        "loader": {"format": args.format, "skip_bad": args.skip_bad, "keep_failed": args.keep_failed},
+        **load,
+    }
+
+
+def print_results(
+    args: argparse.Namespace,
+    world: Any,
+    policy: str,
+    result: Any,
+    records: Any,
+    chains: Counter[str],
+    wall: float,
+) -> None:
+    from traces.records import format_summary, read_records, summarize
+
+    if records is None:
         records = read_records(args.out, rounds=False).requests
-    print(f"policy {policy.name} on {world.cluster.name} ({', '.join(world.cluster.names)})")
+    print(f"policy {policy} on {world.cluster.name} ({', '.join(world.cluster.names)})")
     print(format_summary(summarize(records)))
     tokens_per_round = result.tokens_total / max(result.rounds_total, 1)
     print(f"rounds {result.rounds_total}  target tokens/round {tokens_per_round:.2f}")
@@ -159,4 +251,3 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.out:
         print(f"records written to {args.out}")
-    return 0

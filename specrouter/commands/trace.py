@@ -97,13 +97,15 @@ def load_with_warnings(path: Path, **options: Any) -> tuple[list[Any], Any, list
     return requests, reader.report, [f"warning: {w.message}" for w in caught]
 
 
-def dropped_rows_line(report: Any, keep_failed: bool) -> str | None:
-    """``skipped 2 malformed rows (lines [4, 9]); 3 failed requests dropped``, or None when neither."""
-    if not (report.skipped or report.failed):
+def failed_requests_line(report: Any, keep_failed: bool) -> str | None:
+    """``3 failed requests (0 output tokens) dropped ...``, or None when there were none.
+
+    (Skipped malformed rows are reported by the loader's own warning, with their lines.)
+    """
+    if not report.failed:
         return None
-    lines = f" (lines {report.skipped_lines[:5]})" if report.skipped else ""
     kept = "kept" if keep_failed else "dropped (--keep-failed keeps them)"
-    return f"skipped {report.skipped} malformed rows{lines}; {report.failed} failed requests {kept}"
+    return f"{report.failed} failed requests (0 output tokens) {kept}"
 
 
 def run_stats(args: argparse.Namespace) -> int:
@@ -136,9 +138,9 @@ def run_stats(args: argparse.Namespace) -> int:
     else:
         print(f"{args.file} ({report.format})")
         print(format_stats(stats))
-        dropped = dropped_rows_line(report, args.keep_failed)
-        if dropped:
-            print(dropped, file=sys.stderr)
+        failed = failed_requests_line(report, args.keep_failed)
+        if failed:
+            print(f"{args.file}: {failed}", file=sys.stderr)
     if args.plot:
         plot_stats(stats, str(args.plot), title=args.file.name)
         print(f"wrote {args.plot}", file=sys.stderr)
