@@ -1,35 +1,23 @@
-"""The batched engine: replay a workload on a real ladder, every round routed by a policy.
+"""The batched engine: replay a workload on a real ladder through the shared serving loop.
 
-Many requests are in flight at once (continuous batching, at most ``max_batch``).  One
-engine *step*:
+The loop is :func:`policies.serving.serve` -- the same code the simulator runs -- so admission,
+routing, pass formation (which model, which rows, positions fed, padding), completion and the
+round feedback are identical in both worlds; this module supplies only the real world: a clock,
+prompts, and :meth:`backend.executor.MultiLevelExecutor.run_pass` for every pass.
 
-1. **arrivals** -- requests whose arrival time has come join the waiting queue.  Arrival
-   times are the trace's, on the run clock (seconds since the run started):
-
-   * ``replay="wall"`` -- real wall-clock replay: the engine sleeps through idle gaps
-     (``time_scale`` stretches or compresses the trace's clock);
-   * ``replay="fast"`` -- as fast as possible: when nothing is running and the next request
-     has not arrived, the run clock jumps to its arrival instead of sleeping, so queueing
-     under load is still real but idle time costs nothing.
-
-2. **admission** -- waiting requests fill free slots (FIFO); each gets a prompt of its
-   requested length and domain from the :class:`backend.replay.PromptSource`, clipped to
-   the ladder's context window (counted, warned once, written to ``run.json``).
-3. **routing** -- for every running request the policy's ``route(view)`` picks this round's
-   chain and lookaheads.  The view carries real load: ``batch_sizes[m]`` is the number of
-   running requests whose previous round used model ``m`` (all running requests for the
-   target on their first round) and ``queue_lengths[target]`` the requests waiting for a
-   slot (every request needs the target; the other entries are 0).
-4. **rounds** -- every running request runs one round of :func:`policies.plan.round_calls`
-   in one :meth:`backend.executor.MultiLevelExecutor.step`, which batches the calls of all
-   requests model by model (requests on different routes share the passes of the models
-   their chains have in common; ragged acceptance is handled by the KV state).  Each
-   request's ``RoundFeedback`` goes to ``policy.observe`` and to the records
-   (:mod:`traces.records`).
-5. **completion** -- a request that reached its output budget leaves the batch, its KV
-   state is freed and its request record written.  Trace lengths are budgets: by default
-   generation does not stop at end-of-sequence tokens (the trace says how long the answer
-   was); ``stop_at_eos`` (benchmarks comparing with ``generate``) ends a request at one.
+* **Clock.**  Arrival times are the trace's, on the run clock (seconds since the run started):
+  ``replay="wall"`` sleeps through idle gaps (``time_scale`` stretches or compresses the trace's
+  clock); ``replay="fast"`` jumps the run clock to the next arrival when nothing is running, so
+  queueing under load is still real but idle time costs nothing.
+* **Prompts.**  A request admitted by the loop gets, on its first pass, a prompt of its requested
+  length and domain from the :class:`backend.replay.PromptSource`; requests are clipped to the
+  ladder's context window first (counted, warned once, written to ``run.json``), so a
+  simulator replaying the same clipped requests sees the same workload.
+* **Slots.**  ``max_batch`` requests decode at once (FIFO admission); a pass holds at most
+  ``max_batch`` rows and ``max_pass_tokens`` padded positions.
+* **Completion.**  Trace lengths are budgets: generation does not stop at end-of-sequence
+  tokens (the trace says how long the answer was), in the simulator neither; ``stop_at_eos``
+  (benchmarks comparing with ``generate``) ends a request at one.
 
 An interrupted run (Ctrl-C, an exception) keeps every record written so far: the
 :class:`traces.records.RecordWriter` context closes its files on the way out and marks
@@ -39,7 +27,6 @@ An interrupted run (Ctrl-C, an exception) keeps every record written so far: the
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +36,8 @@ from tqdm import tqdm
 from backend.executor import MultiLevelExecutor
 from backend.replay import ClipReport, PromptSource, clip_to_context, context_window
 from backend.sampling import SamplingConfig
-from policies.contract import LadderInfo, Policy, Route, RouteView
+from policies.contract import LadderInfo, Policy, RoundFeedback
+from policies.serving import Idle, Pass, ServingConfig, Sinks, Slot, serve
 from traces.records import RecordWriter, RequestRecord
 from traces.request import Request
 
@@ -61,6 +49,7 @@ class EngineConfig:
     """How the engine batches and replays (see the module docstring)."""
 
     max_batch: int = 8
+    max_pass_tokens: int = 2048
     replay: str = "fast"
     time_scale: float = 1.0
     keep_outputs: bool = False
@@ -73,20 +62,6 @@ class EngineConfig:
             raise ValueError(f"EngineConfig.replay must be one of {REPLAY_MODES}, got {self.replay!r}")
         if self.time_scale <= 0:
             raise ValueError(f"EngineConfig.time_scale must be > 0, got {self.time_scale}")
-
-
-@dataclass
-class ActiveRequest:
-    """A request in the running batch."""
-
-    request: Request
-    arrival: float
-    prompt: list[int]
-    first_token: float | None = None
-    generated: int = 0
-    output: list[int] = field(default_factory=list)
-    last_route: Route | None = None
-    last_round_end: float = 0.0
 
 
 @dataclass
@@ -108,8 +83,8 @@ class EngineResult:
 class Engine:
     """Continuous-batching trace replay of one policy on one ladder through one executor.
 
-    ``executor`` is a :class:`backend.executor.MultiLevelExecutor` (``add`` / ``step`` / ``remove``)
-    built with end-of-sequence detection off for trace replay (see :func:`replay_executor`).
+    ``executor`` is a :class:`backend.executor.MultiLevelExecutor` built with end-of-sequence
+    detection off for trace replay (see :func:`replay_executor`).
     """
 
     def __init__(
@@ -133,6 +108,14 @@ class Engine:
         self._sleep = sleep
         self._origin = 0.0
         self._skipped = 0.0
+        self.pass_sink: Callable[[Pass], None] | None = None
+        """Called with every pass after it ran (call traces: the call-for-call test)."""
+
+    @property
+    def serving(self) -> ServingConfig:
+        """The loop's limits: ``max_batch`` slots and rows per pass, ``max_pass_tokens`` positions."""
+        config = self.config
+        return ServingConfig(config.max_batch, config.max_batch, config.max_pass_tokens)
 
     def now(self) -> float:
         """Seconds on the run clock (wall time since the start plus skipped idle gaps)."""
@@ -140,34 +123,60 @@ class Engine:
 
     def run(self, requests: Iterable[Request], writer: RecordWriter | None = None) -> EngineResult:
         """Replay ``requests`` (any order; sorted by arrival here) to completion."""
-        pending = deque(sorted(requests, key=lambda r: (r.arrival, r.request_id)))
         result = EngineResult(clipped=ClipReport(self.window))
-        waiting: deque[tuple[Request, float]] = deque()
-        running: list[ActiveRequest] = []
-        self._origin, self._skipped = self._clock(), 0.0
+        assert result.clipped is not None
+        scale = self.config.time_scale
+        fitted = [
+            clip_to_context(request, self.window, result.clipped)._replace(arrival=request.arrival * scale)
+            for request in sorted(requests, key=lambda r: (r.arrival, r.request_id))
+        ]
+        by_id = {request.request_id: request for request in fitted}
         bar = tqdm(
-            total=len(pending), unit="req", desc="replay", disable=not self.config.progress, leave=False
+            total=len(fitted), unit="req", desc="replay", disable=not self.config.progress, leave=False
         )
+
+        def prompt_for(slot: Slot) -> list[int]:
+            request = by_id[slot.request_id]
+            prompt = self.prompts.prompt_ids(request)
+            if len(prompt) != request.prompt_tokens:
+                raise ValueError(
+                    f"prompt source {self.prompts.name!r} gave {len(prompt)} tokens for request "
+                    f"{request.request_id}; {request.prompt_tokens} were asked for"
+                )
+            return prompt
+
+        def finished(record: RequestRecord, slot: Slot) -> None:
+            if self.config.keep_outputs:
+                prompt = by_id[slot.request_id].prompt_tokens
+                result.outputs[slot.request_id] = self.executor.tokens(slot.request_id)[prompt:]
+            self.executor.remove(slot.request_id)
+            if writer is not None:
+                writer.add_request(record)
+            result.requests += 1
+            bar.update()
+
+        def feedback(round_feedback: RoundFeedback) -> None:
+            if writer is not None:
+                writer.add_feedback(round_feedback)
+
+        self.executor.prompt_for = prompt_for
+        self._origin, self._skipped = self._clock(), 0.0
+        sinks = Sinks(feedback, finished, self.pass_sink)
+        loop = serve(fitted, self.policy, self.info, self.serving, sinks, start=self.now())
         try:
-            while pending or waiting or running:
-                now = self.now()
-                while pending and pending[0].arrival * self.config.time_scale <= now:
-                    request = pending.popleft()
-                    waiting.append((request, request.arrival * self.config.time_scale))
-                if not waiting and not running:
-                    self._wait_for(pending[0].arrival * self.config.time_scale - now)
-                    continue
-                while waiting and len(running) < self.config.max_batch:
-                    request, arrival = waiting.popleft()
-                    running.append(self._admit(request, arrival, result))
-                finished = self._step(running, len(waiting), result, writer)
-                for active in finished:
-                    running.remove(active)
-                    self.executor.remove(active.request.request_id)
-                    self._finish(active, result, writer)
-                    bar.update()
+            action = next(loop)
+            while True:
+                if isinstance(action, Idle):
+                    self._wait_for(action.until - self.now())
+                else:
+                    self.executor.run_pass(action)
+                action = loop.send(self.now())
+        except StopIteration as stop:
+            stats = stop.value
+            result.rounds, result.tokens = stats.rounds, stats.tokens
         finally:
             bar.close()
+            self.executor.prompt_for = None
             result.wall_seconds = self.now() - self._skipped
         return result
 
@@ -178,103 +187,6 @@ class Engine:
             self._sleep(gap)
         else:
             self._skipped += gap
-
-    def _admit(self, request: Request, arrival: float, result: EngineResult) -> ActiveRequest:
-        assert result.clipped is not None
-        fitted = clip_to_context(request, self.window, result.clipped)
-        prompt = self.prompts.prompt_ids(fitted)
-        if len(prompt) != fitted.prompt_tokens:
-            raise ValueError(
-                f"prompt source {self.prompts.name!r} gave {len(prompt)} tokens for request "
-                f"{request.request_id}; {fitted.prompt_tokens} were asked for"
-            )
-        self.executor.add(request.request_id, prompt, request.domain)
-        return ActiveRequest(fitted, arrival, prompt)
-
-    def _view(
-        self, active: ActiveRequest, now: float, batch_sizes: tuple[int, ...], queue: tuple[int, ...]
-    ) -> RouteView:
-        request = active.request
-        return RouteView(
-            request.request_id,
-            request.prompt_tokens,
-            active.generated,
-            request.output_tokens,
-            request.domain,
-            now,
-            self.info,
-            batch_sizes,
-            queue,
-        )
-
-    def _load(self, running: list[ActiveRequest], waiting: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        size = self.info.size
-        batch = [0] * size
-        for active in running:
-            for model in active.last_route.chain if active.last_route else (size - 1,):
-                batch[model] += 1
-        queue = [0] * size
-        queue[size - 1] = waiting
-        return tuple(batch), tuple(queue)
-
-    def _step(
-        self, running: list[ActiveRequest], waiting: int, result: EngineResult, writer: RecordWriter | None
-    ) -> list[ActiveRequest]:
-        """Route every running request and run one round for all of them; return the finished ones."""
-        now = self.now()
-        batch_sizes, queue = self._load(running, waiting)
-        routes: dict[int, tuple[Route, int]] = {}
-        for active in running:
-            route = self.policy.route(self._view(active, now, batch_sizes, queue))
-            routes[active.request.request_id] = (route, active.request.output_tokens - active.generated)
-        outcomes = self.executor.step(routes, now=self.now)
-        finished = []
-        for active in running:
-            outcome = outcomes[active.request.request_id]
-            feedback = outcome.feedback
-            self._commit(active, list(outcome.tokens), feedback.finished, feedback.route, result)
-            self.policy.observe(feedback)
-            if writer is not None:
-                writer.add_feedback(feedback)
-            result.rounds += 1
-            if feedback.request_done or active.generated >= active.request.output_tokens:
-                finished.append(active)  # budget reached, or end-of-sequence when stop_at_eos
-        return finished
-
-    def _commit(
-        self, active: ActiveRequest, tokens: list[int], ended: float, route: Route, result: EngineResult
-    ) -> None:
-        if not tokens:
-            raise RuntimeError(
-                f"request {active.request.request_id}: a round committed no token (route {route})"
-            )
-        room = active.request.output_tokens - active.generated
-        tokens = tokens[:room]
-        if active.first_token is None:
-            active.first_token = ended
-        active.output.extend(tokens)
-        active.generated += len(tokens)
-        active.last_route = route
-        active.last_round_end = ended
-        result.tokens += len(tokens)
-
-    def _finish(self, active: ActiveRequest, result: EngineResult, writer: RecordWriter | None) -> None:
-        request = active.request
-        finish = active.last_round_end
-        record = RequestRecord(
-            request.request_id,
-            active.arrival,
-            active.first_token if active.first_token is not None else finish,
-            finish,
-            request.prompt_tokens,
-            active.generated,
-            request.domain,
-        )
-        if writer is not None:
-            writer.add_request(record)
-        if self.config.keep_outputs:
-            result.outputs[request.request_id] = list(active.output)
-        result.requests += 1
 
 
 NO_EOS = -1

@@ -1,40 +1,3 @@
-"""Execute ``policies.plan.round_calls`` on real models, for a batch of sequences at once.
-
-Public API (stable; the engine builds on it)::
-
-    executor = MultiLevelExecutor(ladder, SamplingConfig(temperature=0.8, top_k=20), seed=0)
-    executor.add(seq_id, prompt_ids, domain="code")
-    outcomes = executor.step({seq_id: (route, room), ...}, now=time.perf_counter)
-    outcomes[seq_id].tokens      # tokens the target committed this round
-    outcomes[seq_id].feedback    # policies.contract.RoundFeedback for policy.observe()
-    executor.tokens(seq_id)      # prompt + everything committed so far
-    executor.remove(seq_id)
-
-How a step runs: every sequence gets its own round generator (the same one the simulator
-drives, so the order and count of model calls are identical in both worlds).  Repeatedly, the
-pending calls are grouped by model; the **cheapest** model with pending calls runs one batched
-forward pass for all of them (draft steps and verifications of different sequences share it),
-each sequence's outcome is sent back into its generator, and so on until every round is done.
-Running the cheapest model first lets the sequences waiting for an expensive model accumulate,
-so the target's verifications are batched together.
-
-Per sequence and chain level the executor keeps a buffer of *tentative* tokens beyond the
-committed ones.  A level-``j`` sub-round starts from level ``j``'s buffer: after every
-``Verify`` at level ``j``, the buffers of all lower levels are reset to it.  ``Verify`` at level
-``j`` scores the tokens level ``j-1`` emitted since (``buffer[j-1][len(buffer[j]):]``), accepts a
-prefix by :mod:`backend.sampling` with ``q`` = the distribution of the model that produced each
-token (recorded with the token), and emits one more token.  Each tentative token carries the
-distributions every model computed at its position (given the same prefix), which gives TV
-samples for every pair of models that scored a verified position, not only chain neighbours.
-
-``lean=True`` runs every model through :class:`backend.lean.LeanKV` (preallocated KV buffers,
-a few tensor ops per layer) instead of the Hugging Face forward; Llama-family models only.
-
-Randomness: one ``torch.Generator`` per sequence, seeded from ``(seed, seq_id)``, so a sequence's
-output does not depend on which other sequences share its batches, and seeded runs repeat bit
-for bit.
-"""
-
 from __future__ import annotations
 
 import time
@@ -47,6 +10,7 @@ import torch
 from backend.kv_state import ModelKV, ScoreRequest
 from backend.ladder import Ladder
 from backend.lean import LeanKV
+from backend.replay import context_window
 from backend.sampling import (
     SamplingConfig,
     processed_probs,
@@ -55,8 +19,9 @@ from backend.sampling import (
     verify_greedy,
     verify_sampled,
 )
-from policies.contract import LevelFeedback, PairTV, PassTiming, RoundFeedback, Route
-from policies.plan import Call, DraftStep, RoundCounts, RoundGen, Verify, round_calls
+from policies.contract import RoundFeedback, Route
+from policies.serving import DRAFT, Pass, ServingConfig, Slot, run_rounds
+from traces.request import Request
 
 
 class VerifyRule(NamedTuple):
@@ -94,24 +59,30 @@ class _Sequence:
     tokens: list[int]
     generator: torch.Generator
     domain: str | None
+    slot: Slot | None = None  # the slot ``step`` drives (the engine's loop brings its own)
+    round_id: int = -1  # the round the buffers belong to
+    buffers: list[list[_Entry]] = field(default_factory=list)
+    committed: tuple[int, ...] = ()  # tokens the last finished round committed
 
 
-@dataclass
-class _Round:
-    seq_id: int
-    route: Route
-    room: int
-    plan: RoundGen
-    call: Call | None
-    buffers: list[list[_Entry]]
-    started: float
-    passes: list[list[PassTiming]] = field(default_factory=list)
-    tv: dict[tuple[int, int], list[float]] = field(default_factory=dict)
-    counts: RoundCounts | None = None
+@dataclass(frozen=True)
+class PassClock:
+    """When a pass ran (``record_passes``): what the profiler's loop-overhead fit reads."""
+
+    model: int
+    rows: int
+    width: int
+    rounds_ending: int
+    forward_s: float
+    started: float  # perf_counter before the pass's inputs were built
+    ended: float  # perf_counter after every row's draft / verification
+
+
+PromptFor = Callable[[Slot], Sequence[int]]
 
 
 class MultiLevelExecutor:
-    """Runs multi-level speculative rounds for many sequences on one :class:`~backend.ladder.Ladder`."""
+    """Runs multi-level speculative passes for many sequences on one :class:`~backend.ladder.Ladder`."""
 
     def __init__(
         self,
@@ -121,6 +92,7 @@ class MultiLevelExecutor:
         rule: VerifyRule = LOSSLESS,
         eos_token_id: int | None = None,
         lean: bool = False,
+        serving: ServingConfig | None = None,
     ) -> None:
         self.ladder = ladder
         self.sampling = sampling or SamplingConfig()
@@ -131,6 +103,12 @@ class MultiLevelExecutor:
             LeanKV(model, ladder.vocab_size) if lean else ModelKV(model, ladder.vocab_size)
             for model in ladder.models
         ]
+        self.serving = serving or ServingConfig(slots=0)
+        self.window = context_window(ladder.models)
+        self.prompt_for: PromptFor | None = None
+        """The engine's prompt source: a sequence the loop admitted is registered on its first pass."""
+        self.record_passes = False
+        self.pass_clocks: list[PassClock] = []
         self._sequences: dict[int, _Sequence] = {}
         self._sync = ladder.device.type == "cuda"
 
@@ -141,6 +119,11 @@ class MultiLevelExecutor:
             raise ValueError(f"sequence {seq_id} is already in the executor")
         if len(prompt_ids) == 0:
             raise ValueError(f"sequence {seq_id}: the prompt must hold at least one token")
+        if len(prompt_ids) >= self.window:
+            raise ValueError(
+                f"sequence {seq_id}: a prompt of {len(prompt_ids)} tokens leaves no room in the ladder's "
+                f"context window of {self.window} positions (clip it first: backend.replay.clip_to_context)"
+            )
         bad = [t for t in prompt_ids if not 0 <= int(t) < self.ladder.vocab_size]
         if bad:
             raise ValueError(
@@ -168,89 +151,106 @@ class MultiLevelExecutor:
         routes: Mapping[int, tuple[Route, int]],
         now: Callable[[], float] = time.perf_counter,
     ) -> dict[int, RoundOutcome]:
-        """Run one round for every ``seq_id -> (route, room)``; ``room`` = output tokens still allowed."""
+        """Run one round for every ``seq_id -> (route, room)``; ``room`` = output tokens still allowed.
+
+        The passes are formed by :func:`policies.serving.run_rounds`, the serving loop's own
+        pass former (cheapest model first, every pending call on it batched).
+        """
         started = now()
-        active: dict[int, _Round] = {}
+        slots = []
         for seq_id, (route, room) in routes.items():
-            if seq_id not in self._sequences:
+            sequence = self._sequences.get(seq_id)
+            if sequence is None:
                 raise KeyError(f"sequence {seq_id} was never added to the executor")
             if route.target != self.ladder.target:
                 raise ValueError(
                     f"route {route} targets M{route.target}; this ladder's target is M{self.ladder.target}"
                 )
-            plan = round_calls(route, room)
-            levels = len(route.chain)
-            state = _Round(seq_id, route, room, plan, next(plan), [[] for _ in range(levels)], started)
-            state.passes = [[] for _ in range(levels)]
-            active[seq_id] = state
+            if len(sequence.tokens) + room > self.window:
+                raise ValueError(
+                    f"sequence {seq_id}: {len(sequence.tokens)} tokens + room {room} exceed the ladder's "
+                    f"context window of {self.window} positions"
+                )
+            slot = sequence.slot
+            if slot is None:
+                request = Request(seq_id, 0.0, len(sequence.tokens), room, sequence.domain)
+                slot = sequence.slot = Slot(request, len(self.states))
+            slot.budget = slot.generated + room
+            slot.stop_at = 0
+            slot.begin_round(route, room, started)
+            slots.append(slot)
         outcomes: dict[int, RoundOutcome] = {}
-        while active:
-            model = min(state.call.model for state in active.values() if state.call is not None)
-            group = [
-                state for state in active.values() if state.call is not None and state.call.model == model
-            ]
-            answers = self._run_group(model, group)
-            for state, answer in zip(group, answers):
-                try:
-                    state.call = state.plan.send(answer)
-                except StopIteration as stop:
-                    state.counts = stop.value
-                    state.call = None
-                    outcomes[state.seq_id] = self._finish(state, now())
-                    del active[state.seq_id]
+        for slot, feedback, _ in run_rounds(slots, self.run_pass, self.serving, now):
+            outcomes[slot.request_id] = RoundOutcome(self._sequences[slot.request_id].committed, feedback)
         return outcomes
 
-    def _source(self, state: _Round, call: Call) -> tuple[list[_Entry], int]:
-        """The buffer a call reads and how many logits rows it needs."""
-        if isinstance(call, DraftStep):
-            return state.buffers[0], 1
-        below = state.buffers[call.level - 1] if call.level > 0 else state.buffers[0]
-        base = len(state.buffers[call.level])
-        if len(below) - base != call.candidates:
-            raise RuntimeError(
-                f"sequence {state.seq_id}: level {call.level} expected {call.candidates} candidates, "
-                f"the level below holds {len(below) - base}"
-            )
-        return below, call.candidates + 1
-
-    def _run_group(self, model: int, group: list[_Round]) -> list[int | None]:
+    def run_pass(self, step: Pass) -> None:
+        """Run one batched pass of ``step.model`` over ``step.rows``; fill its outcomes and time."""
+        began = time.perf_counter()
+        model = step.model
         requests = []
-        for state in group:
-            assert state.call is not None
-            source, n_logits = self._source(state, state.call)
-            committed = self._sequences[state.seq_id].tokens
-            requests.append(ScoreRequest(state.seq_id, committed + [e.token for e in source], n_logits))
+        for slot, keep in zip(step.rows, step.keeps):
+            sequence = self._sequence(slot)
+            source = sequence.buffers[slot.source_level()]
+            candidates = slot.call_candidates
+            if candidates != DRAFT and len(source) - len(sequence.buffers[slot.call_level]) != candidates:
+                raise RuntimeError(
+                    f"sequence {slot.request_id}: level {slot.call_level} expected {candidates} candidates, "
+                    f"the level below holds {len(source) - len(sequence.buffers[slot.call_level])}"
+                )
+            rows = 1 if candidates == DRAFT else candidates + 1
+            tokens = sequence.tokens + [entry.token for entry in source]
+            requests.append(ScoreRequest(slot.request_id, tokens, rows, keep))
         if self._sync:
             torch.cuda.synchronize()
-        began = time.perf_counter()
+        forward_began = time.perf_counter()
         results = self.states[model].score(requests)
         if self._sync:
             torch.cuda.synchronize()
-        seconds = time.perf_counter() - began
-        answers: list[int | None] = []
-        for state, result in zip(group, results):
-            call = state.call
-            assert call is not None
-            state.passes[call.level].append(PassTiming(model, result.fed, len(group), seconds))
-            if isinstance(call, DraftStep):
-                self._draft(state, model, result.logits)
-                answers.append(None)
-            else:
-                answers.append(self._verify(state, call, result.logits))
-        return answers
+        step.seconds = time.perf_counter() - forward_began
+        for index, (slot, result) in enumerate(zip(step.rows, results)):
+            if result.fed != step.feeds[index]:
+                raise RuntimeError(
+                    f"sequence {slot.request_id}: fed {result.fed} positions, the serving loop counted "
+                    f"{step.feeds[index]}"
+                )
+            sequence = self._sequences[slot.request_id]
+            if slot.call_candidates == DRAFT:
+                self._draft(sequence, model, result.logits)
+                continue
+            step.accepted[index] = self._verify(sequence, slot, result.logits, step.collect)
+            if slot.call_level == slot.top:
+                self._commit_round(sequence, slot)
+        if self.record_passes:
+            ended = time.perf_counter()
+            clock = PassClock(model, step.size, step.width, step.rounds_ending(), step.seconds, began, ended)
+            self.pass_clocks.append(clock)
 
-    def _draft(self, state: _Round, model: int, logits: torch.Tensor) -> None:
+    def _sequence(self, slot: Slot) -> _Sequence:
+        """The sequence of ``slot``, registered from the engine's prompts on its first pass."""
+        sequence = self._sequences.get(slot.request_id)
+        if sequence is None:
+            if self.prompt_for is None:
+                raise KeyError(f"sequence {slot.request_id} was never added to the executor")
+            self.add(slot.request_id, self.prompt_for(slot), slot.domain)
+            sequence = self._sequences[slot.request_id]
+        if sequence.round_id != slot.round_id:
+            sequence.round_id = slot.round_id
+            sequence.buffers = [[] for _ in slot.chain]
+        return sequence
+
+    def _draft(self, sequence: _Sequence, model: int, logits: torch.Tensor) -> None:
         probs = processed_probs(logits, self.sampling)[0]
         if self.sampling.greedy:
             token = int(torch.argmax(logits[0]))
         else:
-            generator = self._sequences[state.seq_id].generator
-            token = sample_index(probs, float(torch.rand((), generator=generator, dtype=torch.float64)))
-        state.buffers[0].append(_Entry(token, model, {model: probs}))
+            uniform = float(torch.rand((), generator=sequence.generator, dtype=torch.float64))
+            token = sample_index(probs, uniform)
+        sequence.buffers[0].append(_Entry(token, model, {model: probs}))
 
-    def _verify(self, state: _Round, call: Verify, logits: torch.Tensor) -> int:
-        model, level = call.model, call.level
-        buffers = state.buffers
+    def _verify(self, sequence: _Sequence, slot: Slot, logits: torch.Tensor, collect: bool) -> int:
+        model, level = slot.call_model, slot.call_level
+        buffers = sequence.buffers
         base = len(buffers[level])
         source = buffers[level - 1] if level > 0 else buffers[0]
         candidates = source[base:]
@@ -259,14 +259,17 @@ class MultiLevelExecutor:
         if self.sampling.greedy:
             verdict = verify_greedy(logits, tokens)
         else:
-            drafter = state.route.chain[0]
+            drafter = slot.chain[0]
             q_rows = [self._q_for(entry, drafter) for entry in candidates]
-            generator = self._sequences[state.seq_id].generator
-            uniforms = torch.rand(len(tokens) + 1, generator=generator, dtype=torch.float64).tolist()
+            uniforms = torch.rand(len(tokens) + 1, generator=sequence.generator, dtype=torch.float64).tolist()
             verdict = verify_sampled(probs, q_rows, tokens, uniforms, self.rule.residual)
-        self._record_tv(state, model, candidates, probs)
+        if level > 0 and collect:
+            lower = slot.chain[level - 1]
+            slot.tv[level].extend(
+                float(total_variation(entry.dists[lower], probs[i])) for i, entry in enumerate(candidates)
+            )
         # an accepted candidate is now *emitted by this level*: the level above must use this
-        # model's distribution as q for it (DESIGN.md §1), not the drafter's
+        # model's distribution as q for it (docs/design.md, "Lossless"), not the drafter's
         kept = [
             _Entry(e.token, model, {**e.dists, model: probs[i]})
             for i, e in enumerate(candidates[: verdict.accepted])
@@ -280,46 +283,16 @@ class MultiLevelExecutor:
             buffers[lower] = list(new_buffer)
         return verdict.accepted
 
+    def _commit_round(self, sequence: _Sequence, slot: Slot) -> None:
+        """The target verified: commit its tokens (up to an end-of-sequence token when one counts)."""
+        emitted = [entry.token for entry in sequence.buffers[-1]]
+        if self.eos_token_id is not None and self.eos_token_id in emitted:
+            emitted = emitted[: emitted.index(self.eos_token_id) + 1]
+            slot.stop_at = len(emitted)
+        sequence.tokens.extend(emitted)
+        sequence.committed = tuple(emitted)
+
     def _q_for(self, entry: _Entry, drafter: int) -> torch.Tensor:
         if self.rule.q_from_drafter and drafter in entry.dists:
             return entry.dists[drafter]
         return entry.dists[entry.producer]
-
-    @staticmethod
-    def _record_tv(state: _Round, model: int, candidates: list[_Entry], probs: torch.Tensor) -> None:
-        """TV(p_lower, p_model) at every candidate position, for every lower model that scored it."""
-        for index, entry in enumerate(candidates):
-            for lower, dist in entry.dists.items():
-                if lower != model:
-                    value = float(total_variation(dist, probs[index]))
-                    state.tv.setdefault((lower, model), []).append(value)
-
-    def _finish(self, state: _Round, finished: float) -> RoundOutcome:
-        counts = state.counts
-        assert counts is not None
-        emitted_tokens = [entry.token for entry in state.buffers[-1]]
-        if len(emitted_tokens) != counts.emitted[-1]:
-            raise RuntimeError(
-                f"sequence {state.seq_id}: target emitted {len(emitted_tokens)} tokens, "
-                f"plan says {counts.emitted[-1]}"
-            )
-        done = counts.emitted[-1] >= state.room
-        if self.eos_token_id is not None and self.eos_token_id in emitted_tokens:
-            emitted_tokens = emitted_tokens[: emitted_tokens.index(self.eos_token_id) + 1]
-            done = True
-        self._sequences[state.seq_id].tokens.extend(emitted_tokens)
-        chain = state.route.chain
-        levels = []
-        for level, model in enumerate(chain):
-            emitted = len(emitted_tokens) if level == len(chain) - 1 else counts.emitted[level]
-            levels.append(
-                LevelFeedback(
-                    model, counts.proposed[level], counts.accepted[level], emitted, tuple(state.passes[level])
-                )
-            )
-        tv = tuple(PairTV(lower, upper, tuple(values)) for (lower, upper), values in sorted(state.tv.items()))
-        domain = self._sequences[state.seq_id].domain
-        feedback = RoundFeedback(
-            state.seq_id, domain, state.route, state.started, finished, tuple(levels), tv, done
-        )
-        return RoundOutcome(tuple(emitted_tokens), feedback)

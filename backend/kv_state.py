@@ -49,6 +49,9 @@ class ScoreRequest(NamedTuple):
     seq_id: int
     tokens: Sequence[int]
     n_logits: int
+    keep: int | None = None
+    """Cached positions to keep, as the serving loop counted them (checked against the ids);
+    None: the longest common prefix of the cache and ``tokens``."""
 
 
 class ScoreResult(NamedTuple):
@@ -70,6 +73,26 @@ def common_prefix_length(a: Sequence[int], b: Sequence[int]) -> int:
     while index < limit and a[index] == b[index]:
         index += 1
     return index
+
+
+def kept_positions(cached: list[int], request: ScoreRequest) -> int:
+    """How many cached positions a pass keeps (the rest of ``request.tokens`` is fed).
+
+    The serving loop's ``keep`` is taken as given after checking that the cache really holds
+    those token ids (a mismatch is a bookkeeping bug, never silently recomputed); without
+    one, the longest common prefix.  The positions whose logits are asked for are always fed.
+    """
+    limit = len(request.tokens) - request.n_logits
+    keep = request.keep
+    if keep is None:
+        return min(common_prefix_length(cached, request.tokens), limit)
+    if not 0 <= keep <= min(limit, len(cached)) or cached[:keep] != list(request.tokens[:keep]):
+        raise RuntimeError(
+            f"sequence {request.seq_id}: the serving loop keeps {keep} cached positions, but the cache "
+            f"holds {common_prefix_length(cached, request.tokens)} matching of {len(cached)} "
+            f"(feeding {len(request.tokens)} with {request.n_logits} logits rows)"
+        )
+    return keep
 
 
 class ModelKV:
@@ -120,9 +143,7 @@ class ModelKV:
                     f"must be in 1..{len(request.tokens)}"
                 )
             cache = self._caches.setdefault(request.seq_id, _SequenceCache())
-            keep = min(
-                common_prefix_length(cache.tokens, request.tokens), len(request.tokens) - request.n_logits
-            )
+            keep = kept_positions(cache.tokens, request)
             self.rollback(request.seq_id, keep)
             caches.append(cache)
             keeps.append(keep)

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.hf_compat import HFModel
-from backend.kv_state import ScoreRequest, ScoreResult, common_prefix_length
+from backend.kv_state import ScoreRequest, ScoreResult, kept_positions
 
 SUPPORTED_TYPES = {"llama", "qwen2", "mistral"}
 
@@ -139,9 +139,7 @@ class LeanKV:
                     f"must be in 1..{len(request.tokens)}"
                 )
             slot = self._slot(request.seq_id)
-            keeps.append(
-                min(common_prefix_length(slot.tokens, request.tokens), len(request.tokens) - request.n_logits)
-            )
+            keeps.append(kept_positions(slot.tokens, request))
             slots.append(slot)
         feeds = [len(r.tokens) - keep for r, keep in zip(requests, keeps)]
         feed_max = max(feeds)

@@ -106,11 +106,15 @@ class LadderInfo(NamedTuple):
 
 
 class RouteView(NamedTuple):
-    """What a real server could know at the start of a round (DESIGN.md §3).
+    """What a real server could know at the start of a round (docs/design.md, "Contract").
 
-    ``batch_sizes`` / ``queue_lengths`` have one entry per ladder model: sequences in the
-    model's running batch and requests waiting for it.  ``domain`` is the request's
-    optional tag (e.g. ``"code"``); policies may keep per-domain state when it is present.
+    ``batch_sizes`` / ``queue_lengths`` have one entry per ladder model: ``batch_sizes[m]``
+    is the number of sequences in model ``m``'s latest pass (0 before its first, or while
+    the model idles in the pipelined simulator), ``queue_lengths[m]`` the calls pending on
+    model ``m`` when the round starts.  ``waiting`` counts arrived requests that have no
+    engine slot yet (the backlog).  ``domain`` is the request's optional tag (e.g.
+    ``"code"``); policies may keep per-domain state when it is present.  Both worlds fill
+    these the same way (:mod:`policies.serving`).
     """
 
     request_id: int
@@ -122,6 +126,7 @@ class RouteView(NamedTuple):
     ladder: LadderInfo
     batch_sizes: tuple[int, ...]
     queue_lengths: tuple[int, ...]
+    waiting: int = 0
 
 
 class PassTiming(NamedTuple):

@@ -72,6 +72,9 @@ class ModelSpec:
         return self.params * self.bytes_per_weight
 
 
+SCHEDULERS = ("lockstep", "pipelined")
+
+
 @dataclass(frozen=True)
 class ClusterConfig:
     """The ladder, the GPUs and the batching limits of every model server."""
@@ -83,6 +86,10 @@ class ClusterConfig:
     max_batched_tokens: int = 8192
     max_running_requests: int = 0  # requests decoding at once (FIFO admission); 0 = no limit
     padded_batches: bool = False  # a pass costs batch x widest feed (the torch backend pads ragged rows)
+    # "lockstep": the real engine's loop (policies.serving), one pass at a time on the ladder;
+    # "pipelined": one continuous-batching server per model, co-placed models share their GPU
+    # (simulated only: the backend runs lockstep)
+    scheduler: str = "lockstep"
     profile: str | None = None  # path of a world profile: table latency and empirical acceptance
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -191,6 +198,12 @@ def cluster_from_dict(raw: Any, source: str = "cluster") -> ClusterConfig:
     for key in ("max_batch_size", "max_batched_tokens"):
         if key in raw:
             _positive(raw[key], f"{source}.{key}", integer=True)
+    scheduler = raw.get("scheduler", "lockstep")
+    if scheduler not in SCHEDULERS:
+        raise ConfigError(
+            f"{source}.scheduler: expected one of {', '.join(SCHEDULERS)}, got {scheduler!r} "
+            "(lockstep = the real engine's serving loop; pipelined = one server per model, simulated only)"
+        )
     running = raw.get("max_running_requests", 0)
     if not isinstance(running, int) or isinstance(running, bool) or running < 0:
         raise ConfigError(

@@ -1,30 +1,23 @@
-"""The SimPy world: one process per model server, events per batch iteration.
+"""The SimPy world: the serving loop of :mod:`policies.serving` with modelled passes.
 
-**Servers.**  Every ladder model is a server with a FIFO queue of requests waiting for
-their next model call.  Its process loops: wait for work; acquire the GPU if the model
-shares it (a ``simpy.Resource``: co-placed models run one pass at a time); form a batch
-from the head of the queue (up to ``max_batch_size`` sequences and ``max_batched_tokens``
-positions; a single oversized prefill runs alone); compute the pass time from the latency
-model (with ``padded_batches``, as for the torch backend's padded ragged batches, a pass of
-``b`` sequences costs ``b`` times the widest feed); advance the clock once; then advance
-every member's round by one call in a tight loop.  A member whose next call is on another
-model joins that server's queue (waking it); one whose next call is on the same model joins
-the back of this queue, so it rides in the next iteration: continuous batching.
+Two schedulers, chosen by ``ClusterConfig.scheduler``:
 
-**Rounds.**  A round is exactly the call sequence of :func:`policies.plan.round_calls`
-(the generator itself drives it, so both worlds make the same calls in the same order and
-count).  A ``DraftStep`` feeds 1 position, a ``Verify`` of ``k`` candidates ``k + 1``;
-a model's first call after it sat out rounds also feeds the committed tokens it has not
-scored yet (catch-up; for a new request that is the prompt: prefill).  Chain members are
-treated as in sync after each round.  ``Verify`` outcomes come from
-:class:`sim.acceptance.AcceptanceModel` at the pass's end.
+* **lockstep** (the default; what the real backend runs) -- one SimPy process is the engine:
+  it drives :func:`policies.serving.serve` and, for every :class:`~policies.serving.Pass` the
+  loop forms, charges the latency model's pass time (:meth:`WorldPasses.run`) plus the
+  loop's own time outside forward passes (per pass, per row and per finished round, as the
+  profiler measured it on the ladder) and draws the acceptance outcomes.  Same admission,
+  same routing moments, same rows, positions fed and padded widths as the backend.
+* **pipelined** (the GPU-cluster presets; *simulated only* -- the backend has one device and
+  runs lockstep) -- every ladder model is a continuous-batching server with its own FIFO
+  queue; co-placed models share their GPU (one pass at a time).  A request whose next call
+  is on another model joins that server's queue.  Rounds, positions fed, pass formation
+  limits, acceptance draws and feedback are the shared ones of :mod:`policies.serving`.
 
-**Lifecycle.**  Arrival -> ``policy.route(view)`` -> calls -> ``policy.observe(feedback)``
-(per-level counts, every ``PassTiming``, TV samples per verified pair) -> next round, until
-the output budget is met.  With ``max_running_requests`` (the real engine's slots), an
-arrival that finds every slot taken waits in a FIFO and starts when a request finishes (its
-wait counts in its time to first token).  Records: :class:`traces.records.RequestRecord` per request and,
-when enabled, :class:`traces.records.RoundRecord` per round.
+``Verify`` outcomes come from :class:`sim.acceptance.AcceptanceModel` at the pass's end;
+TV samples are drawn for the chain-neighbour pair, as the backend measures them.
+Records: :class:`traces.records.RequestRecord` per request and, when enabled,
+:class:`traces.records.RoundRecord` per round.
 """
 
 from __future__ import annotations
@@ -36,14 +29,27 @@ from typing import Any, NamedTuple
 import simpy
 
 from policies.baselines import StaticChain, TargetOnly
-from policies.contract import LadderInfo, LevelFeedback, PairTV, PassTiming, Policy, RoundFeedback, RouteView
+from policies.contract import LadderInfo, Policy, RoundFeedback
 from policies.plan import Call
-from sim.request_state import RequestState
+from policies.serving import (
+    DRAFT,
+    Idle,
+    Pass,
+    ServingConfig,
+    Sinks,
+    Slot,
+    fits,
+    request_record,
+    resolve_pass,
+    round_feedback,
+    serve,
+    start_round,
+    take_row,
+)
+from policies.serving import _view as route_view
 from sim.world import World
 from traces.records import RequestRecord, RoundRecord, round_record_from_feedback
 from traces.request import Request
-
-_new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__ frame
 
 
 class SimResult(NamedTuple):
@@ -53,6 +59,43 @@ class SimResult(NamedTuple):
     tokens_total: int
     sim_seconds: float
     calls: list[tuple[int, Call, int | None]]  # (request_id, call, outcome) when trace_calls
+    passes: list[tuple[Any, ...]] = []  # Pass.signature() of every pass when trace_calls
+
+
+class WorldPasses:
+    """Runs a :class:`Pass` in the modelled world: its duration and its acceptance outcomes."""
+
+    def __init__(self, world: World) -> None:
+        cluster = world.cluster
+        self.padded = cluster.padded_batches
+        self.pass_time = world.latency.pass_time
+        self.overhead = world.latency.loop_overhead
+        self.verify = world.acceptance.verify
+
+    def run(self, step: Pass, now: float) -> float:
+        """Fill ``step``'s outcomes and forward time; return the time the pass takes in the loop."""
+        model, rows, keeps, feeds = step.model, step.rows, step.keeps, step.feeds
+        size = len(rows)
+        tokens = step.width * size if self.padded else sum(feeds)
+        context = sum(keeps)
+        attention = sum([fed * (keep + fed) for keep, fed in zip(keeps, feeds)])
+        seconds = self.pass_time(model, tokens, size, context, attention, now)
+        step.seconds = seconds
+        per_pass, per_row, per_round = self.overhead
+        spent = seconds
+        if per_pass or per_row or per_round:
+            spent += per_pass + per_row * size + per_round * step.rounds_ending()
+        end = now + spent
+        verify, accepted, collect = self.verify, step.accepted, step.collect
+        for index, slot in enumerate(rows):
+            candidates = slot.call_candidates
+            if candidates > 0:
+                level = slot.call_level
+                accepted[index] = verify(
+                    slot.chain[level - 1], model, slot.domain, end, slot.latent, slot.buffer[level],
+                    candidates, slot.tv[level] if collect else None,
+                )  # fmt: skip
+        return spent
 
 
 class GpuLock:
@@ -83,19 +126,19 @@ class GpuLock:
 
 
 class Server:
-    """One model's continuous-batching server (a SimPy process)."""
+    """One model's continuous-batching server in the pipelined scheduler (a SimPy process)."""
 
     def __init__(self, sim: Simulation, model: int, gpu: GpuLock | None) -> None:
         self.sim = sim
         self.model = model
         self.gpu = gpu
-        self.queue: deque[RequestState] = deque()
+        self.queue: deque[Slot] = deque()
         self.wakeup: simpy.Event | None = None
         self.passes = 0
         self.busy = 0.0
 
-    def submit(self, state: RequestState) -> None:
-        self.queue.append(state)
+    def submit(self, slot: Slot) -> None:
+        self.queue.append(slot)
         wakeup = self.wakeup
         if wakeup is not None:
             self.wakeup = None
@@ -107,12 +150,10 @@ class Server:
         model = self.model
         queue = self.queue
         gpu = self.gpu
-        cluster = sim.world.cluster
-        max_batch, max_tokens = cluster.max_batch_size, cluster.max_batched_tokens
-        padded = cluster.padded_batches
-        pass_time = sim.world.latency.pass_time
+        limits = sim.serving
+        max_rows, max_tokens = limits.max_pass_rows, limits.max_pass_tokens
         batch_sizes = sim.batch_sizes
-        timeout = env.timeout
+        run_pass = sim.passes.run
         while True:
             if not queue:
                 batch_sizes[model] = 0  # idle; while busy, views see the batch of the latest pass
@@ -122,38 +163,26 @@ class Server:
                 handover = gpu.acquire()
                 if handover is not None:
                     yield handover
-            batch: list[RequestState] = []
-            size = tokens = context = attention = widest = 0
-            while queue and size < max_batch:
-                state = queue[0]
-                in_sync = state.committed
-                cached = state.cached
-                lag = in_sync - cached[model]
-                candidates = state.call_candidates
-                n = (candidates + 1 if candidates > 0 else 1) + lag
-                if size and tokens + n > max_tokens:
+            rows: list[Slot] = []
+            keeps: list[int] = []
+            feeds: list[int] = []
+            width = 0
+            while queue:
+                fed = queue[0].feed()[1]
+                if not fits(len(rows), width, fed, max_rows, max_tokens):
                     break
-                queue.popleft()
-                cached[model] = in_sync
-                state.fed = n
-                batch.append(state)
-                size += 1
-                ctx = in_sync - lag + state.position[state.call_level]
-                tokens += n
-                context += ctx
-                attention += n * (ctx + n)
-                if n > widest:
-                    widest = n
-            if padded:
-                tokens = widest * size
-            seconds = pass_time(model, tokens, size, context, attention, env.now)
-            batch_sizes[model] = size
-            yield timeout(seconds)
+                take_row(model, queue.popleft(), rows, keeps, feeds)
+                if fed > width:
+                    width = fed
+            step = Pass(model, rows, keeps, feeds, width, sim.collect)
+            seconds = run_pass(step, env.now)
+            batch_sizes[model] = len(rows)
+            yield env.timeout(seconds)
             if gpu is not None:
                 gpu.release()
             self.passes += 1
             self.busy += seconds
-            sim.advance(batch, model, seconds)
+            sim.after_pass(step)
 
 
 class Simulation:
@@ -175,16 +204,13 @@ class Simulation:
         self.policy = policy
         self.env = simpy.Environment()
         cluster = world.cluster
+        self.cluster = cluster
         self.ladder = LadderInfo(cluster.names, tuple(m.params for m in cluster.models))
         self.target = cluster.target
-        gpu_locks = {gpu: GpuLock(self.env) for gpu in cluster.shared_gpus()}
-        self.servers = [
-            Server(self, index, gpu_locks.get(model.gpu)) for index, model in enumerate(cluster.models)
-        ]
-        self.batch_sizes = [0] * len(self.servers)  # sequences in each model's latest pass (0 when idle)
-        self.queues = [server.queue for server in self.servers]
-        for server in self.servers:
-            self.env.process(server.run())
+        self.serving = ServingConfig(
+            cluster.max_running_requests, cluster.max_batch_size, cluster.max_batched_tokens
+        )
+        self.passes = WorldPasses(world)
         self.record_rounds = world.scenario.record_rounds if record_rounds is None else record_rounds
         if feedback not in ("auto", "always"):
             raise ValueError(f"Simulation feedback must be 'auto' or 'always', got {feedback!r}")
@@ -198,17 +224,27 @@ class Simulation:
         self.request_records: list[RequestRecord] = []
         self.round_records: list[RoundRecord] = []
         self.calls: list[tuple[int, Call, int | None]] = []
+        self.pass_log: list[tuple[Any, ...]] = []
         self.rounds_total = 0
         self.tokens_total = 0
         self.active = 0
+        # the pipelined scheduler's servers and admission state
+        self.servers: list[Server] = []
+        self.batch_sizes = [0] * len(cluster.models)
         self.running = 0
-        self.max_running = cluster.max_running_requests
-        self.admission: deque[RequestState] = deque()
-        self.verify = world.acceptance.verify
+        self.admission: deque[Request] = deque()
 
     # -- lifecycle ---------------------------------------------------------------------
     def run(self, requests: Iterable[Request]) -> SimResult:
-        self.env.process(self._arrivals(requests))
+        if self.cluster.scheduler == "pipelined":
+            gpu_locks = {gpu: GpuLock(self.env) for gpu in self.cluster.shared_gpus()}
+            models = self.cluster.models
+            self.servers = [Server(self, m, gpu_locks.get(model.gpu)) for m, model in enumerate(models)]
+            for server in self.servers:
+                self.env.process(server.run())
+            self.env.process(self._arrivals(requests))
+        else:
+            self.env.process(self._lockstep(requests))
         self.env.run()
         if self.active:
             raise RuntimeError(f"simulation stalled with {self.active} unfinished requests")
@@ -219,161 +255,112 @@ class Simulation:
             self.tokens_total,
             self.env.now,
             self.calls,
+            self.pass_log,
         )
 
-    def _arrivals(self, requests: Iterable[Request]) -> Any:
-        env = self.env
-        for request in requests:
-            if request.output_tokens < 1 or request.prompt_tokens < 1:
-                raise ValueError(
-                    f"request {request.request_id}: needs prompt_tokens >= 1 and output_tokens >= 1, "
-                    f"got {request.prompt_tokens} and {request.output_tokens}"
-                )
-            if request.arrival > env.now:
-                yield env.timeout(request.arrival - env.now)
-            self.active += 1
-            state = RequestState(request, len(self.servers))
-            if self.max_running and self.running >= self.max_running:
-                self.admission.append(state)
-            else:
-                self.running += 1
-                self.start_round(state)
-
-    def start_round(self, state: RequestState) -> None:
-        now = self.env.now
-        servers = self.servers
-        view: RouteView = _new_tuple(
-            RouteView,
-            (
-                state.request_id,
-                state.prompt_tokens,
-                state.generated,
-                state.budget,
-                state.domain,
-                now,
-                self.ladder,
-                tuple(self.batch_sizes),
-                tuple(map(len, self.queues)),
-            ),
-        )
-        route = self.policy.route(view)
-        if route.target != self.target:  # Route itself checked the chain is increasing and ends there
-            raise ValueError(
-                f"policy {self.policy.name!r} routed to target {route.target}, but the ladder's "
-                f"target is model {self.target} ({self.ladder.size} models)"
-            )
-        state.begin_round(route, state.budget - state.generated, now, self.collect)
-        servers[state.call_model].submit(state)
-
-    def advance(self, batch: list[RequestState], model: int, seconds: float) -> None:
-        """Resolve every member's call after a pass and move it to its next call."""
-        now = self.env.now
-        size = len(batch)
-        servers = self.servers
-        verify = self.verify
-        trace = self.calls if self.trace_calls else None
-        timings: dict[int, PassTiming] = {}
-        queue = servers[model].queue
-        collect = self.collect
-        for state in batch:
-            level = state.call_level
-            candidates = state.call_candidates
-            if collect:
-                n = state.fed
-                timing = timings.get(n)
-                if timing is None:
-                    timing = timings[n] = _new_tuple(PassTiming, (model, n, size, seconds))
-                state.passes[level].append(timing)
-            if candidates < 0:  # a draft step: the common case, resolved inline
-                state.position[0] += 1
-                if trace is not None:
-                    trace.append((state.request_id, state.call, None))
-                left = state.drafts_left - 1
-                if left:
-                    state.drafts_left = left
-                    queue.append(state)  # this server is running: no wake-up needed
-                    continue
-                took = 0
-            else:
-                took = verify(
-                    state.chain[level - 1], model, state.domain, now, state.latent, state.position[level],
-                    candidates, state.tv[level] if collect else None,
-                ) if candidates else 0  # fmt: skip
-                state.position[level] += took + 1
-                if trace is not None:
-                    trace.append((state.request_id, state.call, took))
-                if level == state.top:  # the target's verify ends the round (inline resolve)
-                    state.proposed[level] += candidates
-                    state.accepted[level] += took
-                    state.emitted[level] += took + 1
-                    self.finish_round(state)
-                    continue
-            if state.resolve(took):
-                self.finish_round(state)
-            else:
-                servers[state.call_model].submit(state)
-
-    def finish_round(self, state: RequestState) -> None:
-        now = self.env.now
-        committed = state.emitted[-1]
-        state.finish(committed)
-        done = state.generated >= state.budget
-        if state.first_token < 0.0:
-            state.first_token = now
-        self.rounds_total += 1
-        self.tokens_total += committed
-        if self.collect:
-            self._feedback(state, now, done)
-        if not done:
-            self.start_round(state)
-            return
-        self.active -= 1
-        self.running -= 1
-        if self.admission:
-            self.running += 1
-            self.start_round(self.admission.popleft())
-        record_out = RequestRecord(
-            state.request_id,
-            state.arrival,
-            state.first_token,
-            now,
-            state.prompt_tokens,
-            state.generated,
-            state.domain,
-        )
-        if self.request_sink is not None:
-            self.request_sink(record_out)
-        else:
-            self.request_records.append(record_out)
-        if self.progress is not None:
-            self.progress(1)
-
-    def _feedback(self, state: RequestState, now: float, done: bool) -> None:
-        """Build the round's feedback, hand it to the policy and record the round."""
-        route = state.route
-        chain = route.chain
-        proposed, accepted, emitted = state.proposed, state.accepted, state.emitted
-        passes, tv = state.passes, state.tv
-        levels = tuple(
-            [
-                _new_tuple(LevelFeedback, (chain[j], proposed[j], accepted[j], emitted[j], tuple(passes[j])))
-                for j in range(len(chain))
-            ]
-        )
-        pair_tv = tuple(
-            [_new_tuple(PairTV, (chain[j - 1], chain[j], tuple(tv[j]))) for j in range(1, len(chain))]
-        )
-        feedback: RoundFeedback = _new_tuple(
-            RoundFeedback,
-            (state.request_id, state.domain, route, state.round_started, now, levels, pair_tv, done),
-        )
-        self.policy.observe(feedback)
+    # -- the records both schedulers write -------------------------------------------------
+    def _record_round(self, feedback: RoundFeedback) -> None:
         if self.record_rounds:
             record = round_record_from_feedback(feedback)
             if self.round_sink is not None:
                 self.round_sink(record)
             else:
                 self.round_records.append(record)
+
+    def _record_request(self, record: RequestRecord, slot: Slot | None = None) -> None:
+        if self.request_sink is not None:
+            self.request_sink(record)
+        else:
+            self.request_records.append(record)
+        if self.progress is not None:
+            self.progress(1)
+
+    def _trace(self, step: Pass) -> None:
+        self.pass_log.append(step.signature())
+        for slot, took in zip(step.rows, step.accepted):
+            outcome = None if slot.call_candidates == DRAFT else took
+            self.calls.append((slot.request_id, slot.call, outcome))
+
+    # -- lockstep: the shared serving loop in one SimPy process --------------------------
+    def _lockstep(self, requests: Iterable[Request]) -> Any:
+        env = self.env
+        sinks = Sinks(
+            feedback=self._record_round if self.record_rounds else None,
+            request=self._record_request,
+            passes=self._trace if self.trace_calls else None,
+        )
+        loop = serve(self._checked(requests), self.policy, self.ladder, self.serving, sinks, self.collect)
+        run_pass = self.passes.run
+        timeout = env.timeout
+        try:
+            action = next(loop)
+            while True:
+                if type(action) is Idle:
+                    yield timeout(max(0.0, action.until - env.now))
+                else:
+                    assert isinstance(action, Pass)
+                    yield timeout(run_pass(action, env.now))
+                action = loop.send(env.now)
+        except StopIteration as stop:
+            stats = stop.value
+            self.rounds_total, self.tokens_total = stats.rounds, stats.tokens
+
+    def _checked(self, requests: Iterable[Request]) -> Iterable[Request]:
+        for request in requests:
+            if request.output_tokens < 1 or request.prompt_tokens < 1:
+                raise ValueError(
+                    f"request {request.request_id}: needs prompt_tokens >= 1 and output_tokens >= 1, "
+                    f"got {request.prompt_tokens} and {request.output_tokens}"
+                )
+            yield request
+
+    # -- pipelined: one server per model ---------------------------------------------------
+    def _arrivals(self, requests: Iterable[Request]) -> Any:
+        env = self.env
+        limit = self.serving.slots
+        for request in self._checked(requests):
+            if request.arrival > env.now:
+                yield env.timeout(request.arrival - env.now)
+            self.active += 1
+            if limit and self.running >= limit:
+                self.admission.append(request)
+            else:
+                self.running += 1
+                self._start(Slot(request, len(self.servers)))
+
+    def _start(self, slot: Slot) -> None:
+        queued = [len(server.queue) for server in self.servers]
+        view = route_view(slot, self.env.now, self.ladder, self.batch_sizes, queued, len(self.admission))
+        start_round(slot, self.policy, view, self.target, self.collect)
+        self.servers[slot.call_model].submit(slot)
+
+    def after_pass(self, step: Pass) -> None:
+        """Resolve a pipelined pass: finished rounds end, the others join their next server."""
+        if self.trace_calls:
+            self._trace(step)
+        ended = resolve_pass(step)
+        servers = self.servers
+        for slot in step.rows:
+            if slot not in ended:
+                servers[slot.call_model].submit(slot)
+        now = self.env.now
+        for slot in ended:
+            committed = slot.commit(now)
+            self.rounds_total += 1
+            self.tokens_total += committed
+            if self.collect:
+                feedback = round_feedback(slot, now, committed)
+                self.policy.observe(feedback)
+                self._record_round(feedback)
+            if not slot.done:
+                self._start(slot)
+                continue
+            self.active -= 1
+            self.running -= 1
+            self._record_request(request_record(slot))
+            if self.admission:
+                self.running += 1
+                self._start(Slot(self.admission.popleft(), len(servers)))
 
 
 def ignores_feedback(policy: Policy) -> bool:

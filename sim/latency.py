@@ -122,6 +122,28 @@ def table_lookup(table: PassTimeTable, batch: float, tokens: float) -> float:
     return max(value, min(min(row) for row in rows))
 
 
+LOOP_OVERHEAD_KEY = "loop_overhead"
+"""``WorldProfile.meta`` key of the serving loop's time outside forward passes (the profiler's)."""
+
+
+def loop_overhead(profile: WorldProfile | None) -> tuple[float, float, float]:
+    """``(per pass, per row, per finished round)`` seconds the engine spends outside forward passes.
+
+    Measured by the profiler on the ladder (``backend.profile_calibration``); zero without a
+    profile (the roofline's GPU clusters model a server whose scheduling overlaps its passes).
+    """
+    if profile is None:
+        return (0.0, 0.0, 0.0)
+    raw = profile.meta.get(LOOP_OVERHEAD_KEY)
+    if not isinstance(raw, dict):
+        return (0.0, 0.0, 0.0)
+    return (
+        float(raw.get("per_pass_s", 0.0)),
+        float(raw.get("per_row_s", 0.0)),
+        float(raw.get("per_round_s", 0.0)),
+    )
+
+
 class LatencyModel:
     """Base latency x noise x slowdown; ``expected`` leaves the noise out (the truth's view)."""
 
@@ -150,6 +172,7 @@ class LatencyModel:
             tuple(e for e in slowdowns if e.gpu == model.gpu) for model in cluster.models
         ]
         self.noise_sigma = noise_sigma
+        self.loop_overhead = loop_overhead(profile)
         self._rng = np.random.default_rng(seed)
         self._noise: list[float] = []
         self._noise_at = 0

@@ -35,6 +35,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         "max_batch_size": 64,
         "max_batched_tokens": 8192,
+        "scheduler": "pipelined",
     },
     "qwen": {
         "gpus": {"small": "H100", "mid": "H100", "big": "H100"},
@@ -46,6 +47,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         "max_batch_size": 64,
         "max_batched_tokens": 8192,
+        "scheduler": "pipelined",
     },
     "cpu": {
         "gpus": {"cpu": "CPU"},

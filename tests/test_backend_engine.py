@@ -184,10 +184,15 @@ def test_policy_sees_real_batch_sizes_and_queue() -> None:
     policy = LoadRecorder()
     requests = [Request(i, 0.0, 4, 3, None) for i in range(5)]
     replay(LADDER, policy, requests, PROMPTS, EngineConfig(max_batch=2, progress=False))
-    first = policy.views[0]
-    assert first.batch_sizes == (0, 0, 2) and first.queue_lengths == (0, 0, 3)
-    assert len([v for v in policy.views if v.now == first.now]) == 2  # the first step routed 2 requests
-    assert policy.views[-1].queue_lengths[-1] == 0
+    first, second = policy.views[:2]
+    # admission: nothing has run yet; 3 requests wait for the 2 slots; the second request
+    # sees the first one's call pending on the target
+    assert first.batch_sizes == (0, 0, 0) and first.queue_lengths == (0, 0, 0) and first.waiting == 3
+    assert second.queue_lengths == (0, 0, 1) and second.now == first.now
+    # after the first target pass (2 rows) the routed requests see it and the 3 still waiting
+    third = policy.views[2]
+    assert third.batch_sizes == (0, 0, 2) and third.waiting == 3
+    assert policy.views[-1].waiting == 0
 
 
 def test_long_requests_are_clipped_to_the_context_window() -> None:

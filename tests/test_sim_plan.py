@@ -8,7 +8,7 @@ import pytest
 
 from policies.contract import Route
 from policies.plan import Verify, drive
-from sim.request_state import RequestState
+from policies.serving import Slot as RequestState
 from traces.request import Request
 
 

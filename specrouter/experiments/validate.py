@@ -225,8 +225,7 @@ def run_real(
     ``policy`` is a registry name or a policy object (used as is: pass a fresh one); ``lean``
     selects the backend's lean forward path.
     """
-    from backend.engine import Engine, EngineConfig
-    from backend.executor import MultiLevelExecutor
+    from backend.engine import Engine, EngineConfig, replay_executor
     from backend.replay import prompt_source_for
     from specrouter.experiments.policies import make_policy
     from traces.records import RecordWriter, read_records
@@ -237,7 +236,7 @@ def run_real(
         return reused
     engine = Engine(
         ladder,
-        MultiLevelExecutor(ladder, seed=seed, lean=lean),
+        replay_executor(ladder, seed=seed, lean=lean),  # trace budgets: no early stop, as simulated
         make_policy(policy) if isinstance(policy, str) else policy,
         prompt_source_for(ladder, seed),
         EngineConfig(max_batch=max_batch, replay="fast"),

@@ -1,0 +1,189 @@
+"""Call for call: the simulator, fed the backend's outcomes, makes the backend's passes.
+
+One workload (requests of different lengths, one arriving mid-run, one after an idle gap),
+one deterministic router (chains of 1-3 levels, rotating per round), on a tiny real ladder.
+The backend runs it for real with a clock that advances by a fixed time per pass; the
+simulator replays it with the same pass times and, for every verification, the outcome the
+backend recorded.  The sequence of passes -- model, rows (request, chain level, candidates,
+positions fed) and padded width -- must be identical, and so must the round feedback and the
+request records.  Dyadic times keep every clock sum exact in both worlds.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from typing import Any
+
+import pytest
+
+from backend.engine import Engine, EngineConfig, replay_executor
+from backend.replay import RandomTokenPrompts
+from backend.testing import agreeing_ladder, tiny_ladder
+from policies.contract import RoundFeedback, Route, RouteView
+from policies.serving import DRAFT, Pass
+from sim.config import cluster_from_dict
+from sim.engine import Simulation
+from sim.scenario import Scenario
+from sim.world import World
+from traces.records import RequestRecord
+from traces.request import Request
+
+TICK = 2.0**-10  # seconds a pass of model m takes: (m + 1) ticks, exact in binary
+
+ROUTES = (
+    Route((0, 1, 2), (3, 2), 2),
+    Route((0, 2), (4,), 2),
+    Route((2,), (), 2),
+    Route((1, 2), (2,), 2),
+    Route((0, 1, 2), (2, 1), 2),
+)
+
+
+def pass_seconds(model: int) -> float:
+    return (model + 1) * TICK
+
+
+class RotatingRouter:
+    """Route ``(request + rounds so far) mod 5``: every chain shape, catch-up after target-only rounds."""
+
+    name = "rotating"
+
+    def __init__(self) -> None:
+        self.rounds: dict[int, int] = defaultdict(int)
+        self.views: list[RouteView] = []
+        self.feedback: list[RoundFeedback] = []
+
+    def route(self, view: RouteView) -> Route:
+        self.views.append(view)
+        index = (view.request_id + self.rounds[view.request_id]) % len(ROUTES)
+        self.rounds[view.request_id] += 1
+        return ROUTES[index]
+
+    def observe(self, feedback: RoundFeedback) -> None:
+        self.feedback.append(feedback)
+
+
+def workload() -> list[Request]:
+    lengths = [(6, 9), (3, 4), (11, 13), (5, 2), (8, 7)]
+    requests = [Request(i, 0.0, p, o, None) for i, (p, o) in enumerate(lengths)]
+    requests.append(Request(5, 24 * TICK, 4, 6, None))  # arrives while others decode
+    requests.append(Request(6, 4096.0, 7, 5, None))  # arrives after everything finished: idle gap
+    return requests
+
+
+class PassClock:
+    """The backend's clock: it moves only when a pass runs, by that pass's fixed time."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def run_backend(ladder: Any, slots: int) -> tuple[list[tuple[Any, ...]], dict[int, deque[int]], Any]:
+    clock = PassClock()
+    executor = replay_executor(ladder)
+    real_run_pass = executor.run_pass
+
+    def timed_pass(step: Pass) -> None:
+        real_run_pass(step)
+        step.seconds = pass_seconds(step.model)  # the feedback's pass timings, as simulated
+        clock.t += step.seconds
+
+    executor.run_pass = timed_pass  # type: ignore[method-assign]
+    router = RotatingRouter()
+    engine = Engine(
+        ladder,
+        executor,
+        router,
+        RandomTokenPrompts(ladder.vocab_size, seed=3),
+        EngineConfig(max_batch=slots, progress=False),
+        clock=clock,
+    )
+    passes: list[tuple[Any, ...]] = []
+    outcomes: dict[int, deque[int]] = defaultdict(deque)
+
+    def log(step: Pass) -> None:
+        passes.append(step.signature())
+        for slot, took in zip(step.rows, step.accepted):
+            if slot.call_candidates > 0:
+                outcomes[slot.request_id].append(took)
+
+    engine.pass_sink = log
+    records: list[RequestRecord] = []
+
+    class Writer:
+        def add_request(self, record: RequestRecord) -> None:
+            records.append(record)
+
+        def add_feedback(self, feedback: RoundFeedback) -> None:
+            pass
+
+    engine.run(workload(), Writer())  # type: ignore[arg-type]
+    return passes, outcomes, (router, sorted(records))
+
+
+def run_simulator(slots: int, outcomes: dict[int, deque[int]]) -> tuple[list[tuple[Any, ...]], Any]:
+    cluster = cluster_from_dict(
+        {
+            "gpus": {"cpu": "CPU"},
+            "models": [
+                {"name": f"tiny{k}", "params": 2e4, "layers": 2, "hidden": 32, "heads": 4, "kv_heads": 4,
+                 "gpu": "cpu"}
+                for k in range(3)
+            ],
+            "max_batch_size": slots,
+            "max_batched_tokens": 2048,
+            "max_running_requests": slots,
+            "padded_batches": True,
+        },
+        "tiny",
+    )  # fmt: skip
+    router = RotatingRouter()
+    sim = Simulation(World(cluster, Scenario(seed=0)), router, trace_calls=True, feedback="always")
+    recorded = {rid: deque(values) for rid, values in outcomes.items()}
+
+    def replayed_pass(step: Pass, now: float) -> float:
+        """The backend's pass time, and for each verification the outcome the backend recorded."""
+        for index, slot in enumerate(step.rows):
+            if slot.call_candidates > 0:
+                step.accepted[index] = recorded[slot.request_id].popleft()
+        step.seconds = pass_seconds(step.model)
+        return step.seconds
+
+    sim.passes.run = replayed_pass  # type: ignore[method-assign]
+    result = sim.run(workload())
+    assert all(not left for left in recorded.values()), "the simulator asked for fewer verifications"
+    return result.passes, (router, sorted(result.requests))
+
+
+@pytest.mark.parametrize("slots", [1, 4])
+@pytest.mark.parametrize("make_ladder", [agreeing_ladder, tiny_ladder], ids=["agreeing", "random"])
+def test_simulator_makes_the_backends_passes(slots: int, make_ladder: Any) -> None:
+    ladder = make_ladder(3, seed=1)
+    real_passes, outcomes, (real_router, real_records) = run_backend(ladder, slots)
+    sim_passes, (sim_router, sim_records) = run_simulator(slots, outcomes)
+
+    assert len(sim_passes) == len(real_passes)
+    for index, (simulated, real) in enumerate(zip(sim_passes, real_passes)):
+        assert simulated == real, f"pass {index} differs"
+    assert [v._replace(ladder=None) for v in sim_router.views] == [
+        v._replace(ladder=None) for v in real_router.views
+    ]
+    # TV samples aside (real logits vs none drawn here), the policy learns the same things
+    assert [f._replace(tv=()) for f in sim_router.feedback] == [
+        f._replace(tv=()) for f in real_router.feedback
+    ]
+    assert sim_records == real_records
+
+    # the workload exercised what the test is for
+    rows = [row for _, pass_rows, _ in real_passes for row in pass_rows]
+    assert any(row[2] == DRAFT and row[3] >= 2 for row in rows), "no catch-up on a draft step"
+    assert any(row[3] >= 4 for row in rows), "no prefill"
+    assert max(len(pass_rows) for _, pass_rows, _ in real_passes) == slots
+    assert {record.request_id for record in real_records} == set(range(7))
+    if make_ladder is agreeing_ladder:
+        full = [f for f in real_router.feedback if f.levels[-1].proposed and
+                f.levels[-1].accepted == f.levels[-1].proposed]  # fmt: skip
+        assert len(full) >= 5, "the agreeing ladder should give fully accepted rounds"
