@@ -1,8 +1,9 @@
 """The lean forward path gives the Hugging Face logits (float64 atol 1e-9, float32 atol 1e-4).
 
 Same op sequences as the KV property test -- extend, rollback, catch-up, ragged batches -- plus
-slot and capacity growth, and a greedy chain run entirely on the lean path that must equal
-target-only greedy on the Hugging Face path.
+slot and capacity growth, and greedy chains run entirely on the lean path (8 prompts, batched,
+on a noisy and an agreeing ladder) that must equal a plain argmax loop of full-prefix Hugging
+Face forward passes.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from backend.executor import MultiLevelExecutor
 from backend.kv_state import ScoreRequest
+from backend.ladder import Ladder
 from backend.lean import LeanKV, lean_unsupported_reason
-from backend.testing import tiny_ladder, tiny_models
+from backend.testing import agreeing_ladder, reference_greedy, tiny_ladder, tiny_models
 from policies.contract import Route
 
 torch.set_num_threads(1)
@@ -55,29 +57,38 @@ def test_lean_logits_equal_hugging_face_prefill(model: torch.nn.Module, atol: fl
     assert 0 not in state and state.cached_tokens(0) == []
 
 
-def test_greedy_chain_on_the_lean_path_equals_hugging_face_target_alone() -> None:
-    ladder = tiny_ladder(levels=3, seed=9)
-    prompts = {0: [4, 5, 6], 1: [7], 2: [8, 9, 10, 11, 12]}
-    reference = MultiLevelExecutor(ladder, eos_token_id=-1)
+LEAN_PROMPTS = {i: random.Random(i).choices(range(4, 64), k=1 + (5 * i) % 11) for i in range(8)}
+
+
+@pytest.mark.parametrize(
+    "ladder",
+    [tiny_ladder(levels=3, seed=9), agreeing_ladder(levels=3, seed=9)],
+    ids=["noisy", "agreeing"],
+)
+def test_greedy_chain_on_the_lean_path_equals_a_plain_argmax_loop(ladder: Ladder) -> None:
+    """8 prompts (1-11 tokens) batched on the lean path, a random 2-3 level route per row per round.
+
+    Reference: :func:`backend.testing.reference_greedy`, argmax after a fresh full-prefix Hugging
+    Face forward pass per token -- no KV cache, no executor.
+    """
+    budget = 16
     lean = MultiLevelExecutor(ladder, eos_token_id=-1, lean=True)
-    rng = random.Random(0)
-    for seq_id, prompt in prompts.items():
-        reference.add(seq_id, prompt)
+    for seq_id, prompt in LEAN_PROMPTS.items():
         lean.add(seq_id, prompt)
-    for _ in range(12):
-        reference.step({s: (Route.target_only(2), 1) for s in prompts})
-    produced = dict.fromkeys(prompts, 0)
-    while any(n < 12 for n in produced.values()):
+    rng = random.Random(0)
+    produced = dict.fromkeys(LEAN_PROMPTS, 0)
+    while any(n < budget for n in produced.values()):
         routes = {}
         for seq_id, n in produced.items():
-            if n < 12:
+            if n < budget:
                 chain = rng.choice([(0, 2), (1, 2), (0, 1, 2)])
                 route = Route(chain, tuple(rng.randint(1, 4) for _ in chain[:-1]), 2)
-                routes[seq_id] = (route, 12 - n)
+                routes[seq_id] = (route, budget - n)
         for seq_id, outcome in lean.step(routes).items():
             produced[seq_id] += len(outcome.tokens)
-    for seq_id in prompts:
-        assert lean.tokens(seq_id) == reference.tokens(seq_id)
+    for seq_id, prompt in LEAN_PROMPTS.items():
+        expected = reference_greedy(ladder.models[ladder.target], prompt, budget)
+        assert lean.tokens(seq_id) == prompt + expected, f"sequence {seq_id}"
 
 
 def test_unsupported_models_are_refused_with_the_reason() -> None:
