@@ -162,6 +162,37 @@ def knob_signature(cls: type) -> dict[str, tuple[Any, Any]]:
     }
 
 
+def knob_kinds(spec: str) -> dict[str, Any]:
+    """``knob -> annotated type`` of ``spec``'s policy (empty for target-only and static chains)."""
+    head = spec.strip().partition(":")[0]
+    if head not in _POLICY_CLASSES:
+        return {}
+    return {key: kind for key, (kind, _) in knob_signature(_POLICY_CLASSES[head]).items()}
+
+
+def check_search_range(spec: str, name: str, low: float, high: float, integer: bool) -> None:
+    """Refuse a search range over ``name`` that no trial of ``spec`` could run with.
+
+    The knob must exist and be numeric (an integer knob searched as integers), and both ends
+    must be values the policy accepts, so a bad ``--knob`` fails before the first trial.
+    """
+    kinds = knob_kinds(spec)
+    where = f"--knob {name}={low:g}:{high:g}"
+    if name not in kinds:
+        known = ", ".join(k for k, kind in kinds.items() if kind in (int, float)) or "none"
+        raise PolicySpecError(f"{where}: policy {spec!r} has no knob {name!r}; its numeric knobs: {known}")
+    kind = kinds[name]
+    if kind not in (int, float):
+        raise PolicySpecError(f"{where}: knob {name!r} is not numeric ({getattr(kind, '__name__', kind)})")
+    if kind is int and not integer:
+        raise PolicySpecError(f"{where}: knob {name!r} takes integers; add :int ({where}:int)")
+    for end in (low, high):
+        try:
+            resolve_knobs(spec, **{name: int(end) if integer else end})
+        except PolicySpecError as error:
+            raise PolicySpecError(f"{where}: {error}") from None
+
+
 def check_fits(spec: str, ladder_size: int) -> None:
     """Refuse ``spec`` unless a fresh policy routes a first round on a ``ladder_size``-model ladder.
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 EXAMPLES = """examples:
   specrouter search --policy specrouter --scenario stationary --scenario domain-shift --trials 40
-  specrouter search --policy specrouter --scenario slowdown --knob ema_rate=0.01:0.5:log --trials 20
+  specrouter search --policy specrouter --scenario slowdown --knob time_rate=0.005:0.3:log --trials 20
   specrouter search --policy specrouter --scenario stationary --executor ray --address auto
   specrouter search --policy dynamic-lookahead --world plan --scenario plan-stationary --trials 8
 """
@@ -80,10 +80,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from policies.registry import check_search_range
+    from specrouter.cli import InputError, refuse_existing_file, require_positive
     from specrouter.experiments.executors import make_executor
     from specrouter.experiments.policies import UnknownPolicyError, default_knobs, make_policy
     from specrouter.experiments.search import SearchConfig, format_trials, parse_knob, run_search
 
+    for flag, value in (("--trials", args.trials), ("--requests", args.requests), ("--workers", args.workers),
+                        ("--batch-size", args.batch_size)):  # fmt: skip
+        require_positive(value, flag)
+    refuse_existing_file(args.out, "--out")
     try:
         make_policy(args.policy)
         knobs = {k.name: k for k in default_knobs(args.policy)}
@@ -92,8 +98,11 @@ def run(args: argparse.Namespace) -> int:
         scenarios = tuple(args.scenario or _all_scenarios(args.world))
         _check_scenarios(args.world, scenarios)
     except (UnknownPolicyError, ValueError) as error:
-        print(f"specrouter search: {error}", file=sys.stderr)
-        return 2
+        raise InputError(str(error)) from None
+    # Every knob, the user's and the defaults, is checked against the policy before trial 1:
+    # a knob the policy lacks would otherwise fail every trial, after all of them ran.
+    for knob in knobs.values():
+        check_search_range(args.policy, knob.name, knob.low, knob.high, knob.integer)
     if not knobs:
         print(
             f"specrouter search: policy {args.policy!r} declares no knobs; name some with "
@@ -102,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     options: dict[str, object] = {"metric": args.metric}
-    if args.requests:
+    if args.requests is not None:
         options["requests"] = args.requests
     executor = make_executor(args.executor, args.workers, args.address)
     config = SearchConfig(
