@@ -1,53 +1,64 @@
-"""In-run calibration of profiled pass times: what passes cost inside the executor's rounds.
+"""In-run calibration: what passes cost inside the engine, and the engine's time around them.
 
 The profiler times isolated passes (one model, the same batch over and over, hot caches).  In
-a real run the executor interleaves every model of a chain, feeds ragged batches (padding),
-and spends Python time between passes (the round generator, verification, TV samples) that
-no pass timing covers.  On small models this is most of the cost.  This module runs a few
-real rounds through :class:`backend.executor.MultiLevelExecutor` -- the engine's code path --
-and derives, per model ``m``:
+a real run the engine interleaves every model of a chain, feeds ragged batches (padding) and
+spends Python time between passes (routing, forming the pass, sampling and verification,
+TV samples, feedback) that no pass timing covers; on small models that is most of the cost.
+This module runs a short calibration workload through :class:`backend.engine.Engine` -- the
+serving loop the simulator runs too -- with every pass clocked (``PassClock``), and derives:
 
-* ``factor_m = median over the passes m ran of (measured seconds / table-predicted seconds)``
-  (the median: a drafter pass is a fraction of a millisecond, and a few scheduler hiccups
-  in the calibration must not scale the whole table; with a ratio of sums they did, 2–4x),
-  the table prediction at each pass's (batch size ``b``, positions fed ``n``) being
-  bilinear in ``(b, n)`` (as the simulator reads it) on the table's :func:`monotone_envelope`.
-  A batched pass appears once in each of its ``b`` sequences' feedback (same model, seconds
-  and batch size): it counts once, at its widest feed ``n`` (the backend pads ragged rows to
-  it, and the simulator's ``padded_batches`` charges the same);
-* ``overhead_s`` (one number for the ladder): the round wall time the passes do not explain,
-  ``(Σ step wall − Σ pass seconds) / #passes``, charged to every pass.
+* per model ``m``, ``factor_m = median over m's passes of (forward seconds / table seconds)``,
+  the table read bilinearly in ``(b, n)`` at the pass's rows and padded width on its
+  :func:`monotone_envelope` (the median: a drafter pass is a fraction of a millisecond, and a
+  few scheduler hiccups must not scale the whole table);
+* the **loop overhead** (:class:`LoopOverhead`): for each pass, the wall time since the previous
+  pass ended minus its forward time, fitted (non-negative least squares, the slowest tenth of
+  passes left out as hiccups) as ``per_pass + per_row * rows + per_round * rounds ending``.
 
-:func:`calibrated_seconds` turns a pass-time grid into
-``factor_m · envelope(V_m)(b, n) + overhead_s``, which is what the simulator must charge per
-pass to reproduce the executor's round times.
+The calibration workload is the profiler's own (its prompts, a fixed output length, routes
+cycling over :func:`calibration_routes`), never the run a prediction is compared with.
+:func:`apply_calibration` stores ``factor_m * envelope(V_m)`` as the tables and the overhead
+under ``meta["loop_overhead"]`` (:func:`sim.latency.loop_overhead` reads it), so the simulator
+charges each pass ``factor * V(b, n) + per_pass + per_row * b + per_round * rounds``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
+from scipy.optimize import nnls
 
-from backend.executor import MultiLevelExecutor
+from backend.executor import PassClock
 from backend.ladder import Ladder
-from policies.contract import Route
-from traces.world_profile import WorldProfile
+from policies.contract import RoundFeedback, Route, RouteView
+from traces.request import Request
+from traces.world_profile import LOOP_OVERHEAD_KEY, WorldProfile
+
+
+class LoopOverhead(NamedTuple):
+    """Seconds the engine spends outside forward passes, per pass, per row and per finished round."""
+
+    per_pass_s: float
+    per_row_s: float
+    per_round_s: float
+
+    def seconds(self, rows: int, rounds_ending: int) -> float:
+        return self.per_pass_s + self.per_row_s * rows + self.per_round_s * rounds_ending
 
 
 @dataclass(frozen=True)
 class InRunCalibration:
-    """Per-model pass-time factors and the per-pass overhead measured in executor rounds."""
+    """Per-model pass-time factors and the loop overhead measured in engine runs."""
 
     factors: tuple[float, ...]
-    overhead_s: float
-    passes: tuple[float, ...]  # distinct passes per model (each batched pass counts once)
-    steps: int
+    overhead: LoopOverhead
+    passes: tuple[float, ...]  # passes per model
+    rounds: int
 
 
 def monotone_envelope(seconds: Sequence[Sequence[float]]) -> list[list[float]]:
@@ -98,84 +109,105 @@ def calibration_routes(size: int) -> list[Route]:
     return [full] + [r for r in pairs if r != full]
 
 
+class CyclingRouter:
+    """The calibration's policy: each request cycles over the calibration routes, round by round."""
+
+    name = "calibration"
+
+    def __init__(self, routes: Sequence[Route]) -> None:
+        self.routes = list(routes)
+        self.rounds: dict[int, int] = {}
+
+    def route(self, view: RouteView) -> Route:
+        done = self.rounds.get(view.request_id, 0)
+        self.rounds[view.request_id] = done + 1
+        return self.routes[(view.request_id + done) % len(self.routes)]
+
+    def observe(self, feedback: RoundFeedback) -> None:
+        pass
+
+
+def fit_loop_overhead(clocks: Sequence[PassClock]) -> LoopOverhead:
+    """``gap = per_pass + per_row * rows + per_round * rounds`` over consecutive clocked passes."""
+    features, gaps = [], []
+    for before, clock in zip(clocks, clocks[1:]):
+        features.append((1.0, float(clock.rows), float(clock.rounds_ending)))
+        gaps.append(max(0.0, clock.ended - before.ended - clock.forward_s))
+    if len(gaps) < 3:
+        return LoopOverhead(0.0, 0.0, 0.0)
+    x, y = np.asarray(features), np.asarray(gaps)
+    calm = y <= np.quantile(y, 0.9)  # the slowest tenth: scheduler hiccups of a shared machine
+    coefficients, _ = nnls(x[calm], y[calm])
+    return LoopOverhead(*(float(c) for c in coefficients))
+
+
 def measure_in_run(
     ladder: Ladder,
     tables: Sequence[tuple[Sequence[Sequence[float]], Sequence[int], Sequence[int]]],
     prompts: Sequence[Sequence[int]],
-    steps: int = 16,
+    output_tokens: int = 24,
     lean: bool = False,
     seed: int = 0,
 ) -> InRunCalibration:
-    """Run ``steps`` executor steps on ``prompts`` (one batch) and compare pass times with ``tables``.
+    """Serve one request per prompt (all at once, ``output_tokens`` each) and clock every pass.
 
     ``tables[m]`` is model ``m``'s ``(seconds, batch_sizes, tokens)`` table.  Routes cycle over
     :func:`calibration_routes` so every model runs draft and verify passes of several widths.
     """
+    from backend.engine import Engine, EngineConfig, replay_executor
+    from backend.replay import FixedPrompts
+
     if not prompts:
         raise ValueError("in-run calibration needs at least one prompt")
     size = len(ladder.models)
-    executor = MultiLevelExecutor(ladder, seed=seed, lean=lean)
-    for seq_id, prompt in enumerate(prompts):
-        executor.add(seq_id, prompt)
-    ratios: list[list[float]] = [[] for _ in range(size)]
-    passes = [0.0] * size
-    wall = in_passes = total_passes = 0.0
-    routes = itertools.cycle(calibration_routes(size))
-    envelopes = [(monotone_envelope(seconds), batches, tokens) for seconds, batches, tokens in tables]
+    executor = replay_executor(ladder, seed=seed, lean=lean)
+    executor.record_passes = True
+    requests = [Request(i, 0.0, len(prompt), output_tokens, None) for i, prompt in enumerate(prompts)]
+    config = EngineConfig(max_batch=len(prompts), progress=False)
+    router = CyclingRouter(calibration_routes(size))
     with torch.inference_mode():
-        for _ in range(steps):
-            route = next(routes)
-            began = time.perf_counter()
-            outcomes = executor.step({seq_id: (route, 8) for seq_id in range(len(prompts))})
-            wall += time.perf_counter() - began
-            # one batched pass appears in each member's feedback with the same (model, seconds, batch)
-            widest: dict[tuple[int, float, int], int] = {}
-            for outcome in outcomes.values():
-                for level in outcome.feedback.levels:
-                    for timing in level.passes:
-                        key = (timing.model, timing.seconds, timing.batch_size)
-                        widest[key] = max(widest.get(key, 0), timing.tokens)
-            for (model, pass_seconds, batch), width in widest.items():
-                seconds, batches, tokens = envelopes[model]
-                expected = table_seconds(seconds, batches, tokens, batch, width)
-                if expected > 0:
-                    ratios[model].append(pass_seconds / expected)
-                passes[model] += 1
-                in_passes += pass_seconds
-                total_passes += 1
+        Engine(ladder, executor, router, FixedPrompts(prompts), config).run(requests)
+    clocks = executor.pass_clocks
+    envelopes = [(monotone_envelope(seconds), batches, tokens) for seconds, batches, tokens in tables]
+    ratios: list[list[float]] = [[] for _ in range(size)]
+    for clock in clocks:
+        seconds, batches, tokens = envelopes[clock.model]
+        expected = table_seconds(seconds, batches, tokens, clock.rows, clock.width)
+        if expected > 0:
+            ratios[clock.model].append(clock.forward_s / expected)
     factors = tuple(float(np.median(r)) if r else 1.0 for r in ratios)
-    overhead = max(0.0, wall - in_passes) / total_passes if total_passes else 0.0
-    return InRunCalibration(factors, overhead, tuple(passes), steps)
+    passes = tuple(float(len(r)) for r in ratios)
+    rounds = sum(clock.rounds_ending for clock in clocks)
+    return InRunCalibration(factors, fit_loop_overhead(clocks), passes, rounds)
 
 
-def calibrated_seconds(
-    seconds: Sequence[Sequence[Sequence[float]]], factor: float, overhead_s: float
-) -> list[list[list[float]]]:
-    """``factor · envelope(V) + overhead_s`` for every (batch × tokens) plane of a grid."""
-    return [[[factor * v + overhead_s for v in row] for row in monotone_envelope(plane)] for plane in seconds]
+def calibrated_seconds(seconds: Sequence[Sequence[Sequence[float]]], factor: float) -> list[list[list[float]]]:
+    """``factor · envelope(V)`` for every (batch × tokens) plane of a grid."""
+    return [[[factor * v for v in row] for row in monotone_envelope(plane)] for plane in seconds]
 
 
 def calibration_meta(calibration: InRunCalibration, names: Sequence[str]) -> Mapping[str, object]:
     """What the profile's ``meta["in_run_calibration"]`` records."""
     return {
         "factors": {name: round(f, 4) for name, f in zip(names, calibration.factors)},
-        "overhead_s": calibration.overhead_s,
         "passes": {name: round(p, 2) for name, p in zip(names, calibration.passes)},
-        "steps": calibration.steps,
-        "applied": "pass_time tables and meta.pass_time_grid hold factor * measured + overhead_s; "
-        "meta.pass_time_grid_isolated keeps the isolated-pass measurements",
+        "rounds": calibration.rounds,
+        "applied": "pass_time tables and meta.pass_time_grid hold factor * envelope(measured); "
+        "meta.pass_time_grid_isolated keeps the isolated-pass measurements; the engine's time "
+        "outside passes is meta.loop_overhead",
     }
 
 
 def apply_calibration(profile: WorldProfile, calibration: InRunCalibration) -> WorldProfile:
     """The profile with every pass-time table (and ``meta.pass_time_grid``) calibrated.
 
-    The isolated measurements stay in ``meta.pass_time_grid_isolated``.
+    The isolated measurements stay in ``meta.pass_time_grid_isolated``; the loop overhead goes
+    to ``meta["loop_overhead"]``.
     """
     models = []
     for model, factor in zip(profile.models, calibration.factors):
         table = model.pass_time
-        seconds = calibrated_seconds([table.seconds], factor, calibration.overhead_s)[0]
+        seconds = calibrated_seconds([table.seconds], factor)[0]
         models.append(
             dataclasses.replace(
                 model, pass_time=dataclasses.replace(table, seconds=tuple(tuple(r) for r in seconds))
@@ -185,8 +217,9 @@ def apply_calibration(profile: WorldProfile, calibration: InRunCalibration) -> W
     grids = meta.get("pass_time_grid", {})
     meta["pass_time_grid_isolated"] = grids
     meta["pass_time_grid"] = {
-        name: {**grid, "seconds": calibrated_seconds(grid["seconds"], factor, calibration.overhead_s)}
+        name: {**grid, "seconds": calibrated_seconds(grid["seconds"], factor)}
         for (name, grid), factor in zip(grids.items(), calibration.factors)
     }
     meta["in_run_calibration"] = calibration_meta(calibration, profile.names)
+    meta[LOOP_OVERHEAD_KEY] = calibration.overhead._asdict()
     return dataclasses.replace(profile, models=tuple(models), meta=meta)

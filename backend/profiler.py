@@ -463,9 +463,10 @@ def profile_ladder(
 ) -> WorldProfile:
     """:func:`profile_models` on a loaded :class:`backend.ladder.Ladder`.
 
-    ``calibrate_in_run`` then runs a few executor rounds (:mod:`backend.profile_calibration`)
-    and stores ``factor_m · V_m + overhead`` as the pass-time tables, so the simulator charges
-    what passes cost inside the engine's rounds rather than in isolation.
+    ``calibrate_in_run`` then serves a short calibration workload through the engine
+    (:mod:`backend.profile_calibration`) and stores ``factor_m · V_m`` as the pass-time tables
+    and the engine's time outside passes as ``meta["loop_overhead"]``, so the simulator charges
+    what passes cost inside the engine's loop rather than in isolation.
     """
     profile = profile_models(
         ladder.names, ladder.models, prompts_by_domain, settings, ladder.vocab_size, extra_meta, lean

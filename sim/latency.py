@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sim.config import ClusterConfig
-from traces.world_profile import PassTimeTable, WorldProfile
+from traces.world_profile import LOOP_OVERHEAD_KEY, PassTimeTable, WorldProfile
 
 
 class Slowdown(NamedTuple):
@@ -120,10 +120,6 @@ def table_lookup(table: PassTimeTable, batch: float, tokens: float) -> float:
 
     value = row_value(bi) * (1.0 - bw) + row_value(bj) * bw
     return max(value, min(min(row) for row in rows))
-
-
-LOOP_OVERHEAD_KEY = "loop_overhead"
-"""``WorldProfile.meta`` key of the serving loop's time outside forward passes (the profiler's)."""
 
 
 def loop_overhead(profile: WorldProfile | None) -> tuple[float, float, float]:

@@ -92,6 +92,8 @@ def test_table_seconds_is_bilinear_and_extends_linearly() -> None:
 
 
 def test_in_run_calibration_counts_every_model_and_scales_the_tables() -> None:
+    import dataclasses
+
     from backend.profile_calibration import apply_calibration, measure_in_run
     from backend.profiler import ProfileSettings, profile_ladder
     from backend.replay import RandomTokenPrompts, prompt_set
@@ -115,22 +117,30 @@ def test_in_run_calibration_counts_every_model_and_scales_the_tables() -> None:
     # the same tables, 10x slower: the factors measured against them come out about 10x smaller
     tables = [(m.pass_time.seconds, m.pass_time.batch_sizes, m.pass_time.tokens) for m in profile.models]
     slow = [([[10.0 * v for v in row] for row in s], b, t) for s, b, t in tables]
-    fast_factors = measure_in_run(ladder, tables, prompts["all"], steps=6).factors
-    slow_factors = measure_in_run(ladder, slow, prompts["all"], steps=6).factors
+    fast_factors = measure_in_run(ladder, tables, prompts["all"], output_tokens=12).factors
+    slow_factors = measure_in_run(ladder, slow, prompts["all"], output_tokens=12).factors
     for fast, slower in zip(fast_factors, slow_factors):
         assert 0.02 < slower / fast < 0.5  # 0.1 up to timing noise between two measurements
 
-    # applying a calibration: factor * envelope + overhead in every table cell
-    from backend.profile_calibration import InRunCalibration
+    # applying a calibration: factor * envelope in every table cell, the loop overhead in meta,
+    # where the simulator's latency model reads it
+    from backend.profile_calibration import InRunCalibration, LoopOverhead
 
-    calibration = InRunCalibration((2.0, 3.0, 4.0), 0.001, (1.0, 1.0, 1.0), 1)
+    overhead = LoopOverhead(0.001, 0.0002, 0.0005)
+    calibration = InRunCalibration((2.0, 3.0, 4.0), overhead, (1.0, 1.0, 1.0), 1)
     calibrated = apply_calibration(profile, calibration)
     for before, after, factor in zip(profile.models, calibrated.models, calibration.factors):
         from backend.profile_calibration import monotone_envelope
 
         envelope = monotone_envelope(before.pass_time.seconds)
         for row_env, row_after in zip(envelope, after.pass_time.seconds):
-            assert row_after == pytest.approx([factor * v + 0.001 for v in row_env])
+            assert row_after == pytest.approx([factor * v for v in row_env])
+    from sim.latency import loop_overhead
+
+    assert loop_overhead(calibrated) == pytest.approx((0.001, 0.0002, 0.0005))
+    assert profile.meta["loop_overhead"]["per_pass_s"] > 0  # profile_ladder measured one
+    uncalibrated = dataclasses.replace(profile, meta={})
+    assert loop_overhead(uncalibrated) == (0.0, 0.0, 0.0)  # an uncalibrated profile charges none
 
 
 # ---- the simulator's admission limit (the real engine's slots) --------------------------------
@@ -239,3 +249,24 @@ def test_validate_profiles_at_the_workload_operating_point() -> None:
     assert settings.contexts == (40 + 12,) and settings.batch_sizes == (1, 2, 3)
     with pytest.raises(ValueError, match="statistic"):
         ProfileSettings(statistic="mean")
+
+
+def test_loop_overhead_fit_recovers_known_costs_and_ignores_hiccups() -> None:
+    from backend.executor import PassClock
+    from backend.profile_calibration import fit_loop_overhead
+
+    rng = __import__("random").Random(4)
+    clocks, ended = [], 0.0
+    for index in range(200):
+        rows, rounds = rng.randint(1, 8), rng.choice([0, 0, 3])
+        forward = 0.002 * rows
+        gap = 0.0005 + 0.0001 * rows + 0.0003 * rounds
+        if index % 25 == 7:
+            gap += 0.05  # a scheduler hiccup
+        ended += gap + forward
+        clocks.append(PassClock(0, rows, 1, rounds, forward, ended - forward - 1e-6, ended))
+    fitted = fit_loop_overhead(clocks)
+    assert fitted.per_pass_s == pytest.approx(0.0005, rel=1e-3)
+    assert fitted.per_row_s == pytest.approx(0.0001, rel=1e-3)
+    assert fitted.per_round_s == pytest.approx(0.0003, rel=1e-3)
+    assert fitted.seconds(4, 3) == pytest.approx(0.0005 + 0.0004 + 0.0009, rel=1e-3)

@@ -49,6 +49,9 @@ from traces.jsonfile import read_json_document
 SCHEMA = "specrouter-world-profile"
 VERSION = 1
 ACCEPTANCE_MODES = ("greedy", "sampling")
+LOOP_OVERHEAD_KEY = "loop_overhead"
+"""``meta`` key of the serving loop's time outside forward passes, as the profiler measured it:
+``{"per_pass_s", "per_row_s", "per_round_s"}`` (``backend.profile_calibration``)."""
 
 
 class WorldProfileError(ValueError):
