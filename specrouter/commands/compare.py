@@ -53,7 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--scenario", action="append", default=None, help="scenario (repeatable); default: all"
     )
-    parser.add_argument("--requests", type=int, default=None, help="first N requests (default 400; real 6)")
+    parser.add_argument(
+        "--requests", type=int, default=None, help="first N requests, N >= 1 (default 400; real 6)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the worlds and policies")
     parser.add_argument(
         "--backend", choices=("sim", "real"), default="sim", help="where to run (default sim)"
@@ -72,11 +74,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from policies.contract import LadderInfo
+    from specrouter.cli import refuse_existing_file, require_positive
     from specrouter.experiments.compare import compare, format_comparison
     from specrouter.experiments.policies import UnknownPolicyError, check_policy_name, policy_head
     from specrouter.experiments.validate import check_policy_fits
     from specrouter.experiments.worlds import scenario_names
 
+    for flag, value in (("--requests", args.requests), ("--output-tokens", args.output_tokens),
+                        ("--max-batch", args.max_batch)):  # fmt: skip
+        require_positive(value, flag)
+    refuse_existing_file(args.out, "--out")
     scenarios = args.scenario or scenario_names()
     unknown = [s for s in scenarios if s not in scenario_names()]
     if unknown:

@@ -46,8 +46,14 @@ def run(args: argparse.Namespace) -> int:
     from backend.ladder import load_ladder
     from backend.profiler import ProfileSettings, profile_ladder
     from backend.replay import prompt_set, prompt_source_for
+    from specrouter.cli import InputError, require_positive
     from traces.world_profile import save_world_profile
 
+    require_positive(args.prompts, "--prompts")
+    require_positive(args.prompt_tokens, "--prompt-tokens")
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():
+        raise InputError(f"--out {out}: expected a file in an existing directory, e.g. profile.json")
     settings = ProfileSettings.quick() if args.quick else ProfileSettings()
     settings = replace(settings, seed=args.seed)
     if args.prompts is not None:

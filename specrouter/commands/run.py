@@ -39,7 +39,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--policy", default="target-only", help="routing policy name (see above)")
     parser.add_argument("--out", required=True, help="directory for the records")
-    parser.add_argument("--limit", type=int, default=None, help="replay only the first N requests")
+    parser.add_argument(
+        "--limit", type=int, default=None, help="replay only the first N requests (N >= 1; default all)"
+    )
     parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply the trace's request rate")
     parser.add_argument("--domain", default=None, help="domain tag for requests without one (code, prose)")
     parser.add_argument("--max-batch", type=int, default=8, help="most requests in flight at once")
@@ -62,24 +64,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from backend.engine import Engine, EngineConfig, replay_executor
-    from backend.ladder import load_ladder
+    from backend.ladder import ladder_paths, load_ladder
     from backend.replay import prompt_source_for
     from backend.sampling import SamplingConfig
+    from policies.registry import check_fits, policy_knobs
+    from specrouter.cli import InputError, refuse_existing_file, require_positive
     from specrouter.experiments.policies import check_policy_name, make_policy
-    from traces.loaders import load_trace
+    from traces.loaders import file_sha256, load_trace
     from traces.records import RecordWriter, format_summary, read_records, summarize
 
+    require_positive(args.limit, "--limit")
+    require_positive(args.max_batch, "--max-batch")
+    refuse_existing_file(args.out, "--out")
     ladder_dir = Path(args.ladder) if args.ladder else _default_ladder()
     try:
         check_policy_name(args.policy, real_backend=True)
         policy = make_policy(args.policy)
     except ValueError as error:
-        print(f"specrouter run: --policy: {error}", file=sys.stderr)
-        return 2
-    requests = list(load_trace(args.trace, limit=args.limit, rate_scale=args.rate_scale, domain=args.domain))
-    if not requests:
-        print(f"{args.trace}: no requests to replay", file=sys.stderr)
-        return 1
+        raise InputError(f"--policy: {error}") from None
+    # The whole trace is read (and refused on a bad row) before the models load.
+    reader = load_trace(args.trace, limit=args.limit, rate_scale=args.rate_scale, domain=args.domain)
+    requests = list(reader)
+    check_fits(args.policy, len(ladder_paths(ladder_dir)))  # from ladder.json, before any weights
     ladder = load_ladder(ladder_dir, device=args.device, dtype=args.dtype)
     prompts = prompt_source_for(ladder, args.seed, ladder_dir)
     sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
@@ -93,7 +99,11 @@ def run(args: argparse.Namespace) -> int:
         "ladder": str(ladder_dir.resolve()),
         "models": list(ladder.names),
         "trace": str(args.trace),
+        "trace_sha256": file_sha256(args.trace),
+        "trace_load": reader.report.as_dict(),
         "policy": policy.name,
+        "policy_knobs": policy_knobs(args.policy),
+        "ladder_parameters": {"names": list(ladder.names), "params": list(ladder.params or ())},
         "seed": args.seed,
         "sampling": {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p},
         "engine": {"max_batch": args.max_batch, "replay": args.replay, "time_scale": args.time_scale},
@@ -137,10 +147,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _default_ladder() -> Path:
     from backend.zoo import default_ladder_dir
+    from specrouter.cli import InputError
 
     path = default_ladder_dir()
     if not (path / "ladder.json").is_file():
-        raise SystemExit(
+        raise InputError(
             f"no ladder given and the embedded ladder is missing ({path}/ladder.json): "
             "pass --ladder DIR or build it with `specrouter zoo build`"
         )
