@@ -141,35 +141,40 @@ def fit_loop_overhead(clocks: Sequence[PassClock]) -> LoopOverhead:
     return LoopOverhead(*(float(c) for c in coefficients))
 
 
-def measure_in_run(
+def clock_calibration_workload(
     ladder: Ladder,
-    tables: Sequence[tuple[Sequence[Sequence[float]], Sequence[int], Sequence[int]]],
     prompts: Sequence[Sequence[int]],
     output_tokens: int = 24,
     lean: bool = False,
     seed: int = 0,
-) -> InRunCalibration:
-    """Serve one request per prompt (all at once, ``output_tokens`` each) and clock every pass.
+) -> list[PassClock]:
+    """Serve one request per prompt (all at once, ``output_tokens`` each); every pass clocked.
 
-    ``tables[m]`` is model ``m``'s ``(seconds, batch_sizes, tokens)`` table.  Routes cycle over
-    :func:`calibration_routes` so every model runs draft and verify passes of several widths.
+    Routes cycle over :func:`calibration_routes` so every model runs draft and verify passes of
+    several widths, prefill included.
     """
     from backend.engine import Engine, EngineConfig, replay_executor
     from backend.replay import FixedPrompts
 
     if not prompts:
         raise ValueError("in-run calibration needs at least one prompt")
-    size = len(ladder.models)
     executor = replay_executor(ladder, seed=seed, lean=lean)
     executor.record_passes = True
     requests = [Request(i, 0.0, len(prompt), output_tokens, None) for i, prompt in enumerate(prompts)]
     config = EngineConfig(max_batch=len(prompts), progress=False)
-    router = CyclingRouter(calibration_routes(size))
+    router = CyclingRouter(calibration_routes(len(ladder.models)))
     with torch.inference_mode():
         Engine(ladder, executor, router, FixedPrompts(prompts), config).run(requests)
-    clocks = executor.pass_clocks
+    return executor.pass_clocks
+
+
+def calibration_from_clocks(
+    clocks: Sequence[PassClock],
+    tables: Sequence[tuple[Sequence[Sequence[float]], Sequence[int], Sequence[int]]],
+) -> InRunCalibration:
+    """Per-model factors against ``tables[m] = (seconds, batch_sizes, tokens)`` and the loop overhead."""
     envelopes = [(monotone_envelope(seconds), batches, tokens) for seconds, batches, tokens in tables]
-    ratios: list[list[float]] = [[] for _ in range(size)]
+    ratios: list[list[float]] = [[] for _ in tables]
     for clock in clocks:
         seconds, batches, tokens = envelopes[clock.model]
         expected = table_seconds(seconds, batches, tokens, clock.rows, clock.width)
@@ -181,7 +186,22 @@ def measure_in_run(
     return InRunCalibration(factors, fit_loop_overhead(clocks), passes, rounds)
 
 
-def calibrated_seconds(seconds: Sequence[Sequence[Sequence[float]]], factor: float) -> list[list[list[float]]]:
+def measure_in_run(
+    ladder: Ladder,
+    tables: Sequence[tuple[Sequence[Sequence[float]], Sequence[int], Sequence[int]]],
+    prompts: Sequence[Sequence[int]],
+    output_tokens: int = 24,
+    lean: bool = False,
+    seed: int = 0,
+) -> InRunCalibration:
+    """:func:`clock_calibration_workload`, then :func:`calibration_from_clocks` against ``tables``."""
+    clocks = clock_calibration_workload(ladder, prompts, output_tokens, lean, seed)
+    return calibration_from_clocks(clocks, tables)
+
+
+def calibrated_seconds(
+    seconds: Sequence[Sequence[Sequence[float]]], factor: float
+) -> list[list[list[float]]]:
     """``factor · envelope(V)`` for every (batch × tokens) plane of a grid."""
     return [[[factor * v for v in row] for row in monotone_envelope(plane)] for plane in seconds]
 

@@ -94,7 +94,11 @@ def test_table_seconds_is_bilinear_and_extends_linearly() -> None:
 def test_in_run_calibration_counts_every_model_and_scales_the_tables() -> None:
     import dataclasses
 
-    from backend.profile_calibration import apply_calibration, measure_in_run
+    from backend.profile_calibration import (
+        apply_calibration,
+        calibration_from_clocks,
+        clock_calibration_workload,
+    )
     from backend.profiler import ProfileSettings, profile_ladder
     from backend.replay import RandomTokenPrompts, prompt_set
     from backend.testing import tiny_ladder
@@ -117,10 +121,12 @@ def test_in_run_calibration_counts_every_model_and_scales_the_tables() -> None:
     # the same tables, 10x slower: the factors measured against them come out about 10x smaller
     tables = [(m.pass_time.seconds, m.pass_time.batch_sizes, m.pass_time.tokens) for m in profile.models]
     slow = [([[10.0 * v for v in row] for row in s], b, t) for s, b, t in tables]
-    fast_factors = measure_in_run(ladder, tables, prompts["all"], output_tokens=12).factors
-    slow_factors = measure_in_run(ladder, slow, prompts["all"], output_tokens=12).factors
+    clocks = clock_calibration_workload(ladder, prompts["all"], output_tokens=12)
+    assert {clock.model for clock in clocks} == {0, 1, 2} and max(clock.width for clock in clocks) >= 10
+    fast_factors = calibration_from_clocks(clocks, tables).factors
+    slow_factors = calibration_from_clocks(clocks, slow).factors
     for fast, slower in zip(fast_factors, slow_factors):
-        assert 0.02 < slower / fast < 0.5  # 0.1 up to timing noise between two measurements
+        assert slower == pytest.approx(fast / 10.0)
 
     # applying a calibration: factor * envelope in every table cell, the loop overhead in meta,
     # where the simulator's latency model reads it
