@@ -3,20 +3,26 @@
 ``load_ladder`` reads local Hugging Face ``save_pretrained`` directories -- either a list of
 paths, or one directory holding ``ladder.json`` = ``{"models": ["<subdir>", ...], ...}`` with
 the sub-directories ordered by cost.  Before any weights are read it checks that every model's
-tokenizer is identical to the first one's (vocabulary and special tokens) and refuses the ladder
-with an error naming the two models and the first difference: speculative decoding across
-different tokenizers would silently compare unrelated token ids.
+tokenizer agrees with the first one's and refuses the ladder with an error naming the two models
+and the first difference: speculative decoding across different tokenizers would silently
+compare unrelated token ids.  Agreeing means the same vocabulary and special tokens *and* the
+same ids for a probe text (whitespace runs, unicode, code, the special tokens written out),
+decoded back to the same text: two tokenizers can share a vocabulary yet merge differently.
+Every ``.safetensors`` file's header is checked against the file's size before loading, so a
+truncated or corrupt file is refused by name.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 
 from backend.hf_compat import HFModel, load_causal_lm
@@ -144,12 +150,45 @@ def tokenizer_difference(first: dict[str, Any], second: dict[str, Any]) -> str |
     return None
 
 
+# Text every tokenizer of a ladder must encode to the same ids: runs of spaces, tabs and newlines,
+# accents, CJK, an emoji, code, digits, the alphabet in one word (where merge rules show).
+PROBE_TEXT = (
+    "The quick brown fox  jumps\tover\n\nthe lazy dog.   naïve café — 東京 🚀 ½\r\n"
+    "def f(x):\n    return x ** 2  # 0123456789\nabcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+)
+
+
+def probe_text(tokenizer: Any) -> str:
+    """:data:`PROBE_TEXT` with the tokenizer's special tokens written out inside it."""
+    specials = [str(token) for token in tokenizer.all_special_tokens]
+    return PROBE_TEXT + " " + " x ".join(specials) + " end"
+
+
+def probe_difference(reference: Any, other: Any, text: str) -> str | None:
+    """How ``other`` encodes or decodes ``text`` differently from ``reference``, or None."""
+    ids_a = reference(text, add_special_tokens=True)["input_ids"]
+    ids_b = other(text, add_special_tokens=True)["input_ids"]
+    if ids_a != ids_b:
+        at = next((i for i, (a, b) in enumerate(zip(ids_a, ids_b)) if a != b), min(len(ids_a), len(ids_b)))
+        return (
+            f"the probe text encodes to different ids (first difference at position {at}: "
+            f"{ids_a[at:at + 4]} vs {ids_b[at:at + 4]})"
+        )
+    text_a, text_b = reference.decode(ids_a), other.decode(ids_b)
+    if text_a != text_b:
+        return f"the probe ids decode to different text ({text_a[:40]!r}... vs {text_b[:40]!r}...)"
+    return None
+
+
 def check_tokenizers(paths: Sequence[Path]) -> Any:
     """Load every tokenizer (no weights) and refuse the ladder on the first mismatch; return one."""
     tokenizers = [AutoTokenizer.from_pretrained(str(path)) for path in paths]
     reference = tokenizer_signature(tokenizers[0])
+    text = probe_text(tokenizers[0])
     for path, tokenizer in zip(paths[1:], tokenizers[1:]):
         difference = tokenizer_difference(reference, tokenizer_signature(tokenizer))
+        if difference is None:
+            difference = probe_difference(tokenizers[0], tokenizer, text)
         if difference is not None:
             raise LadderError(
                 f"models {paths[0].name!r} ({paths[0]}) and {path.name!r} ({path}) have different "
@@ -174,10 +213,59 @@ def load_ladder(
                 f"{path}/config.json: vocab_size {config.vocab_size} is smaller than the tokenizer's "
                 f"{len(tokenizer)} tokens"
             )
-    models = [load_causal_lm(str(path), torch_dtype).to(device) for path in paths]
+    for path in paths:
+        for weights in sorted(path.glob("*.safetensors")):
+            check_safetensors(weights)
+    models = [_load_model(path, torch_dtype).to(device) for path in paths]
     return Ladder(
         models=models,
         names=tuple(path.name for path in paths),
         tokenizer=tokenizer,
         eos_token_id=tokenizer.eos_token_id,
     )
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a ``.safetensors`` file whose header or tensor data do not fit in the file.
+
+    The format is an 8-byte little-endian header length, a JSON header giving each tensor's
+    ``data_offsets`` into the bytes that follow, then those bytes; a truncated download fails
+    one of these checks, and the library's own error ("header too large") does not say which file.
+    """
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+        if len(prefix) < 8:
+            raise LadderError(f"{path}: not a safetensors file ({size} bytes, shorter than its header)")
+        (header_length,) = struct.unpack("<Q", prefix)
+        if header_length > size - 8:
+            raise LadderError(
+                f"{path}: truncated or corrupt safetensors file (header of {header_length} bytes in a "
+                f"{size}-byte file); rebuild or re-copy it"
+            )
+        try:
+            header = json.loads(handle.read(header_length))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise LadderError(f"{path}: corrupt safetensors file (its header is not JSON)") from None
+    if not isinstance(header, dict):
+        raise LadderError(f"{path}: corrupt safetensors file (its header is not a JSON object)")
+    data_bytes = size - 8 - header_length
+    ends = [
+        entry["data_offsets"][1]
+        for name, entry in header.items()
+        if name != "__metadata__" and isinstance(entry, dict) and len(entry.get("data_offsets", ())) == 2
+    ]
+    if ends and max(ends) > data_bytes:
+        raise LadderError(
+            f"{path}: truncated safetensors file (tensors need {max(ends)} bytes of data, the file has "
+            f"{data_bytes}); rebuild or re-copy it"
+        )
+
+
+def _load_model(path: Path, dtype: torch.dtype) -> Any:
+    """One model's weights; a file the libraries cannot read is refused naming the directory."""
+    try:
+        return load_causal_lm(str(path), dtype)
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
+        reason = f"{type(error).__name__}: {error}"
+        raise LadderError(f"{path}: cannot load the model's weights ({reason})") from None

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ def run_stage(
     losses: dict[str, list[float]] = {name: [] for name in students}
     first_step, wall = 0, 0.0
     if checkpoint.exists():
-        state = torch.load(checkpoint, weights_only=False)
+        state = load_checkpoint(checkpoint)
         _check_reusable(checkpoint, state, budget)
         for name, model in students.items():
             model.load_state_dict(state["models"][name])
@@ -159,6 +160,25 @@ def run_stage(
     if last < budget.steps:
         return None
     return StageResult(stage, budget.steps, budget.steps * budget.batch * context, wall, losses)
+
+
+def load_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """A training checkpoint, read with ``weights_only=True``: tensors, numbers, lists and dicts only.
+
+    The work folder is just files on disk; unpickling arbitrary objects from it would run whatever
+    code a planted file names.  Our checkpoints hold nothing else, so a file that needs more (or is
+    not a checkpoint at all) is refused with what to do.
+    """
+    try:
+        state = torch.load(checkpoint, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError) as error:
+        raise ValueError(
+            f"{checkpoint}: not a checkpoint this build wrote, or holds more than tensors and numbers "
+            f"({type(error).__name__}); delete it to start this stage again"
+        ) from None
+    if not isinstance(state, dict) or not {"models", "optimisers", "step"} <= set(state):
+        raise ValueError(f"{checkpoint}: not a training checkpoint (keys missing); delete it to start again")
+    return state
 
 
 def _check_reusable(checkpoint: Path, state: dict[str, Any], budget: StageBudget) -> None:

@@ -73,8 +73,13 @@ def run_build(args: argparse.Namespace) -> int:
     from backend.zoo.recipe import RECIPES
 
     recipe = RECIPES["small" if args.small else "full"].with_steps(args.target_steps, args.distill_steps)
+    from specrouter.cli import InputError
+
     out = args.out or default_ladder_dir()
-    manifest = build(recipe, out, stop_after=args.stop_after, threads=args.threads)
+    try:
+        manifest = build(recipe, out, stop_after=args.stop_after, threads=args.threads)
+    except ValueError as error:  # a checkpoint in OUT/.work that cannot be resumed, said how to fix
+        raise InputError(str(error)) from None
     if manifest is None:
         print(f"stopped after {args.stop_after} steps; rerun the same command to resume")
         return 0
