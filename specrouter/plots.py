@@ -6,7 +6,8 @@ titled, their axes carry units, and events of the scenario (a domain shift, a sl
 episode) are drawn as labelled vertical lines / shaded spans, so a figure reads without
 the code.
 
-* :func:`latency_cdfs` -- empirical CDF of per-request TPOT (or TTFT, E2E), one line per policy;
+* :func:`latency_cdfs` -- empirical CDF of per-request TPOT (or TTFT, E2E), one line per policy,
+  each policy in its own colour (:func:`policy_colours`: the same in every figure of a run);
 * :func:`chain_usage` -- share of rounds per chain in time bins (stacked bars);
 * :func:`acceptance_over_time` -- per (lower, upper) pair, ``sum accepted / sum proposed``
   per time bin, over the rounds in which the pair verified;
@@ -33,6 +34,40 @@ METRIC_LABELS = {
     "ttft": "time to first token (ms)",
     "e2e": "end-to-end latency (ms)",
 }
+
+
+# The named policies keep these colours in every figure; other labels (static chains, variants
+# with options) take the next free colour of OTHER_COLOURS in sorted order, so a run's figures
+# agree with each other however their runs are ordered.
+NAMED_COLOURS = {
+    "target-only": "#000000",
+    "dynamic-lookahead": "#ff7f0e",
+    "bandit": "#2ca02c",
+    "bandit-ucb1": "#bcbd22",
+    "specrouter": "#d62728",
+    "oracle": "#9467bd",
+}
+OTHER_COLOURS = (
+    "#1f77b4", "#17becf", "#8c564b", "#e377c2", "#7f7f7f", "#aec7e8", "#98df8a", "#ff9896",
+    "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5", "#393b79", "#637939", "#8c6d31",
+)  # fmt: skip
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def policy_colours(labels: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """``label -> (colour, line style)``, distinct for every label (styles change once colours run out)."""
+    styles: dict[str, tuple[str, str]] = {}
+    taken: set[str] = set()
+    for label in sorted(set(labels)):
+        colour = NAMED_COLOURS.get(label)
+        if colour is not None:
+            styles[label] = (colour, "-")
+            taken.add(label)
+    others = [label for label in sorted(set(labels)) if label not in taken]
+    for index, label in enumerate(others):
+        cycle, slot = divmod(index, len(OTHER_COLOURS))
+        styles[label] = (OTHER_COLOURS[slot], LINE_STYLES[cycle % len(LINE_STYLES)])
+    return styles
 
 
 class Marker(NamedTuple):
@@ -76,12 +111,15 @@ def latency_cdfs(
     if metric not in METRIC_LABELS:
         raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(METRIC_LABELS)}")
     fig, ax = plt.subplots(figsize=(7, 4.2))
+    styles = policy_colours(list(runs))
     for label, requests in runs.items():
         values = latency_metrics(request_columns(requests))[metric]
         values = np.sort(values[~np.isnan(values)]) * 1e3
         if values.size == 0:
             continue
-        ax.step(values, np.arange(1, values.size + 1) / values.size, where="post", label=label)
+        colour, style = styles[label]
+        fractions = np.arange(1, values.size + 1) / values.size
+        ax.step(values, fractions, where="post", label=label, color=colour, linestyle=style)
     ax.set_xlabel(METRIC_LABELS[metric])
     ax.set_ylabel("fraction of requests")
     ax.set_ylim(0, 1.01)
