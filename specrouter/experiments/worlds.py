@@ -112,7 +112,11 @@ def simulate_requests(
 
 
 def cluster_for_profile(
-    profile_path: str | Path, max_batch: int, ladder_dir: str | Path | None = None, max_running: int = 0
+    profile_path: str | Path,
+    max_batch: int,
+    ladder_dir: str | Path | None = None,
+    max_running: int = 0,
+    pass_tokens: int = 2048,
 ) -> Any:
     """A one-device cluster of the profiled ladder's models with the profile's pass-time tables.
 
@@ -135,7 +139,7 @@ def cluster_for_profile(
         "gpus": {"device": "CPU"},
         "models": models,
         "max_batch_size": max_batch,
-        "max_batched_tokens": 1 << 20,
+        "max_batched_tokens": pass_tokens,  # the engine's padded positions per pass
         "max_running_requests": max_running,
         "padded_batches": True,  # the profiled backend pads ragged batches to the widest feed
         "profile": str(profile_path),
