@@ -172,7 +172,7 @@ def probe_difference(reference: Any, other: Any, text: str) -> str | None:
         at = next((i for i, (a, b) in enumerate(zip(ids_a, ids_b)) if a != b), min(len(ids_a), len(ids_b)))
         return (
             f"the probe text encodes to different ids (first difference at position {at}: "
-            f"{ids_a[at:at + 4]} vs {ids_b[at:at + 4]})"
+            f"{ids_a[at : at + 4]} vs {ids_b[at : at + 4]})"
         )
     text_a, text_b = reference.decode(ids_a), other.decode(ids_b)
     if text_a != text_b:
