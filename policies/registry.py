@@ -188,7 +188,7 @@ def check_search_range(spec: str, name: str, low: float, high: float, integer: b
         raise PolicySpecError(f"{where}: knob {name!r} takes integers; add :int ({where}:int)")
     oracle = spec.strip().partition(":")[0] == "oracle"  # needs the world to be built: knobs only
     for end in (low, high):
-        value = {name: int(end) if integer else end}
+        value: dict[str, Any] = {name: int(end) if integer else end}
         try:
             resolve_knobs(spec, **value) if oracle else make_policy(spec, **value)  # constructor's checks too
         except PolicySpecError as error:

@@ -7,7 +7,6 @@ exit status 2, before any model runs.  ``zoo build`` checkpoints are read withou
 
 from __future__ import annotations
 
-import pickle
 import string
 from pathlib import Path
 
@@ -166,7 +165,8 @@ def test_zoo_checkpoints_are_loaded_without_running_pickled_code(tmp_path: Path)
             return (Path.touch, (marker,))  # type: ignore[return-value]
 
     planted = tmp_path / "target.pt"
-    planted.write_bytes(pickle.dumps({"models": {}, "optimisers": {}, "step": 0, "payload": Planted()}))
+    torch.save({"models": {}, "optimisers": {}, "step": 0, "payload": Planted()}, planted)
+    assert not marker.exists()
     with pytest.raises(ValueError, match=f"{planted}: not a checkpoint this build wrote"):
         load_checkpoint(planted)
     assert not marker.exists()
