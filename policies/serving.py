@@ -105,7 +105,7 @@ class Slot:
         "request_id", "arrival", "prompt_tokens", "budget", "domain", "generated", "committed",
         "first_token", "valid", "stop_at", "round_id", "last_round_end",
         "route", "chain", "lookaheads", "top", "round_started", "latent", "passes", "tv", "buffer",
-        "call_model", "call_level", "call_candidates", "keep", "fed",
+        "call_model", "call_level", "call_candidates",
         "proposed", "accepted", "emitted", "produced", "goal", "room", "drafts_left", "drafted",
     )  # fmt: skip
 
@@ -137,7 +137,6 @@ class Slot:
         self.tv: list[list[float]] = []
         self.buffer: list[int] = []  # per chain level: tentative tokens it holds
         self.call_model = self.call_level = self.call_candidates = 0
-        self.keep = self.fed = 0  # the current call's pass: positions kept and fed
         self.proposed: list[int] = []
         self.accepted: list[int] = []
         self.emitted: list[int] = []
@@ -327,19 +326,18 @@ class Idle(NamedTuple):
 Action = Pass | Idle
 
 
-def take_row(model: int, slot: Slot, rows: list[Slot], keeps: list[int], feeds: list[int]) -> int:
-    """Add ``slot``'s current call to a pass being formed on ``model``; return its feed.
+def take_row(
+    model: int, slot: Slot, keep: int, fed: int, rows: list[Slot], keeps: list[int], feeds: list[int]
+) -> None:
+    """Add ``slot``'s current call (``keep, fed = slot.feed()``) to a pass being formed on ``model``.
 
     The model's cache will hold the scored sequence after the pass, so its ``valid`` becomes
     that length now.
     """
-    keep, fed = slot.feed()
-    slot.keep, slot.fed = keep, fed
     slot.valid[model] = keep + fed
     rows.append(slot)
     keeps.append(keep)
     feeds.append(fed)
-    return fed
 
 
 def fits(rows: int, width: int, fed: int, max_rows: int, max_tokens: int) -> bool:
@@ -363,17 +361,20 @@ def next_pass(open_slots: Iterable[Slot], config: ServingConfig, collect: bool) 
     for slot in pending:
         if slot.call_model != model:
             continue
-        _, fed = slot.feed()
+        keep, fed = slot.feed()
         if not fits(len(rows), width, fed, config.max_pass_rows, config.max_pass_tokens):
             break
-        take_row(model, slot, rows, keeps, feeds)
+        take_row(model, slot, keep, fed, rows, keeps, feeds)
         if fed > width:
             width = fed
     return Pass(model, rows, keeps, feeds, width, collect)
 
 
-def resolve_pass(step: Pass) -> list[Slot]:
-    """Send each row its outcome and book the pass's timing; return the rows whose round ended."""
+def resolve_pass(step: Pass, continuing: list[Slot] | None = None) -> list[Slot]:
+    """Send each row its outcome and book the pass's timing; return the rows whose round ended.
+
+    ``continuing``, when given, receives the other rows (their next call is set).
+    """
     ended: list[Slot] = []
     model, size, seconds = step.model, len(step.rows), step.seconds
     timings: dict[int, PassTiming] = {}
@@ -385,6 +386,8 @@ def resolve_pass(step: Pass) -> list[Slot]:
             slot.passes[slot.call_level].append(timing)
         if slot.resolve(took):
             ended.append(slot)
+        elif continuing is not None:
+            continuing.append(slot)
     return ended
 
 

@@ -44,7 +44,6 @@ from policies.serving import (
     round_feedback,
     serve,
     start_round,
-    take_row,
 )
 from policies.serving import _view as route_view
 from sim.world import World
@@ -168,10 +167,15 @@ class Server:
             feeds: list[int] = []
             width = 0
             while queue:
-                fed = queue[0].feed()[1]
-                if not fits(len(rows), width, fed, max_rows, max_tokens):
+                slot = queue[0]
+                keep, fed = slot.feed()
+                if rows and not fits(len(rows), width, fed, max_rows, max_tokens):
                     break
-                take_row(model, queue.popleft(), rows, keeps, feeds)
+                queue.popleft()
+                slot.valid[model] = keep + fed  # take_row, inline: this loop runs per row
+                rows.append(slot)
+                keeps.append(keep)
+                feeds.append(fed)
                 if fed > width:
                     width = fed
             step = Pass(model, rows, keeps, feeds, width, sim.collect)
@@ -338,11 +342,11 @@ class Simulation:
         """Resolve a pipelined pass: finished rounds end, the others join their next server."""
         if self.trace_calls:
             self._trace(step)
-        ended = resolve_pass(step)
+        continuing: list[Slot] = []
+        ended = resolve_pass(step, continuing)
         servers = self.servers
-        for slot in step.rows:
-            if slot not in ended:
-                servers[slot.call_model].submit(slot)
+        for slot in continuing:
+            servers[slot.call_model].submit(slot)
         now = self.env.now
         for slot in ended:
             committed = slot.commit(now)
