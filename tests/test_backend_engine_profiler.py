@@ -1,4 +1,9 @@
-"""The profiler: a quick run on tiny random models yields a world profile the schema accepts."""
+"""The profiler: a quick run on tiny random models yields a world profile the schema accepts.
+
+Its pair statistics are checked against values computed independently: TVs from fresh
+full-prefix forward passes along a plain argmax continuation, and greedy acceptance (alpha and
+per-position) from rounds actually run by the executor on the same continuations.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,15 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
+from backend.executor import MultiLevelExecutor
+from backend.ladder import Ladder
 from backend.profiler import ProfileSettings, conditional_acceptance, profile_ladder
 from backend.replay import RandomTokenPrompts, prompt_set
-from backend.testing import tiny_ladder
+from backend.sampling import SamplingConfig, total_variation
+from backend.testing import agreeing_ladder, reference_greedy, tiny_ladder
+from policies.contract import Route
 from traces.world_profile import validate_world_profile, world_profile_to_dict
 
 TINY = ProfileSettings(
@@ -76,3 +86,92 @@ def test_identical_models_accept_everything() -> None:
     for pair in profile.acceptance:
         assert pair.alpha == pytest.approx(1.0) and max(pair.tv) < 1e-6
         assert pair.positions == pytest.approx((1.0, 1.0, 1.0))
+
+
+PAIRS_ONLY = ProfileSettings(
+    tokens=(1,), batch_sizes=(1,), contexts=(8,), warmup=0, repeats=1, prompts_per_domain=3,
+    continuation=12, draft_positions=3,
+)  # fmt: skip
+
+
+def tv_along(
+    ladder: Ladder, lower: int, upper: int, prompt: list[int], continuation: list[int]
+) -> list[float]:
+    """TV(p_lower, p_upper) at each continuation position (context: prompt + continuation so far)."""
+    ids = torch.tensor([prompt + continuation])
+    rows = slice(len(prompt) - 1, len(prompt) - 1 + len(continuation))
+    with torch.inference_mode():
+        p_low, p_up = (
+            torch.softmax(ladder.models[k](input_ids=ids).logits[0, rows], -1) for k in (lower, upper)
+        )
+    return [float(v) for v in total_variation(p_low, p_up)]
+
+
+def executor_greedy_acceptance(
+    ladder: Ladder, lower: int, prompts: list[list[int]], continuation: int, positions: int
+) -> tuple[float, list[float]]:
+    """``(A / (A + R), P(accept k | 0..k-1))`` of real rounds of route ``lower -> target``.
+
+    For every lookahead ``K <= positions`` and prompt, greedy rounds run back to back (each starts
+    after the previous one's correction) while the round's ``K`` drafts stay within the first
+    ``continuation`` output tokens.
+    """
+    target = ladder.target
+    executor = MultiLevelExecutor(ladder, SamplingConfig(temperature=0.0), eos_token_id=-1)
+    reached, accepted = [0] * positions, [0] * positions
+    total = rejections = 0
+    seq_id = 0
+    for lookahead in range(1, positions + 1):
+        for prompt in prompts:
+            seq_id += 1
+            executor.add(seq_id, prompt)
+            start = 0
+            while start + lookahead <= continuation:
+                route = Route((lower, target), (lookahead,), target)
+                level = executor.step({seq_id: (route, lookahead + 1)})[seq_id].feedback.levels[-1]
+                assert level.proposed == lookahead
+                run = level.accepted
+                for k in range(run):
+                    reached[k], accepted[k] = reached[k] + 1, accepted[k] + 1
+                if run < lookahead:
+                    reached[run], rejections = reached[run] + 1, rejections + 1
+                total += run
+                start += run + 1
+    return total / (total + rejections), [a / r for a, r in zip(accepted, reached) if r]
+
+
+@pytest.mark.parametrize(
+    "ladder", [tiny_ladder(3, seed=1), agreeing_ladder(3, seed=1)], ids=["noisy", "agreeing"]
+)
+def test_pair_statistics_equal_an_independent_recomputation(ladder: Ladder) -> None:
+    prompts = prompt_set(RandomTokenPrompts(ladder.vocab_size, seed=0), 3, 6, ["code", "prose"])
+    profile = profile_ladder(ladder, prompts, PAIRS_ONLY)
+    length = PAIRS_ONLY.continuation
+    target = ladder.models[ladder.target]
+    greedy = {d: [reference_greedy(target, p, length) for p in ps] for d, ps in prompts.items()}
+    checked = 0
+    for pair in profile.acceptance:
+        domains = sorted(prompts) if pair.domain is None else [pair.domain]
+        pooled = [p for d in domains for p in prompts[d]]
+        where = f"{pair.mode} M{pair.lower}->M{pair.upper} domain {pair.domain}"
+        assert pair.samples == len(pooled) * length, where
+        if pair.mode == "greedy":  # every TV along the target's greedy continuation
+            expected = [
+                v
+                for d in domains
+                for p, c in zip(prompts[d], greedy[d])
+                for v in tv_along(ladder, pair.lower, pair.upper, p, c)
+            ]
+            assert sorted(pair.tv) == pytest.approx(sorted(expected), abs=2e-5), where
+            if pair.upper == ladder.target:
+                alpha, positions = executor_greedy_acceptance(
+                    ladder, pair.lower, pooled, length, PAIRS_ONLY.draft_positions
+                )
+                assert pair.alpha == pytest.approx(alpha, abs=1e-12), where
+                assert pair.positions == pytest.approx(positions, abs=1e-12), where
+                checked += 1
+        else:  # sampled continuations: the first position's context is the prompt alone
+            for prompt in pooled:
+                first = tv_along(ladder, pair.lower, pair.upper, prompt, [0])[0]  # the 0 is never attended
+                assert min(abs(v - first) for v in pair.tv) < 2e-5, where
+    assert checked == 2 * 3  # (M0, M1) -> M2, for 2 domains and their union
