@@ -73,6 +73,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--batches", default=None, help="batch sizes for scaling (default 1,2,4,8; quick 1,4)"
     )
     parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
     parser.add_argument(
         "--hf-path", action="store_true", help="run our engine on the Hugging Face forward path"
     )
@@ -80,13 +81,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def build_ladder(path: str | None, dtype: str = "float32") -> tuple[Ladder, str]:
+def build_ladder(path: str | None, dtype: str = "float32", device: str = "cpu") -> tuple[Ladder, str]:
     """The given or embedded ladder; a tiny random one (stated in the result) when neither exists."""
     from backend.zoo import default_ladder_dir
 
     directory = Path(path) if path else default_ladder_dir()
     if (directory / "ladder.json").is_file():
-        return load_ladder(directory, dtype=dtype), str(directory)
+        return load_ladder(directory, dtype=dtype, device=device), str(directory)
     if path:
         raise SystemExit(f"{directory}: no ladder.json")
     from backend.testing import tiny_ladder
@@ -225,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     batches = [int(b) for b in (args.batches or ("1,4" if quick else "1,2,4,8")).split(",")]
     torch.manual_seed(args.seed)
     started = time.perf_counter()
-    ladder, ladder_note = build_ladder(args.ladder, args.dtype)
+    ladder, ladder_note = build_ladder(args.ladder, args.dtype, args.device)
     source = prompt_source_for(ladder, args.seed, ladder_note if Path(ladder_note).is_dir() else None)
     per_domain = prompt_set(source, n_prompts, prompt_tokens)
     prompts = [p for group in zip(*per_domain.values()) for p in group][:n_prompts]

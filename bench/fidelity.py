@@ -98,7 +98,7 @@ def run_cell(
     out = args.out / f"{policy.replace(':', '_').replace('>', '-')}_b{max_batch}"
     config = ValidateConfig(
         str(ladder_dir), policy, str(out), str(profile), True, args.requests, args.prompt_tokens,
-        args.output_tokens, args.rate, max_batch, args.seed,
+        args.output_tokens, args.rate, max_batch, args.seed, args.device,
     )  # fmt: skip
     check_policy_fits(policy, ladder.info)
     requests = workload(
@@ -159,6 +159,7 @@ def main() -> None:
         "--rate", type=float, default=0.0, help="Poisson arrivals per second (0: all at once)"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="torch device of the real runs and the profile")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fidelity"))
     args = parser.parse_args()
 
@@ -176,10 +177,10 @@ def main() -> None:
     started = time.perf_counter()
     load_start = load_average()
     print(f"load average before: {load_start} ({os.cpu_count()} CPUs)", flush=True)
-    ladder = load_ladder(ladder_dir)
+    ladder = load_ladder(ladder_dir, device=args.device)
     profile_config = ValidateConfig(
         str(ladder_dir), policies[0], str(args.out), None, True, args.requests, args.prompt_tokens,
-        args.output_tokens, args.rate, max(batches), args.seed,
+        args.output_tokens, args.rate, max(batches), args.seed, args.device,
     )  # fmt: skip
     profile = ensure_profile(profile_config, ladder, print)
     cells = []

@@ -498,7 +498,7 @@ def serve(
             upcoming = next(arrivals, None)
         if waiting and (not limit or len(running) < limit):
             queued = _pending_calls(running, size)
-            admitted = []
+            admitted: list[Slot] = []
             while waiting and (not limit or len(running) + len(admitted) < limit):
                 admitted.append(Slot(waiting.popleft(), size))
             for slot in admitted:
