@@ -151,7 +151,7 @@ def real_runner(args: argparse.Namespace) -> tuple[Runner, int]:
     from specrouter.commands.validate import default_ladder
     from specrouter.experiments.validate import run_real
     from specrouter.scenarios import load_scenario_config
-    from specrouter.scenarios.runner import load_requests
+    from specrouter.scenarios.runner import build_world
 
     ladder_dir = args.ladder or default_ladder()
     if not (Path(ladder_dir) / "ladder.json").exists():
@@ -168,7 +168,8 @@ def real_runner(args: argparse.Namespace) -> tuple[Runner, int]:
             clip_to_context(
                 r._replace(output_tokens=min(r.output_tokens, args.output_tokens)), window, report
             )
-            for r in load_requests(load_scenario_config(scenario), limit)
+            # the scenario's workload hooks (domain shifts, load ramps) apply as in the simulator
+            for r in build_world(load_scenario_config(scenario), limit, args.seed)[1]
         ]
         settings = {
             "scenario": scenario,

@@ -98,6 +98,13 @@ def run(args: argparse.Namespace) -> int:
 
     check_arguments(args)
     world = build_world(args)
+    if world.cluster.scheduler == "pipelined":
+        print(
+            f"note: cluster {world.cluster.name!r} runs the pipelined scheduler (one server per model, "
+            "co-placed models share their GPU): simulated only -- the real backend runs the lockstep "
+            "serving loop on one device",
+            file=sys.stderr,
+        )
     check_fits(args.policy, len(world.cluster.models))
     policy = make_policy(args.policy, world=world.truth)
     knobs = policy_knobs(args.policy)
