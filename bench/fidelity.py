@@ -160,11 +160,19 @@ def main() -> None:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="torch device of the real runs and the profile")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default; 1 on a shared machine)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-fidelity"))
     args = parser.parse_args()
 
+    import torch
+
     from backend.ladder import load_ladder
     from backend.zoo import default_ladder_dir
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     policies, batches = (
         QUICK if args.quick else (tuple(args.policy or POLICIES), tuple(args.max_batch or BATCHES))
@@ -209,6 +217,7 @@ def main() -> None:
                 "output_tokens": args.output_tokens,
                 "ladder": str(ladder_dir),
                 "load_average": {"start": load_start, "end": load_average()},
+                "torch_threads": torch.get_num_threads(),
                 "wall_s": round(time.perf_counter() - started, 1),
             }
         )

@@ -3,10 +3,11 @@
 * :func:`scenario_metric` -- run the policy on a shipped scenario in the simulator
   (:func:`specrouter.scenarios.run_scenario`) and return a metric of the run (mean TPOT
   by default; ``options["metric"]`` picks any :func:`traces.summary.summarize` key).
-* :func:`plan_metric` -- a tiny, fast world for tests and smoke runs: requests decoded one
-  after another by executing the round plan (:mod:`policies.plan`) with i.i.d. acceptance
-  and fixed pass times.  Returns ms per output token.  Scenarios: ``plan-stationary`` and
-  ``plan-weak-middle`` (the middle model's acceptance to the target is poor).
+* :func:`plan_metric` -- a tiny, fast world for tests and smoke runs: requests served one
+  after another by the shared serving loop (:mod:`policies.serving`) with i.i.d. acceptance
+  and fixed pass times (prefill and catch-up priced by the positions fed).  Returns ms per
+  output token.  Scenarios: ``plan-stationary`` and ``plan-weak-middle`` (the middle model's
+  acceptance to the target is poor).
 """
 
 from __future__ import annotations
@@ -15,10 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from policies.contract import LadderInfo, LevelFeedback, PassTiming, Policy, RoundFeedback, RouteView
-from policies.plan import Call, Verify, drive
+from policies.contract import LadderInfo, Policy
+from policies.serving import Pass, ServingConfig, serve
 from specrouter.experiments.policies import make_policy
+from traces.request import Request
 
+PLAN_PROMPT_TOKENS = 64
 PLAN_PASS_MS = (0.35, 1.1, 5.5, 42.0)
 PLAN_EXTRA_POSITION_MS = (0.005, 0.02, 0.08, 0.6)
 PLAN_ALPHA: dict[str, dict[tuple[int, int], float]] = {
@@ -62,38 +65,32 @@ def plan_metric(
 def plan_world_tpot(
     policy: Policy, alpha: dict[tuple[int, int], float], requests: int, output_tokens: int, seed: int
 ) -> float:
-    """Decode ``requests`` requests one after another through the round plan; ms per token."""
+    """Serve ``requests`` requests one after another through the shared serving loop; ms per token.
+
+    The loop (:func:`policies.serving.serve`, one slot) forms every pass as in both worlds; this
+    world charges ``PLAN_PASS_MS[m] + PLAN_EXTRA_POSITION_MS[m] * (width - 1)`` per pass and
+    accepts each candidate with the pair's ``alpha`` (i.i.d., stop at the first rejection).
+    """
     rng = np.random.default_rng(seed)
     ladder = LadderInfo(("68M", "1B", "8B", "70B"))
-    idle = (0,) * ladder.size
+    workload = [Request(rid, 0.0, PLAN_PROMPT_TOKENS, output_tokens) for rid in range(requests)]
+    loop = serve(workload, policy, ladder, ServingConfig(slots=1))
     clock = 0.0
-    for rid in range(requests):
-        generated = 0
-        while generated < output_tokens:
-            view = RouteView(rid, 64, generated, output_tokens, None, clock, ladder, idle, idle)
-            route = policy.route(view)
-            started = clock
-
-            def answer(call: Call, chain: tuple[int, ...] = route.chain) -> int | None:
-                if not isinstance(call, Verify):
-                    return None
-                if call.candidates == 0:
-                    return 0
-                a = alpha[(chain[call.level - 1], call.model)]
-                return int(min(call.candidates, rng.geometric(1.0 - a) - 1)) if a < 1 else call.candidates
-
-            calls, counts = drive(route, output_tokens - generated, answer)
-            passes: list[list[PassTiming]] = [[] for _ in route.chain]
-            for call in calls:
-                positions = call.candidates + 1 if isinstance(call, Verify) else 1
-                ms = PLAN_PASS_MS[call.model] + PLAN_EXTRA_POSITION_MS[call.model] * (positions - 1)
-                passes[call.level].append(PassTiming(call.model, positions, 1, ms / 1e3))
-                clock += ms / 1e3
-            generated += counts.emitted[-1]
-            levels = tuple(
-                LevelFeedback(m, counts.proposed[j], counts.accepted[j], counts.emitted[j], tuple(passes[j]))
-                for j, m in enumerate(route.chain)
-            )
-            done = generated >= output_tokens
-            policy.observe(RoundFeedback(rid, None, route, started, clock, levels, (), done))
+    try:
+        action = next(loop)
+        while True:
+            if isinstance(action, Pass):
+                for index, slot in enumerate(action.rows):
+                    candidates = slot.call_candidates
+                    if candidates > 0:
+                        a = alpha[(slot.chain[slot.call_level - 1], action.model)]
+                        accepted = rng.geometric(1.0 - a) - 1 if a < 1 else candidates
+                        action.accepted[index] = int(min(candidates, accepted))
+                model = action.model
+                ms = PLAN_PASS_MS[model] + PLAN_EXTRA_POSITION_MS[model] * (action.width - 1)
+                action.seconds = ms / 1e3
+                clock += action.seconds
+            action = loop.send(clock)
+    except StopIteration:
+        pass
     return clock * 1e3 / (requests * output_tokens)
