@@ -37,7 +37,7 @@ from traces.request import Request
 
 Progress = Callable[[str], None]
 
-ACCEPTANCE_PROMPTS = 6  # per domain: the quick grid's 2 gave 64 positions per pair, too few to trust
+ACCEPTANCE_PROMPTS = 16  # per domain: acceptance varies widely from prompt to prompt; 6 left ~0.08 of alpha to chance
 ACCEPTANCE_POSITIONS = 8
 
 
