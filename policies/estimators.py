@@ -2,7 +2,7 @@
 
 * :class:`PassTimeProfile` -- per model, ``V_j(n, b)``: the wall time of a pass feeding
   ``n`` positions per sequence with ``b`` sequences in the batch, as a robust (median)
-  table over ``n`` and batch-size octaves.  Unmeasured models get a prior: the largest
+  curve over the positions the whole batch feeds, ``n b``.  Unmeasured models get a prior: the largest
   measured model's curve scaled by the parameter ratio when the ladder gives parameters,
   a fixed fraction otherwise.
 * :class:`PairStats` -- per ordered pair ``(lower, upper)``: an EMA of the similarity
@@ -19,15 +19,67 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 
-BATCH_ROWS = 12  # batch-size octaves: 1, 2-3, 4-7, ..., >= 2048
+
+class LevelFeedbackLike(Protocol):
+    """The counts of :class:`policies.contract.LevelFeedback` that acceptance needs."""
+
+    @property
+    def proposed(self) -> int: ...
+
+    @property
+    def accepted(self) -> int: ...
+
+    @property
+    def emitted(self) -> int: ...
+
+
+EXACT_TOTALS = 64  # passes feeding up to this many positions in all get a cell each
+TOTAL_STEPS_PER_OCTAVE = 8  # above that, cells 2^(1/8) apart (9%; each cell tracks its own mean)
+TOTAL_CELLS = EXACT_TOTALS + 12 * TOTAL_STEPS_PER_OCTAVE  # up to 64 * 2^12 = 262,144 positions
+FRESH_SAMPLES = 4  # a cell with this many samples is known: a part of the curve the plan did not see
 UNMEASURED_FRACTION = 0.05  # prior pass time of an unmeasured model, as a fraction of the target's
 
 
+def read_curve(totals: np.ndarray, times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Pass time at ``wanted`` total positions from measured points (see PassTimeProfile)."""
+    out = np.interp(wanted, totals, times)
+    if len(totals) >= 2:
+        above = wanted > totals[-1]
+        if above.any():
+            rise = max(0.0, (times[-1] - times[-2]) / (totals[-1] - totals[-2]))
+            slope = min(rise, times[-1] / totals[-1])  # time per position never grows with batching
+            out[above] = times[-1] + slope * (wanted[above] - totals[-1])
+        below = wanted < totals[0]
+        if below.any():
+            slope = max(0.0, (times[1] - times[0]) / (totals[1] - totals[0]))
+            extended = times[0] - slope * (totals[0] - wanted[below])
+            out[below] = np.clip(extended, times[0] * wanted[below] / totals[0], times[0])
+    return out
+
+
+def total_cell(total: int) -> int:
+    """Cell of a pass feeding ``total`` positions over the whole batch."""
+    if total <= EXACT_TOTALS:
+        return total
+    cell = EXACT_TOTALS + int(TOTAL_STEPS_PER_OCTAVE * math.log2(total / EXACT_TOTALS))
+    return cell if cell < TOTAL_CELLS else TOTAL_CELLS - 1
+
+
 class PassTimeProfile:
-    """Per model, a robust online table of pass time by (positions fed, batch-size octave).
+    """Per model, a robust online curve of pass time against the positions the batch feeds.
+
+    A pass's time is governed by the positions the *whole batch* feeds, ``N = n b``
+    (``n`` per sequence, ``b`` sequences): flat while streaming the weights dominates
+    (memory-bound), then growing ~linearly in ``N`` (compute-bound).  So a pass is filed
+    under ``N`` -- the batch size times the larger of this request's feed and the mean
+    feed of the model's recent passes (every request's feedback reaches the policy, so
+    that is the batch's own mean) -- and one curve serves every (n, b) with the same product: verifying 5
+    positions at batch 50 predicts plain decoding at batch 250, the comparison that
+    decides whether speculation still pays under load.
 
     A cell tracks the *median* of its samples with a multiplicative sign step
     ``v <- v (1 + eta sign(t - v))``: in a shared continuous batch a pass that also
@@ -35,12 +87,15 @@ class PassTimeProfile:
     request fed suggest, and those heavy outliers must not drag the estimate (an EMA
     would).  The first samples of a cell take large steps (``eta_c = max(eta, 1/c)``),
     so a cell settles within a few samples and then follows slowdowns at rate ``eta``.
-    Passes feeding more than ``max_positions`` (prefill and catch-up) are not routing
-    costs and are skipped.
+    Each cell also keeps the mean ``N`` of its samples, where the curve passes.  Passes
+    in which the request fed more than ``max_positions`` (prefill and catch-up) are not
+    routing costs and are skipped.
 
-    A prediction ``V_m(n, b)`` reads the row of ``b``'s octave (the nearest measured row
-    when it has none), interpolates linearly in ``n`` between measured cells, is flat
-    below the first, and extends the last segment's slope (never negative) above the last.
+    A prediction ``V_m(n, b)`` interpolates linearly in ``N = n b`` between measured
+    cells.  Above the last it extends the last segment's slope, clipped to
+    ``[0, V/N]`` (time per position never grows with batching); below the first it
+    extends the first segment's slope, clipped to ``[V N/N_0, V]`` (a pass never gets
+    slower with fewer positions, nor cheaper per position); one measured cell reads flat.
     """
 
     def __init__(
@@ -58,21 +113,46 @@ class PassTimeProfile:
         self.rate = rate
         self.params = tuple(params) if params is not None else None
         self.max_positions = max_positions
-        cells = (max_positions + 1) * BATCH_ROWS
-        self._time = [[0.0] * cells for _ in range(ladder_size)]
-        self._count = [[0] * cells for _ in range(ladder_size)]
-        self._snapshot = [[0.0] * cells for _ in range(ladder_size)]
-        self.moved = False  # some cell left its snapshot by more than ``tolerance``
+        self._time = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
+        self._total = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean N of the cell's samples
+        self._count = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
+        self._snapshot = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
+        self.moved = False  # some settled cell left its snapshot by more than ``tolerance``
+        self.fresh = False  # some cell became known (FRESH_SAMPLES) since the last snapshot
         self.tolerance = 0.2
 
-    def update(self, model: int, tokens: int, batch_size: int, seconds: float) -> None:
-        """Fold in one pass; prefill-sized, non-finite or negative samples are ignored."""
+    def update(
+        self,
+        model: int,
+        tokens: int,
+        batch_size: int,
+        seconds: float,
+        mean_feed: float | None = None,
+        prefill_rate: float = 0.0,
+    ) -> None:
+        """Fold in one pass; prefill-sized, non-finite or negative samples are ignored.
+
+        ``mean_feed`` (optional) is the mean positions per sequence of the model's recent
+        passes: the batch's total is filed as ``max(mean_feed, tokens) * batch_size``
+        rather than this request's own ``tokens * batch_size``, which a ragged batch
+        (3-level chains hand the target variable counts) would misfile -- a request
+        feeding 1 position into a batch whose others feed 9 is not a cheap pass; the max
+        keeps a uniform batch exact while the mean lags a change of route.  ``prefill_rate`` (prompt positions
+        arriving per second) adds the prefills such a pass carries, ``prefill_rate *
+        seconds`` on average: under load new requests' prompts ride in the decode passes,
+        and a long pass carries more of them.
+        """
         if tokens > self.max_positions or not 0.0 <= seconds < math.inf:
             return
-        row = batch_size.bit_length() - 1 if batch_size > 1 else 0
-        if row >= BATCH_ROWS:
-            row = BATCH_ROWS - 1
-        cell = tokens * BATCH_ROWS + row
+        if batch_size <= 1:
+            total = tokens
+        elif mean_feed is None:
+            total = tokens * batch_size
+        else:
+            total = int(max(mean_feed, tokens) * batch_size + 0.5)
+        if prefill_rate > 0.0:
+            total += int(prefill_rate * seconds + 0.5)
+        cell = total if total <= EXACT_TOTALS else total_cell(total)
         counts = self._count[model]
         c = counts[cell] + 1
         counts[cell] = c
@@ -80,6 +160,7 @@ class PassTimeProfile:
         value = times[cell]
         if c == 1:
             times[cell] = value = seconds
+            self._total[model][cell] = float(total)
         else:
             step = self.rate if c * self.rate > 1.0 else 1.0 / c
             if seconds > value:
@@ -89,6 +170,11 @@ class PassTimeProfile:
             elif seconds < value:
                 value *= 1.0 - step
             times[cell] = value
+            if cell > EXACT_TOTALS:
+                totals = self._total[model]
+                totals[cell] += (total - totals[cell]) * step
+            if c == FRESH_SAMPLES:
+                self.fresh = True
         if not self.moved and c * self.rate > 1.0:  # a settled cell left its snapshot
             reference = self._snapshot[model][cell]
             if abs(value - reference) > self.tolerance * reference:
@@ -98,29 +184,57 @@ class PassTimeProfile:
         """Remember the current estimates; :attr:`moved` reports departures from them."""
         self._snapshot = [list(row) for row in self._time]
         self.moved = False
+        self.fresh = False
 
     def measured(self, model: int) -> bool:
         return any(self._count[model])
 
-    def curve(self, model: int, batch_size: int, columns: int) -> np.ndarray | None:
-        """``V_m(n, b)`` for ``n = 0 .. columns-1`` (``n = 0`` reads as 1); ``None`` if unmeasured."""
-        counts, times = self._count[model], self._time[model]
-        wanted = batch_size.bit_length() - 1 if batch_size > 1 else 0
-        rows = sorted(
-            (r for r in range(BATCH_ROWS) if any(counts[n * BATCH_ROWS + r] for n in range(1, columns))),
-            key=lambda r: (abs(r - min(wanted, BATCH_ROWS - 1)), r),
-        )
-        if not rows:
+    def points(self, model: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Measured ``(N, V)`` of a model, sorted by ``N``, ``V`` made non-decreasing; ``None`` if none."""
+        counts = self._count[model]
+        cells = [c for c in range(TOTAL_CELLS) if counts[c]]
+        if not cells:
             return None
-        row = rows[0]
-        ns = [n for n in range(1, self.max_positions + 1) if counts[n * BATCH_ROWS + row]]
-        ts = [times[n * BATCH_ROWS + row] for n in ns]
+        totals = np.array([self._total[model][c] for c in cells])
+        times = np.array([self._time[model][c] for c in cells])
+        order = np.argsort(totals, kind="stable")
+        return totals[order], np.maximum.accumulate(times[order])  # never cheaper with more positions
+
+    def curve(self, model: int, batch_size: float, columns: int) -> np.ndarray | None:
+        """``V_m(n, b)`` for ``n = 0 .. columns-1`` (``n = 0`` reads as 1); ``None`` if unmeasured."""
+        points = self.points(model)
+        if points is None:
+            return None
+        wanted = np.maximum(np.arange(columns, dtype=float), 1.0) * max(batch_size, 1.0)
+        return read_curve(*points, wanted)
+
+    def cube(self, widths: np.ndarray, columns: int, prefill_rate: float = 0.0) -> np.ndarray:
+        """``(K, len(widths), columns)`` pass times at every width and positions per sequence
+        (the planner's ``PassCube``); unmeasured models scaled from the largest measured.
+
+        With a ``prefill_rate`` a pass also carries the prompts that arrived while the last
+        one ran: ``V = curve(w n + rate V)``, solved by a few fixed-point steps (the map is
+        a contraction while prefill takes less than the whole device).
+        """
+        k = self.ladder_size
         positions = np.maximum(np.arange(columns, dtype=float), 1.0)
-        out = np.interp(positions, ns, ts)
-        if len(ns) >= 2:
-            slope = max(0.0, (ts[-1] - ts[-2]) / (ns[-1] - ns[-2]))
-            above = positions > ns[-1]
-            out[above] = ts[-1] + slope * (positions[above] - ns[-1])
+        wanted = widths[:, None] * positions[None, :]
+        out = np.zeros((k, len(widths), columns))
+        known: list[int] = []
+        for model in range(k):
+            points = self.points(model)
+            if points is not None:
+                seconds = read_curve(*points, wanted)
+                for _ in range(3 if prefill_rate > 0.0 else 0):
+                    seconds = read_curve(*points, wanted + prefill_rate * seconds)
+                out[model] = seconds
+                known.append(model)
+        if len(known) < k:
+            reference = out[known[-1]] if known else np.ones((len(widths), columns))
+            ref_model = known[-1] if known else k - 1
+            for model in range(k):
+                if model not in known:
+                    out[model] = reference * self._prior_ratio(model, ref_model)
         return out
 
     def table(self, batch_sizes: Sequence[float], columns: int) -> np.ndarray:
@@ -129,8 +243,8 @@ class PassTimeProfile:
         out = np.zeros((k, columns))
         known: list[int] = []
         for model in range(k):
-            batch = int(round(batch_sizes[model])) if model < len(batch_sizes) else 1
-            curve = self.curve(model, max(batch, 1), columns)
+            batch = float(batch_sizes[model]) if model < len(batch_sizes) else 1.0
+            curve = self.curve(model, batch, columns)
             if curve is not None:
                 out[model] = curve
                 known.append(model)
@@ -250,6 +364,19 @@ def _solve_truncated_geometric(mean_accepted: float, candidates: float) -> float
         else:
             high = mid
     return 0.5 * (low + high)
+
+
+def round_acceptance(level: LevelFeedbackLike, trials: int) -> float:
+    """One round's acceptance estimate of a level, for fitting ``f``.
+
+    A single verify gives the exact ``accepted / trials``.  A level that verified ``v``
+    times only bounds its trials from above (``accepted / trials`` reads too low), so it
+    is solved by the method of moments of :meth:`PairStats.acceptance` on this round.
+    """
+    verifies = level.emitted - level.accepted
+    if verifies <= 1 or level.accepted >= level.proposed:
+        return level.accepted / trials
+    return _solve_truncated_geometric(level.accepted / verifies, level.proposed / verifies)
 
 
 def acceptance_trials(proposed: int, accepted: int, emitted: int) -> int:

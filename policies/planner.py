@@ -17,7 +17,13 @@ Per chain ``(m_0 .. m_{N-1})`` and lookahead rows ``G`` (``B x (N-1)``):
 * an intermediate level with goal ``g`` repeats (sub-round below + verify) until it has
   collected ``>= g`` tokens: a renewal recursion over "tokens so far" whose visit
   probabilities sum to the expected number of repetitions;
-* ``T_eff = E[latency] / E[target tokens]``.
+* ``T_eff = E[latency] / E[target tokens]``;
+* with a :class:`~policies.cost_model.SystemLoad` (pass widths ``b_m``, ``R`` requests in
+  flight, device placement) the cost is the system objective of
+  :func:`policies.cost_model.estimate_system`,
+  ``T_sys = max(L, R B + lambda (L - B)) / E[target tokens]``, ``B = max_d sum_{m on d} P_m / b_m``,
+  from the same
+  per-level pass times ``P_m`` (the caller reads the pass table at the widths ``b_m``).
 
 The search space is bounded by ``grid_rows``: drafter lookaheads always span
 ``1 .. max_lookahead``; intermediate lookaheads span ``1 .. g`` with ``g`` the largest
@@ -28,12 +34,13 @@ collects more tokens before handing them up only lengthens the run the target ma
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from policies.contract import Route
-from policies.cost_model import AlphaFn, PassTimeFn, enumerate_chains
+from policies.cost_model import LATENCY_SHOW_THROUGH, AlphaFn, PassTimeFn, SystemLoad, enumerate_chains
 
 FloatArray = np.ndarray
 
@@ -105,26 +112,161 @@ def evaluate_routes(
     by model ``j``; ``pass_table[m, n]`` the time of a pass of model ``m`` feeding ``n``
     positions (column 0 unused).  Returns two arrays of length ``B``.
     """
+    parts, tokens = evaluate_route_parts(members, grid, alpha, pass_table)
+    return parts.sum(axis=1), tokens
+
+
+def evaluate_route_parts(
+    members: np.ndarray, grid: np.ndarray, alpha: FloatArray, pass_table: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Per level expected pass time (``B x N``) and target tokens (``B``) of many routes.
+
+    ``parts[r, j]`` is the expected time of chain member ``j``'s passes in one round: the
+    vectorised :func:`policies.cost_model.estimate_round_parts`.
+    """
     rows, length = members.shape
     if length == 1:
-        return pass_table[members[:, 0], 1].copy(), np.ones(rows)
+        return pass_table[members[:, 0], 1][:, None].copy(), np.ones(rows)
     drafted = grid[:, 0]
     pmf = np.zeros((rows, int(drafted.max()) + 1))
     pmf[np.arange(rows), drafted] = 1.0
-    latency = drafted * pass_table[members[:, 0], 1]
+    parts = np.zeros((rows, length))
+    parts[:, 0] = drafted * pass_table[members[:, 0], 1]
     for level in range(1, length):
         lower, upper = members[:, level - 1], members[:, level]
         size = pmf.shape[1]
         if size + 1 > pass_table.shape[1]:
             raise ValueError(f"pass_table has {pass_table.shape[1]} columns; these routes need {size + 1}")
-        verify_time = np.einsum("rn,rn->r", pmf, pass_table[upper, 1 : size + 1])
+        parts[:, level] = np.einsum("rn,rn->r", pmf, pass_table[upper, 1 : size + 1])
         step = _verify(pmf, alpha[lower, upper])
-        step_latency = latency + verify_time
         if level == length - 1:
-            return step_latency, step @ np.arange(step.shape[1])
+            return parts, step @ np.arange(step.shape[1])
         pmf, steps = _collect(step, grid[:, level])
-        latency = steps * step_latency
+        parts[:, : level + 1] *= steps[:, None]  # the sub-round below repeats `steps` times
     raise AssertionError("unreachable: the loop returns at the target level")
+
+
+WIDTH_STEPS_PER_OCTAVE = 4
+WIDTH_GRID = 2.0 ** (np.arange(0, 10 * WIDTH_STEPS_PER_OCTAVE + 1) / WIDTH_STEPS_PER_OCTAVE)  # 1 .. 1024
+
+
+class PassCube(NamedTuple):
+    """Pass times at any width: ``seconds[m, w, n]`` for ``WIDTH_GRID[w]`` sequences each
+    feeding ``n`` positions (column 0 unused); read log-linearly between grid widths."""
+
+    seconds: FloatArray  # (K, len(WIDTH_GRID), columns)
+
+    def read(self, models: np.ndarray, widths: FloatArray, columns: int) -> FloatArray:
+        """``out[r, n]`` for model ``models[r]`` at width ``widths[r]``, ``n < columns``."""
+        position = np.log2(np.clip(widths, 1.0, WIDTH_GRID[-1])) * WIDTH_STEPS_PER_OCTAVE
+        low = np.minimum(position.astype(np.int64), len(WIDTH_GRID) - 2)
+        weight = (position - low)[:, None]
+        cube = self.seconds
+        return cube[models, low, :columns] * (1.0 - weight) + cube[models, low + 1, :columns] * weight
+
+
+def cube_from(pass_time: Callable[[int, int, float], float], ladder_size: int, columns: int) -> PassCube:
+    """Tabulate ``pass_time(model, positions, width)`` on the width grid (truth, tests)."""
+    seconds = np.zeros((ladder_size, len(WIDTH_GRID), columns))
+    for model in range(ladder_size):
+        for w, width in enumerate(WIDTH_GRID):
+            for n in range(1, columns):
+                seconds[model, w, n] = pass_time(model, n, float(width))
+    return PassCube(seconds)
+
+
+def evaluate_route_parts_at(
+    members: np.ndarray, grid: np.ndarray, alpha: FloatArray, cube: PassCube, widths: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """:func:`evaluate_route_parts` with each row's passes at its own widths (``B x N``)."""
+    rows, length = members.shape
+    if length == 1:
+        return cube.read(members[:, 0], widths[:, 0], 2)[:, 1:2].copy(), np.ones(rows)
+    drafted = grid[:, 0]
+    pmf = np.zeros((rows, int(drafted.max()) + 1))
+    pmf[np.arange(rows), drafted] = 1.0
+    parts = np.zeros((rows, length))
+    parts[:, 0] = drafted * cube.read(members[:, 0], widths[:, 0], 2)[:, 1]
+    for level in range(1, length):
+        size = pmf.shape[1]
+        if size + 1 > cube.seconds.shape[2]:
+            raise ValueError(f"pass cube has {cube.seconds.shape[2]} columns; these routes need {size + 1}")
+        table = cube.read(members[:, level], widths[:, level], size + 1)
+        parts[:, level] = np.einsum("rn,rn->r", pmf, table[:, 1:])
+        step = _verify(pmf, alpha[members[:, level - 1], members[:, level]])
+        if level == length - 1:
+            return parts, step @ np.arange(step.shape[1])
+        pmf, steps = _collect(step, grid[:, level])
+        parts[:, : level + 1] *= steps[:, None]
+    raise AssertionError("unreachable: the loop returns at the target level")
+
+
+def member_values(members: np.ndarray, values: Sequence[float] | None, default: float) -> FloatArray:
+    """``values[members]`` as floats (``default`` where a model has no entry)."""
+    table = np.full(int(members.max()) + 1, default, dtype=float)
+    if values is not None:
+        known = min(len(values), len(table))
+        table[:known] = np.asarray(values[:known], dtype=float)
+    return table[members]
+
+
+def solve_row_widths(
+    members: np.ndarray,
+    grid: np.ndarray,
+    alpha: FloatArray,
+    cube: PassCube,
+    load: SystemLoad,
+    waits: FloatArray | None,
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Little's-law widths and requests in flight per row (:func:`policies.cost_model.solve_load`),
+    then parts and tokens at them."""
+    widths = np.maximum(member_values(members, load.batch_sizes, 1.0), 1.0)
+    caps = np.maximum(member_values(members, load.caps, np.inf), 1.0)
+    in_flight = np.full(len(members), max(load.in_flight, 1.0))
+    parts, tokens = evaluate_route_parts_at(members, grid, alpha, cube, widths)
+    for _ in range(load.iterations):
+        round_time = parts.sum(axis=1) + (waits if waits is not None else 0.0)
+        if load.token_rate > 0:  # R = Lambda T_sys(R), within the admission limit
+            cost = system_cost(members, parts, tokens, load, waits, widths, in_flight)
+            floor = max(load.min_in_flight, 1.0)
+            in_flight = np.clip(load.token_rate * cost, floor, max(load.max_in_flight, floor))
+        # Our requests spread over the stages by Little's law; other tenants' sequences
+        # (min_in_flight) sit in every batch.
+        foreign = max(load.min_in_flight, 1.0) - 1.0
+        ours = np.maximum(in_flight - foreign, 1.0)
+        share = ours[:, None] * parts / np.where(round_time > 0, round_time, 1.0)[:, None]
+        widths = np.minimum(foreign + np.minimum(np.maximum(share, 1.0), caps), caps)
+        parts, tokens = evaluate_route_parts_at(members, grid, alpha, cube, widths)
+    return parts, tokens, widths, in_flight
+
+
+def system_cost(
+    members: np.ndarray,
+    parts: FloatArray,
+    tokens: FloatArray,
+    load: SystemLoad,
+    waits: FloatArray | None,
+    widths: FloatArray | None = None,
+    in_flight: FloatArray | None = None,
+) -> FloatArray:
+    """``T_sys = max(L, R B + lambda (L - B)) / tokens`` per row, ``L`` with the waits
+    (:func:`policies.cost_model.system_time`); ``widths`` per row and member, else the load's."""
+    latency = parts.sum(axis=1)
+    if waits is not None:
+        latency = latency + waits
+    if widths is None:
+        widths = np.maximum(member_values(members, load.batch_sizes, 1.0), 1.0)
+    shares = parts / widths  # each pass's time is shared by the b_m sequences it serves
+    if load.devices is None or members.shape[1] == 1:
+        busy = shares.max(axis=1)
+    else:
+        device_of = np.asarray(load.devices)[members]
+        busy = np.zeros(len(members))
+        for device in np.unique(device_of):
+            busy = np.maximum(busy, np.where(device_of == device, shares, 0.0).sum(axis=1))
+    requests = in_flight if in_flight is not None else max(load.in_flight, 1.0)
+    backlog = requests * busy + LATENCY_SHOW_THROUGH * (latency - busy)
+    return np.maximum(latency, backlog) / tokens
 
 
 def _widest_pass(grid: np.ndarray) -> int:
@@ -173,19 +315,27 @@ class RoutePlanner:
         return self.positions + 1
 
     def plan_chains(
-        self, alpha: FloatArray, pass_table: FloatArray, round_overhead: FloatArray | None = None
+        self,
+        alpha: FloatArray,
+        pass_table: FloatArray,
+        round_overhead: FloatArray | None = None,
+        load: SystemLoad | None = None,
+        pass_time_at: PassCube | None = None,
     ) -> list[ChainPlan]:
         """The best lookaheads of every chain (same order as ``self.chains``).
 
         ``round_overhead[c]`` (optional) is extra wall time per round of chain ``c`` --
         waiting between passes -- added to every round's latency before choosing.
+        ``load`` (optional) prices routes by the system objective; ``pass_table`` must then
+        hold each model's pass times at its width ``load.batch_sizes[m]``, unless
+        ``pass_time_at`` (a :class:`PassCube`) answers at any width: then the widths follow
+        each route by Little's law (``load.iterations`` steps).  ``ChainPlan.t_eff`` is the cost minimised.
         """
         plans: list[ChainPlan | None] = [None] * len(self.chains)
         for members, grid, chain_ids in self._groups:
-            latency, tokens = evaluate_routes(members, grid, alpha, pass_table)
-            if round_overhead is not None:
-                latency = latency + round_overhead[chain_ids]
-            cost = latency / tokens
+            latency, tokens, cost = self._score(
+                members, grid, chain_ids, alpha, pass_table, round_overhead, load, pass_time_at
+            )
             order = np.lexsort((cost, chain_ids))  # by chain, cheapest first
             firsts = order[np.r_[True, chain_ids[order][1:] != chain_ids[order][:-1]]]
             for row in firsts:
@@ -195,13 +345,20 @@ class RoutePlanner:
                 )
         return [p for p in plans if p is not None]
 
-    def plan(self, alpha: FloatArray, pass_table: FloatArray) -> ChainPlan:
-        """The route with the lowest predicted ``T_eff`` (target-only always a candidate)."""
+    def plan(
+        self,
+        alpha: FloatArray,
+        pass_table: FloatArray,
+        load: SystemLoad | None = None,
+        pass_time_at: PassCube | None = None,
+    ) -> ChainPlan:
+        """The route with the lowest predicted cost (target-only always a candidate)."""
         best_row = None
         best_cost = np.inf
-        for members, grid, _ in self._groups:
-            latency, tokens = evaluate_routes(members, grid, alpha, pass_table)
-            cost = latency / tokens
+        for members, grid, chain_ids in self._groups:
+            latency, tokens, cost = self._score(
+                members, grid, chain_ids, alpha, pass_table, None, load, pass_time_at
+            )
             row = int(np.argmin(cost))
             if cost[row] < best_cost:
                 best_cost = float(cost[row])
@@ -209,6 +366,36 @@ class RoutePlanner:
         assert best_row is not None
         members, grid, row, latency_best, tokens_best = best_row
         return ChainPlan(self._route(members, grid, row), best_cost, latency_best, tokens_best)
+
+    @staticmethod
+    def _score(
+        members: np.ndarray,
+        grid: np.ndarray,
+        chain_ids: np.ndarray,
+        alpha: FloatArray,
+        pass_table: FloatArray,
+        round_overhead: FloatArray | None,
+        load: SystemLoad | None,
+        pass_time_at: PassCube | None = None,
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Latency (waits included), tokens and the minimised cost of every row."""
+        waits = round_overhead[chain_ids] if round_overhead is not None else None
+        if load is None:
+            latency, tokens = evaluate_routes(members, grid, alpha, pass_table)
+            if waits is not None:
+                latency = latency + waits
+            return latency, tokens, latency / tokens
+        widths = None
+        if pass_time_at is None:
+            parts, tokens = evaluate_route_parts(members, grid, alpha, pass_table)
+        else:
+            parts, tokens, widths, in_flight = solve_row_widths(
+                members, grid, alpha, pass_time_at, load, waits
+            )
+            latency = parts.sum(axis=1) + (waits if waits is not None else 0.0)
+            return latency, tokens, system_cost(members, parts, tokens, load, waits, widths, in_flight)
+        latency = parts.sum(axis=1) + (waits if waits is not None else 0.0)
+        return latency, tokens, system_cost(members, parts, tokens, load, waits, widths)
 
     def _route(self, members: np.ndarray, grid: np.ndarray, row: int) -> Route:
         """The Route of one grid row, built once and cached (routes are compared by identity)."""

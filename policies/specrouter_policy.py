@@ -30,17 +30,27 @@ keeps ``route() + observe()`` within a few microseconds.
   per round of each chain (sampled every 12th round) and the planner adds it to every
   round's latency, so long queues favour rounds that commit more tokens;
   ``learn_waits=False`` turns it off.
-* **Load awareness.** The pass-time table is read at the batch sizes the policy's own
-  passes experienced lately (an EMA per model, from ``PassTiming.batch_size``): a
-  verify pass over ``n`` positions at batch ``b`` costs ``V(n, b)``; under saturation
-  that grows with ``n`` and target-only wins.  (The view's instantaneous batch sizes
-  are 0 whenever a server is between passes, a poor predictor of the next pass.)
-  ``load_aware=False`` plans at batch size 1 (an ablation).
+* **The system objective** (``objective="system"``, the default; see
+  :func:`policies.cost_model.estimate_system`).  A round is priced in the batch it
+  joins: every pass at the width ``b_m`` the policy's passes experienced lately (an EMA
+  per model of ``PassTiming.batch_size``, at least the target's width: a model a chain
+  starts using joins batches about as wide as everyone else's), read from the pass-time
+  curve at ``n b_m`` positions, and with ``R`` requests in flight (an EMA of the requests
+  that finished a round and are not done: exact in both worlds, where summing the
+  views' per-model batch sizes would count a lock-step batch once per model) the cost
+  per token is
+  ``max(L, R max_m P_m / b_m) / E[tokens]``: latency while the devices keep up, the
+  bottleneck's throughput under backlog.  Compute-bound verification then makes long
+  lookaheads lose and plain decoding win.  (The view's instantaneous batch sizes are 0
+  whenever a server is between passes, a poor predictor of the next pass, hence the
+  experienced widths.)  ``objective="request"`` prices the round alone at those widths
+  (``R = 1``); ``load_aware=False`` plans at batch size 1 (``T_eff``, an ablation).
 * **When to re-plan.** Plans are cached per domain and half-octave of those batch
   sizes and recomputed when (a) a domain has gone ``replan_every`` rounds without one;
   (b) the domain's acceptance moved: a fast and a slow discounted acceptance rate of the
   chosen route part by more than ``surprise``; (c) a settled cell of the pass-time
-  table left its value at the last re-plan by more than 20% (a slowdown).  (b) and (c)
+  table left its value at the last re-plan by more than 20% (a slowdown), or a new part
+  of the curve became known (the batch reached widths it had not run at).  (b) and (c)
   happen at most once per ``min_replan_gap`` rounds and are followed by ``followups``
   re-plans ``min_replan_gap`` rounds apart while the estimates settle.
 """
@@ -53,8 +63,12 @@ from typing import NamedTuple
 import numpy as np
 
 from policies.contract import LadderInfo, RoundFeedback, Route, RouteView
-from policies.estimators import AcceptanceMap, ChainOverhead, PairStats, PassTimeProfile
-from policies.planner import RoutePlanner
+from policies.cost_model import SystemLoad
+from policies.estimators import AcceptanceMap, ChainOverhead, PairStats, PassTimeProfile, round_acceptance
+from policies.planner import WIDTH_GRID, ChainPlan, PassCube, RoutePlanner
+
+
+FEED_RATE = 0.25  # EMA rate of the mean feed per model: it must follow a change of route within a few passes
 
 
 class _Plan(NamedTuple):
@@ -109,10 +123,16 @@ class SpecRouter:
         followups: int = 4,
         learn_waits: bool = True,
         load_aware: bool = True,
+        objective: str = "system",
+        width_steps: int = 3,
         learn_every: int = 3,
         per_domain: bool = True,
         name: str | None = None,
     ):
+        if objective not in ("system", "request"):
+            raise ValueError(f"SpecRouter objective must be 'system' or 'request', got {objective!r}")
+        self.objective = objective
+        self.width_steps = width_steps
         if acceptance not in ("sampling", "fitted"):
             raise ValueError(f"SpecRouter acceptance must be 'sampling' or 'fitted', got {acceptance!r}")
         if not 0.0 <= prior_alpha <= 1.0:
@@ -152,7 +172,16 @@ class SpecRouter:
         self.overhead: ChainOverhead | None = None
         self._domains: dict[str | None, _DomainState] = {}
         self._load: list[float] = []  # EMA of the batch size each model's passes ran at
+        self._feed: list[float] = []  # EMA of the positions per sequence of each model's passes
+        self._widest: list[int] = []  # widest batch each model's passes ran at (its cap, as far as seen)
         self._load_key: tuple[int, ...] = ()
+        self._in_flight = 1.0  # EMA of the requests in flight (R)
+        self._most_in_flight = 1  # the most seen at once (the admission limit, as far as seen)
+        self._committed = 0  # tokens committed since the last rate sample
+        self._rate_clock = 0.0  # world time of the last rate sample
+        self._rate_sums = [0.0, 0.0, 0.0]  # discounted committed tokens, seconds, prompt tokens
+        self._prompts = 0  # prompt tokens of requests that started since the last rate sample
+        self._live: dict[int, int] = {}  # requests with rounds and not yet done -> round count at the last
         self._epoch = 0  # bumped when the pass-time profile moved: every plan is stale
         self._epoch_round = 0
         self.rounds = 0
@@ -162,6 +191,8 @@ class SpecRouter:
     # -- the contract --------------------------------------------------------------------
 
     def route(self, view: RouteView) -> Route:
+        if not view.generated_tokens:
+            self._prompts += view.prompt_tokens  # a new request: its prompt will be prefilled
         state = self._domains.get(view.domain if self.per_domain else None)
         if state is None:
             state = self._domain(view.domain, view.ladder)
@@ -172,11 +203,31 @@ class SpecRouter:
         return plan.route
 
     def observe(self, feedback: RoundFeedback) -> None:
+        rounds = self.rounds = self.rounds + 1
+        if feedback.request_done:
+            self._live.pop(feedback.request_id, None)
+        else:
+            self._live[feedback.request_id] = rounds
+        self._committed += feedback.levels[-1].emitted
+        if not rounds & 7:  # R and Lambda move slowly: sample one round in 8
+            if not rounds & 4095:
+                self._forget_silent(rounds)
+            live = len(self._live)
+            self._in_flight += self.load_rate * (live - self._in_flight)
+            if live > self._most_in_flight:
+                self._most_in_flight = live
+            elapsed = feedback.finished - self._rate_clock
+            if elapsed > 0:  # discounted sums: Lambda = tokens / seconds over recent samples
+                keep = 1.0 - self.load_rate
+                self._rate_sums[0] = keep * self._rate_sums[0] + self._committed
+                self._rate_sums[1] = keep * self._rate_sums[1] + elapsed
+                self._rate_sums[2] = keep * self._rate_sums[2] + self._prompts
+                self._committed = self._prompts = 0
+                self._rate_clock = feedback.finished
         state = self._domains.get(feedback.domain if self.per_domain else None)
         profile = self.profile
         if state is None or profile is None:
             return  # a round this policy never routed
-        self.rounds += 1
         if self.rounds % self.learn_every:
             return  # sampled learning: the estimates see every learn_every-th round
         pairs = state.pairs
@@ -185,6 +236,10 @@ class SpecRouter:
         levels = feedback.levels
         update = profile.update
         load = self._load
+        feed = self._feed
+        widest = self._widest
+        max_feed = profile.max_positions
+        prefill_rate = self.prefill_rate()
         keep = 1.0 - self.load_rate
         sampled = (self.rounds // self.learn_every) & 3 == 0  # 1 in 4 also feeds the slow estimates
         spent = 0.0
@@ -194,8 +249,13 @@ class SpecRouter:
                 # One pass per level feeds the profile (a drafter's passes are alike; at
                 # ~1e6 rounds per replay sampling loses nothing and saves most of the cost).
                 last = passes[-1]
-                update(last.model, last.tokens, last.batch_size, last.seconds)
-                load[last.model] = keep * load[last.model] + self.load_rate * last.batch_size
+                model = last.model
+                if last.tokens <= max_feed:  # prefill and catch-up are not routing feeds
+                    feed[model] += FEED_RATE * (last.tokens - feed[model])
+                update(model, last.tokens, last.batch_size, last.seconds, feed[model], prefill_rate)
+                load[model] = keep * load[model] + self.load_rate * last.batch_size
+                if last.batch_size > widest[model]:
+                    widest[model] = last.batch_size
                 if sampled:
                     spent += sum([timing.seconds for timing in passes])
         if sampled and self.overhead is not None:
@@ -216,12 +276,18 @@ class SpecRouter:
                 if sampled and fmap.mode == "fitted" and trials:
                     key = lower * size + chain[j]
                     if pairs.similarity_weight[key] > 0:
-                        fmap.add(pairs.similarity[key], level.accepted / trials, trials)
+                        fmap.add(pairs.similarity[key], round_acceptance(level, trials), trials)
         for sample in feedback.tv:
             pairs.add_tv(sample.lower, sample.upper, sample.values)
         if self.rounds & 15 < self.learn_every:
-            self._load_key = tuple([_half_octave(b) for b in load])
-        if profile.moved and self.rounds - self._epoch_round >= self.min_replan_gap:
+            self._load_key = (*[_half_octave(b) for b in load], _half_octave(self._in_flight))
+        since_epoch = self.rounds - self._epoch_round
+        # A settled cell that moved (a slowdown) re-plans soon; a newly known part of the
+        # curve (wider batches than before) only every 8 gaps: under a swinging load new
+        # cells appear all the time and each re-plan invalidates every cached plan.
+        if (profile.moved and since_epoch >= self.min_replan_gap) or (
+            profile.fresh and since_epoch >= 8 * self.min_replan_gap
+        ):
             self._epoch += 1
             self._epoch_round = self.rounds
             profile.snapshot()
@@ -232,14 +298,22 @@ class SpecRouter:
 
     # -- internals -----------------------------------------------------------------------
 
+    def _forget_silent(self, rounds: int) -> None:
+        """Drop requests that stopped without a ``request_done`` (aborted): a live request
+        finishes a round about once per ``R`` rounds, so one silent for many times that is gone."""
+        horizon = max(4096, 8 * len(self._live))
+        self._live = {rid: seen for rid, seen in self._live.items() if rounds - seen <= horizon}
+
     def _domain(self, domain: str | None, ladder: LadderInfo) -> _DomainState:
         if self.ladder is None:
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
             self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params, self.planner.columns)
             self._load = [1.0] * ladder.size
+            self._feed = [1.0] * ladder.size
+            self._widest = [1] * ladder.size
             self.overhead = ChainOverhead() if self.learn_waits else None
-            self._load_key = tuple([_half_octave(b) for b in self._load])
+            self._load_key = (*[_half_octave(b) for b in self._load], 0)
         elif ladder.size != self.ladder.size:
             raise ValueError(
                 f"{self.name}: view has a {ladder.size}-model ladder but this policy was built "
@@ -317,20 +391,64 @@ class SpecRouter:
                 alpha[lower, upper] = min(1.0, estimate + bonus)
         return alpha
 
-    def pass_table(self) -> np.ndarray:
-        """Current ``V_m(n)`` table at the batch sizes the policy's passes experience."""
+    def prefill_rate(self) -> float:
+        """Prompt positions arriving per second (new requests' prefills), measured."""
+        _, seconds, prompts = self._rate_sums
+        return prompts / seconds if seconds > 0 else 0.0
+
+    def system_load(self) -> SystemLoad:
+        """The batch a round joins: observed widths ``b_m``, requests in flight ``R``, caps."""
+        if not self.load_aware:
+            return SystemLoad((1.0,) * len(self._load), 1.0)
+        floor = self._load[-1]  # the target is in every chain: its width is always fresh
+        widths = tuple(max(b, floor, 1.0) for b in self._load)
+        if self.objective == "request":
+            return SystemLoad(widths, 1.0)
+        caps = tuple(float(max(self._widest)) for _ in self._widest)  # servers share one batch limit
+        tokens, seconds, _ = self._rate_sums
+        # A batch wider than this policy's own requests in flight carries someone else's
+        # sequences (another tenant, a world that batches us with strangers): count them.
+        foreign = max(0.0, max(self._load) - self._in_flight)
+        in_flight = self._in_flight + foreign
+        return SystemLoad(
+            widths,
+            in_flight,
+            caps=caps,
+            iterations=self.width_steps,
+            token_rate=tokens / seconds if seconds > 0 else 0.0,
+            max_in_flight=max(float(self._most_in_flight), in_flight),
+            min_in_flight=max(foreign, 1.0),
+        )
+
+    def pass_table(self, load: SystemLoad | None = None) -> np.ndarray:
+        """Current ``V_m(n)`` table at the widths ``b_m`` the policy's passes experience."""
         assert self.planner is not None and self.profile is not None
-        load = self._load if self.load_aware else [1.0] * len(self._load)
-        return self.profile.table(load, self.planner.columns)
+        widths = (load or self.system_load()).batch_sizes
+        return self.profile.table(widths, self.planner.columns)
+
+    def chain_plans(self, state: _DomainState) -> list[ChainPlan]:
+        """Every chain's best lookaheads and cost under the current estimates."""
+        assert self.planner is not None and self.profile is not None
+        overhead = None
+        if self.overhead is not None:
+            overhead = np.array([self.overhead.wait(chain) for chain in self.planner.chains])
+        load = self.system_load()
+        widths_follow = self.objective == "system" and self.load_aware
+        return self.planner.plan_chains(
+            self.alpha_matrix(state),
+            self.pass_table(load),
+            overhead,
+            load,
+            PassCube(self.profile.cube(WIDTH_GRID, self.planner.columns, self.prefill_rate()))
+            if widths_follow
+            else None,
+        )
 
     def _replan(self, state: _DomainState) -> _Plan:
         assert self.planner is not None
         self.replans += 1
         self.acceptance_map.refit()
-        overhead = None
-        if self.overhead is not None:
-            overhead = np.array([self.overhead.wait(chain) for chain in self.planner.chains])
-        plans = self.planner.plan_chains(self.alpha_matrix(state), self.pass_table(), overhead)
+        plans = self.chain_plans(state)
         best = min(plans, key=lambda p: p.t_eff)
         if state.chain is not None and state.chain != best.route.chain:
             kept = next(p for p in plans if p.route.chain == state.chain)

@@ -104,6 +104,9 @@ def test_zero_acceptance_stream_ends_in_target_only() -> None:
                 )
                 below = 1
         tv = tuple(PairTV(route.chain[j - 1], route.chain[j], (1.0,) * 3) for j in range(1, len(route.chain)))
-        policy.observe(RoundFeedback(step, None, route, 0.0, 1.0, tuple(levels), tv, False))
+        # Each step is a one-round request (done): one request in flight at a time, as at
+        # batch size 1.  (400 requests left open would be a backlog at batch 1, where the
+        # system objective rightly buys any token the bottleneck's pass can add.)
+        policy.observe(RoundFeedback(step, None, route, 0.0, 1.0, tuple(levels), tv, True))
     final = policy.route(RouteView(0, 10, 0, 100, None, 400.0, ladder, (1, 1, 1), (0, 0, 0)))
     assert final.is_target_only
