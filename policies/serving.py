@@ -252,9 +252,13 @@ class Slot:
     def feed(self) -> tuple[int, int]:
         """``(keep, fed)`` for the current call's pass on ``call_model`` (module docstring)."""
         candidates = self.call_candidates
-        level = self.call_level
-        length = self.committed + self.buffer[level - 1 if candidates != DRAFT and level > 0 else 0]
-        rows = candidates + 1 if candidates != DRAFT else 1
+        if candidates == DRAFT:  # scores the drafter's buffer, one logits row
+            length = self.committed + self.buffer[0]
+            rows = 1
+        else:  # scores the level below's buffer (a target-only round: its own), k + 1 rows
+            level = self.call_level
+            length = self.committed + self.buffer[level - 1 if level else 0]
+            rows = candidates + 1
         keep = self.valid[self.call_model]
         if keep > length - rows:
             keep = length - rows
@@ -375,20 +379,33 @@ def resolve_pass(step: Pass, continuing: list[Slot] | None = None) -> list[Slot]
 
     ``continuing``, when given, receives the other rows (their next call is set).
     """
-    ended: list[Slot] = []
-    model, size, seconds = step.model, len(step.rows), step.seconds
-    timings: dict[int, PassTiming] = {}
-    for slot, fed, took in zip(step.rows, step.feeds, step.accepted):
-        if step.collect:
+    rows = step.rows
+    if step.collect:
+        model, size, seconds = step.model, len(rows), step.seconds
+        timings: dict[int, PassTiming] = {}
+        for slot, fed in zip(rows, step.feeds):
             timing = timings.get(fed)
             if timing is None:
                 timing = timings[fed] = _new_tuple(PassTiming, (model, fed, size, seconds))
             slot.passes[slot.call_level].append(timing)
-        if slot.resolve(took):
+    ended: list[Slot] = []
+    keep_going = continuing.append if continuing is not None else _discard
+    for slot, took in zip(rows, step.accepted):
+        if slot.call_candidates == DRAFT and slot.drafts_left > 1:
+            # a draft step that does not end its sub-round only moves two counters (the
+            # common case, ~2/3 of all rows: Slot.resolve's draft branch, without the call)
+            slot.buffer[0] += 1
+            slot.drafts_left -= 1
+            keep_going(slot)
+        elif slot.resolve(took):
             ended.append(slot)
-        elif continuing is not None:
-            continuing.append(slot)
+        else:
+            keep_going(slot)
     return ended
+
+
+def _discard(slot: Slot) -> None:
+    pass
 
 
 def round_feedback(slot: Slot, finished: float, committed: int) -> RoundFeedback:

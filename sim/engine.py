@@ -38,7 +38,6 @@ from policies.serving import (
     ServingConfig,
     Sinks,
     Slot,
-    fits,
     request_record,
     resolve_pass,
     round_feedback,
@@ -169,7 +168,9 @@ class Server:
             while queue:
                 slot = queue[0]
                 keep, fed = slot.feed()
-                if rows and not fits(len(rows), width, fed, max_rows, max_tokens):
+                size = len(rows)
+                # policies.serving.fits, inline (per row): row and padded-position limits
+                if size and (size >= max_rows or (fed if fed > width else width) * (size + 1) > max_tokens):
                     break
                 queue.popleft()
                 slot.valid[model] = keep + fed  # take_row, inline: this loop runs per row
@@ -234,6 +235,7 @@ class Simulation:
         self.active = 0
         # the pipelined scheduler's servers and admission state
         self.servers: list[Server] = []
+        self.queues: list[deque[Slot]] = []
         self.batch_sizes = [0] * len(cluster.models)
         self.running = 0
         self.admission: deque[Request] = deque()
@@ -244,6 +246,7 @@ class Simulation:
             gpu_locks = {gpu: GpuLock(self.env) for gpu in self.cluster.shared_gpus()}
             models = self.cluster.models
             self.servers = [Server(self, m, gpu_locks.get(model.gpu)) for m, model in enumerate(models)]
+            self.queues = [server.queue for server in self.servers]
             for server in self.servers:
                 self.env.process(server.run())
             self.env.process(self._arrivals(requests))
@@ -333,7 +336,7 @@ class Simulation:
                 self._start(Slot(request, len(self.servers)))
 
     def _start(self, slot: Slot) -> None:
-        queued = [len(server.queue) for server in self.servers]
+        queued = list(map(len, self.queues))
         view = route_view(slot, self.env.now, self.ladder, self.batch_sizes, queued, len(self.admission))
         start_round(slot, self.policy, view, self.target, self.collect)
         self.servers[slot.call_model].submit(slot)
@@ -345,8 +348,12 @@ class Simulation:
         continuing: list[Slot] = []
         ended = resolve_pass(step, continuing)
         servers = self.servers
+        here = step.model
         for slot in continuing:
-            servers[slot.call_model].submit(slot)
+            if slot.call_model == here:
+                servers[here].queue.append(slot)  # this server is running: no wake-up needed
+            else:
+                servers[slot.call_model].submit(slot)
         now = self.env.now
         for slot in ended:
             committed = slot.commit(now)
