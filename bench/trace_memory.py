@@ -89,6 +89,11 @@ def main() -> int:
     print(
         json.dumps(
             {
+                "goals": {
+                    f"peak RSS streaming {args.rows:,} rows (MB)": {
+                        "value": round(peak_mb, 1), "target": f"< {GOAL_MB}", "met": peak_mb < GOAL_MB,
+                    }
+                },  # fmt: skip
                 "rows": args.rows,
                 "format": args.format,
                 "passes": 1 if args.single_pass else 2,
