@@ -23,6 +23,9 @@ from typing import Protocol
 
 import numpy as np
 
+from policies.contract import RoundFeedback, RouteView
+from policies.cost_model import SystemLoad
+
 
 class LevelFeedbackLike(Protocol):
     """The counts of :class:`policies.contract.LevelFeedback` that acceptance needs."""
@@ -488,3 +491,92 @@ class ChainOverhead:
             return pooled
         weight = sums[1] * self.stale_keep ** (self.samples - sums[2])
         return (weight * sums[0] / sums[1] + self.prior * pooled) / (weight + self.prior)
+
+
+class LoadTracker:
+    """What the system objective needs to know about the load, from views and feedback.
+
+    * ``R``, requests in flight: those that finished a round and are not done (exact in
+      both worlds; summing the views' per-model batch sizes would count a lock-step
+      batch once per model), as an EMA; requests silent for many rounds are dropped.
+    * ``Lambda``, committed tokens per second over all requests, and the prompt
+      positions arriving per second (prefills), as discounted ratios of sums.
+    * per model the width of its passes (EMA of what was experienced, from
+      ``PassTiming.batch_size`` or the views) and the widest seen (its cap, as far as seen).
+    """
+
+    def __init__(self, ladder_size: int, rate: float = 0.05):
+        self.rate = rate
+        self.widths = [1.0] * ladder_size
+        self.widest = [1] * ladder_size
+        self.in_flight = 1.0
+        self.most_in_flight = 1
+        self.live: dict[int, int] = {}  # request -> round count at its last finished round
+        self.rounds = 0
+        self._committed = 0
+        self._prompts = 0
+        self._clock = 0.0
+        self._sums = [0.0, 0.0, 0.0]  # discounted committed tokens, seconds, prompt positions
+
+    def see_view(self, view: RouteView) -> None:
+        """A round starts: a new request's prompt will be prefilled."""
+        if not view.generated_tokens:
+            self._prompts += view.prompt_tokens
+
+    def see_pass(self, model: int, batch_size: int) -> None:
+        self.widths[model] += self.rate * (batch_size - self.widths[model])
+        if batch_size > self.widest[model]:
+            self.widest[model] = batch_size
+
+    def see_round(self, feedback: RoundFeedback) -> None:
+        """A round finished: requests in flight, committed tokens, every 8th round the rates."""
+        rounds = self.rounds = self.rounds + 1
+        if feedback.request_done:
+            self.live.pop(feedback.request_id, None)
+        else:
+            self.live[feedback.request_id] = rounds
+        self._committed += feedback.levels[-1].emitted
+        if rounds & 7:
+            return
+        if not rounds & 4095:  # a live request finishes a round about once per R rounds
+            horizon = max(4096, 8 * len(self.live))
+            self.live = {rid: seen for rid, seen in self.live.items() if rounds - seen <= horizon}
+        live = len(self.live)
+        self.in_flight += self.rate * (live - self.in_flight)
+        self.most_in_flight = max(self.most_in_flight, live)
+        elapsed = feedback.finished - self._clock
+        if elapsed > 0:
+            keep = 1.0 - self.rate
+            sums = self._sums
+            sums[0] = keep * sums[0] + self._committed
+            sums[1] = keep * sums[1] + elapsed
+            sums[2] = keep * sums[2] + self._prompts
+            self._committed = self._prompts = 0
+            self._clock = feedback.finished
+
+    @property
+    def token_rate(self) -> float:
+        return self._sums[0] / self._sums[1] if self._sums[1] > 0 else 0.0
+
+    @property
+    def prefill_rate(self) -> float:
+        return self._sums[2] / self._sums[1] if self._sums[1] > 0 else 0.0
+
+    def system_load(self, iterations: int) -> SystemLoad:
+        """The :class:`SystemLoad` the planner prices routes in (widths from the experienced
+        ones, at least the target's: a model a chain starts using joins batches as wide)."""
+        floor = self.widths[-1]
+        widths = tuple(max(b, floor, 1.0) for b in self.widths)
+        caps = (float(max(self.widest)),) * len(self.widest)  # the servers share one batch limit
+        # A batch wider than our requests in flight carries someone else's sequences.
+        foreign = max(0.0, max(self.widths) - self.in_flight)
+        in_flight = self.in_flight + foreign
+        return SystemLoad(
+            widths,
+            in_flight,
+            caps=caps,
+            iterations=iterations,
+            token_rate=self.token_rate,
+            max_in_flight=max(float(self.most_in_flight), in_flight),
+            min_in_flight=max(foreign, 1.0),
+        )

@@ -64,9 +64,15 @@ import numpy as np
 
 from policies.contract import LadderInfo, RoundFeedback, Route, RouteView
 from policies.cost_model import SystemLoad
-from policies.estimators import AcceptanceMap, ChainOverhead, PairStats, PassTimeProfile, round_acceptance
+from policies.estimators import (
+    AcceptanceMap,
+    ChainOverhead,
+    LoadTracker,
+    PairStats,
+    PassTimeProfile,
+    round_acceptance,
+)
 from policies.planner import WIDTH_GRID, ChainPlan, PassCube, RoutePlanner
-
 
 FEED_RATE = 0.25  # EMA rate of the mean feed per model: it must follow a change of route within a few passes
 
@@ -171,17 +177,8 @@ class SpecRouter:
         self.learn_every = learn_every
         self.overhead: ChainOverhead | None = None
         self._domains: dict[str | None, _DomainState] = {}
-        self._load: list[float] = []  # EMA of the batch size each model's passes ran at
         self._feed: list[float] = []  # EMA of the positions per sequence of each model's passes
-        self._widest: list[int] = []  # widest batch each model's passes ran at (its cap, as far as seen)
-        self._load_key: tuple[int, ...] = ()
-        self._in_flight = 1.0  # EMA of the requests in flight (R)
-        self._most_in_flight = 1  # the most seen at once (the admission limit, as far as seen)
-        self._committed = 0  # tokens committed since the last rate sample
-        self._rate_clock = 0.0  # world time of the last rate sample
-        self._rate_sums = [0.0, 0.0, 0.0]  # discounted committed tokens, seconds, prompt tokens
-        self._prompts = 0  # prompt tokens of requests that started since the last rate sample
-        self._live: dict[int, int] = {}  # requests with rounds and not yet done -> round count at the last
+        self.tracker: LoadTracker | None = None  # R, Lambda, prefill rate, pass widths
         self._epoch = 0  # bumped when the pass-time profile moved: every plan is stale
         self._epoch_round = 0
         self.rounds = 0
@@ -191,8 +188,9 @@ class SpecRouter:
     # -- the contract --------------------------------------------------------------------
 
     def route(self, view: RouteView) -> Route:
-        if not view.generated_tokens:
-            self._prompts += view.prompt_tokens  # a new request: its prompt will be prefilled
+        tracker = self.tracker
+        if tracker is not None and not view.generated_tokens:
+            tracker.see_view(view)  # a new request: its prompt will be prefilled
         state = self._domains.get(view.domain if self.per_domain else None)
         if state is None:
             state = self._domain(view.domain, view.ladder)
@@ -203,27 +201,9 @@ class SpecRouter:
         return plan.route
 
     def observe(self, feedback: RoundFeedback) -> None:
-        rounds = self.rounds = self.rounds + 1
-        if feedback.request_done:
-            self._live.pop(feedback.request_id, None)
-        else:
-            self._live[feedback.request_id] = rounds
-        self._committed += feedback.levels[-1].emitted
-        if not rounds & 7:  # R and Lambda move slowly: sample one round in 8
-            if not rounds & 4095:
-                self._forget_silent(rounds)
-            live = len(self._live)
-            self._in_flight += self.load_rate * (live - self._in_flight)
-            if live > self._most_in_flight:
-                self._most_in_flight = live
-            elapsed = feedback.finished - self._rate_clock
-            if elapsed > 0:  # discounted sums: Lambda = tokens / seconds over recent samples
-                keep = 1.0 - self.load_rate
-                self._rate_sums[0] = keep * self._rate_sums[0] + self._committed
-                self._rate_sums[1] = keep * self._rate_sums[1] + elapsed
-                self._rate_sums[2] = keep * self._rate_sums[2] + self._prompts
-                self._committed = self._prompts = 0
-                self._rate_clock = feedback.finished
+        self.rounds += 1
+        if self.tracker is not None:
+            self.tracker.see_round(feedback)
         state = self._domains.get(feedback.domain if self.per_domain else None)
         profile = self.profile
         if state is None or profile is None:
@@ -235,12 +215,12 @@ class SpecRouter:
         chain = feedback.route.chain
         levels = feedback.levels
         update = profile.update
-        load = self._load
+        tracker = self.tracker
+        assert tracker is not None
+        see_pass = tracker.see_pass
         feed = self._feed
-        widest = self._widest
         max_feed = profile.max_positions
-        prefill_rate = self.prefill_rate()
-        keep = 1.0 - self.load_rate
+        prefill_rate = tracker.prefill_rate
         sampled = (self.rounds // self.learn_every) & 3 == 0  # 1 in 4 also feeds the slow estimates
         spent = 0.0
         for level in levels:
@@ -253,9 +233,7 @@ class SpecRouter:
                 if last.tokens <= max_feed:  # prefill and catch-up are not routing feeds
                     feed[model] += FEED_RATE * (last.tokens - feed[model])
                 update(model, last.tokens, last.batch_size, last.seconds, feed[model], prefill_rate)
-                load[model] = keep * load[model] + self.load_rate * last.batch_size
-                if last.batch_size > widest[model]:
-                    widest[model] = last.batch_size
+                see_pass(model, last.batch_size)
                 if sampled:
                     spent += sum([timing.seconds for timing in passes])
         if sampled and self.overhead is not None:
@@ -280,13 +258,14 @@ class SpecRouter:
         for sample in feedback.tv:
             pairs.add_tv(sample.lower, sample.upper, sample.values)
         if self.rounds & 15 < self.learn_every:
-            self._load_key = (*[_half_octave(b) for b in load], _half_octave(self._in_flight))
+            self._load_key = (*[_half_octave(b) for b in tracker.widths], _half_octave(tracker.in_flight))
         since_epoch = self.rounds - self._epoch_round
         # A settled cell that moved (a slowdown) re-plans soon; a newly known part of the
         # curve (wider batches than before) only every 8 gaps: under a swinging load new
         # cells appear all the time and each re-plan invalidates every cached plan.
+        # (Alone on the devices a new cell is just another lookahead's verify: no news.)
         if (profile.moved and since_epoch >= self.min_replan_gap) or (
-            profile.fresh and since_epoch >= 8 * self.min_replan_gap
+            profile.fresh and since_epoch >= 8 * self.min_replan_gap and tracker.in_flight >= 1.5
         ):
             self._epoch += 1
             self._epoch_round = self.rounds
@@ -298,22 +277,15 @@ class SpecRouter:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _forget_silent(self, rounds: int) -> None:
-        """Drop requests that stopped without a ``request_done`` (aborted): a live request
-        finishes a round about once per ``R`` rounds, so one silent for many times that is gone."""
-        horizon = max(4096, 8 * len(self._live))
-        self._live = {rid: seen for rid, seen in self._live.items() if rounds - seen <= horizon}
-
     def _domain(self, domain: str | None, ladder: LadderInfo) -> _DomainState:
         if self.ladder is None:
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
             self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params, self.planner.columns)
-            self._load = [1.0] * ladder.size
+            self.tracker = LoadTracker(ladder.size, self.load_rate)
             self._feed = [1.0] * ladder.size
-            self._widest = [1] * ladder.size
             self.overhead = ChainOverhead() if self.learn_waits else None
-            self._load_key = (*[_half_octave(b) for b in self._load], 0)
+            self._load_key = (*[0] * ladder.size, 0)
         elif ladder.size != self.ladder.size:
             raise ValueError(
                 f"{self.name}: view has a {ladder.size}-model ladder but this policy was built "
@@ -391,34 +363,15 @@ class SpecRouter:
                 alpha[lower, upper] = min(1.0, estimate + bonus)
         return alpha
 
-    def prefill_rate(self) -> float:
-        """Prompt positions arriving per second (new requests' prefills), measured."""
-        _, seconds, prompts = self._rate_sums
-        return prompts / seconds if seconds > 0 else 0.0
-
     def system_load(self) -> SystemLoad:
         """The batch a round joins: observed widths ``b_m``, requests in flight ``R``, caps."""
+        assert self.tracker is not None
         if not self.load_aware:
-            return SystemLoad((1.0,) * len(self._load), 1.0)
-        floor = self._load[-1]  # the target is in every chain: its width is always fresh
-        widths = tuple(max(b, floor, 1.0) for b in self._load)
+            return SystemLoad((1.0,) * len(self.tracker.widths), 1.0)
+        load = self.tracker.system_load(self.width_steps)
         if self.objective == "request":
-            return SystemLoad(widths, 1.0)
-        caps = tuple(float(max(self._widest)) for _ in self._widest)  # servers share one batch limit
-        tokens, seconds, _ = self._rate_sums
-        # A batch wider than this policy's own requests in flight carries someone else's
-        # sequences (another tenant, a world that batches us with strangers): count them.
-        foreign = max(0.0, max(self._load) - self._in_flight)
-        in_flight = self._in_flight + foreign
-        return SystemLoad(
-            widths,
-            in_flight,
-            caps=caps,
-            iterations=self.width_steps,
-            token_rate=tokens / seconds if seconds > 0 else 0.0,
-            max_in_flight=max(float(self._most_in_flight), in_flight),
-            min_in_flight=max(foreign, 1.0),
-        )
+            return SystemLoad(load.batch_sizes, 1.0)
+        return load
 
     def pass_table(self, load: SystemLoad | None = None) -> np.ndarray:
         """Current ``V_m(n)`` table at the widths ``b_m`` the policy's passes experience."""
@@ -428,18 +381,21 @@ class SpecRouter:
 
     def chain_plans(self, state: _DomainState) -> list[ChainPlan]:
         """Every chain's best lookaheads and cost under the current estimates."""
-        assert self.planner is not None and self.profile is not None
+        assert self.planner is not None and self.profile is not None and self.tracker is not None
         overhead = None
         if self.overhead is not None:
             overhead = np.array([self.overhead.wait(chain) for chain in self.planner.chains])
         load = self.system_load()
-        widths_follow = self.objective == "system" and self.load_aware
+        # Alone on the devices (one request, batches of one) the system objective is T_eff
+        # exactly: plan on the table, without the width fixed point.
+        alone = load.in_flight < 1.5 and max(load.batch_sizes) < 1.5
+        widths_follow = self.objective == "system" and self.load_aware and not alone
         return self.planner.plan_chains(
             self.alpha_matrix(state),
             self.pass_table(load),
             overhead,
-            load,
-            PassCube(self.profile.cube(WIDTH_GRID, self.planner.columns, self.prefill_rate()))
+            None if alone else load,
+            PassCube(self.profile.cube(WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate))
             if widths_follow
             else None,
         )

@@ -17,19 +17,29 @@ A config (``specrouter/scenarios/<name>.json``) has four keys::
 plus ``max_prompt_tokens``, which clips prompt lengths: the simulator runs a prefill as
 one pass that stalls every sequence batched with it (no chunked prefill), and with the
 code trace's long prompts those stalls, not decoding, would dominate time per token.
-Inside ``scenario``, a time written as a string ``"50%"`` is that fraction of the
-workload's last arrival (after ``rate_scale`` and ``limit``), so one config fits the full
-trace and a ``--quick`` prefix of it.
+Inside ``scenario``, a time written as a string ``"50%"`` is anchored to the workload
+actually replayed: the arrival time of the request at that fraction of the requests (by
+count, interpolated between neighbours), after ``rate_scale`` and ``limit``.  So "the middle
+third" of a slowdown covers the middle third of the requests whatever the prefix, and
+never falls into an arrival gap (a fraction of the *time span* did: the code trace's first
+400 requests leave 287 s without arrivals, and a slowdown there changed nothing).
+``load_ramps`` times are anchored to the arrivals before the ramps (they act on those);
+every other time to the arrivals after them.
+
+An optional top-level ``cluster_overrides`` object replaces batching fields of the preset
+(``max_batch_size``, ``max_batched_tokens``, ``max_running_requests``): the high-rate
+scenario serves like a production engine, up to 256 sequences per pass.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -45,7 +55,8 @@ TRACE_SOURCES = {
     "azure-code": ("AzureLLMInferenceTrace_code.csv", "azure_code_2023_sample.csv"),
     "azure-conv": ("AzureLLMInferenceTrace_conv.csv", "azure_conv_2023_sample.csv"),
 }
-CONFIG_KEYS = {"description", "cluster", "trace", "scenario"}
+CONFIG_KEYS = {"description", "cluster", "cluster_overrides", "trace", "scenario"}
+CLUSTER_OVERRIDE_KEYS = {"max_batch_size", "max_batched_tokens", "max_running_requests"}
 TRACE_KEYS = {"source", "rate_scale", "domain", "limit", "start", "end", "max_prompt_tokens"}
 TIME_KEYS = {"at", "start", "end"}
 
@@ -64,6 +75,7 @@ class ScenarioConfig:
     cluster: str
     trace: dict[str, Any]
     scenario: dict[str, Any]
+    cluster_overrides: dict[str, Any] = field(default_factory=dict)
 
 
 class ScenarioResult(NamedTuple):
@@ -109,8 +121,23 @@ def load_scenario_config(name_or_path: str | os.PathLike[str]) -> ScenarioConfig
     scenario = raw.get("scenario", {})
     if not isinstance(scenario, dict):
         raise ScenarioError(f"{path}: scenario: expected an object")
+    overrides = raw.get("cluster_overrides", {})
+    if not isinstance(overrides, dict):
+        raise ScenarioError(f"{path}: cluster_overrides: expected an object")
+    for key in overrides:
+        if key not in CLUSTER_OVERRIDE_KEYS:
+            raise ScenarioError(
+                f"{path}: cluster_overrides.{key}: unknown key "
+                f"(known: {', '.join(sorted(CLUSTER_OVERRIDE_KEYS))})"
+            )
     return ScenarioConfig(
-        path.stem, path, str(raw.get("description", "")), str(raw.get("cluster", "llama")), trace, scenario
+        path.stem,
+        path,
+        str(raw.get("description", "")),
+        str(raw.get("cluster", "llama")),
+        trace,
+        scenario,
+        dict(overrides),
     )
 
 
@@ -155,8 +182,20 @@ def load_requests(config: ScenarioConfig, limit: int | None = None) -> list[Requ
     return requests
 
 
-def resolve_times(raw: Any, horizon: float, where: str = "scenario") -> Any:
-    """Replace ``"50%"`` under ``at`` / ``start`` / ``end`` keys by that fraction of ``horizon``."""
+def arrival_at(fraction: float, arrivals: Sequence[float]) -> float:
+    """Arrival time of the request at ``fraction`` of the workload (by count, interpolated)."""
+    ordered = sorted(arrivals)
+    if not ordered:
+        raise ScenarioError("a scenario needs at least one request to anchor its times")
+    position = min(max(fraction, 0.0), 1.0) * (len(ordered) - 1)
+    below = int(position)
+    above = min(below + 1, len(ordered) - 1)
+    weight = position - below
+    return ordered[below] * (1.0 - weight) + ordered[above] * weight
+
+
+def resolve_times(raw: Any, arrivals: Sequence[float], where: str = "scenario") -> Any:
+    """Replace ``"50%"`` under ``at`` / ``start`` / ``end`` keys by :func:`arrival_at` of ``arrivals``."""
     if isinstance(raw, dict):
         out = {}
         for key, value in raw.items():
@@ -166,15 +205,54 @@ def resolve_times(raw: Any, horizon: float, where: str = "scenario") -> Any:
                         f"{where}.{key}: expected seconds or a percentage like '50%', got {value!r}"
                     )
                 try:
-                    out[key] = float(value[:-1]) / 100.0 * horizon
+                    fraction = float(value[:-1]) / 100.0
                 except ValueError:
                     raise ScenarioError(f"{where}.{key}: {value!r} is not a percentage") from None
+                out[key] = arrival_at(fraction, arrivals)
             else:
-                out[key] = resolve_times(value, horizon, f"{where}.{key}")
+                out[key] = resolve_times(value, arrivals, f"{where}.{key}")
         return out
     if isinstance(raw, list):
-        return [resolve_times(v, horizon, f"{where}[{i}]") for i, v in enumerate(raw)]
+        return [resolve_times(v, arrivals, f"{where}[{i}]") for i, v in enumerate(raw)]
     return raw
+
+
+def resolve_scenario(config: ScenarioConfig, requests: Sequence[Request]) -> dict[str, Any]:
+    """The config's ``scenario`` object with every percentage time anchored to ``requests``.
+
+    Load ramps act on the original arrivals, so their times are fractions of those; the
+    other events happen in simulated time, after the ramps reshaped the arrivals.
+    """
+    from sim.config import ConfigError
+    from sim.scenario import ramp_time, scenario_from_dict
+
+    where = f"{config.path}: scenario"
+    raw_arrivals = [r.arrival for r in requests]
+    rest = {k: v for k, v in config.scenario.items() if k != "load_ramps"}
+    if "load_ramps" not in config.scenario:
+        return resolve_times(rest, raw_arrivals, where)
+    ramps_raw = resolve_times(config.scenario["load_ramps"], raw_arrivals, f"{where}.load_ramps")
+    try:
+        ramps = scenario_from_dict({"load_ramps": ramps_raw}, where).load_ramps
+    except ConfigError as err:
+        raise ScenarioError(str(err)) from err
+    arrivals = [ramp_time(a, ramps) for a in raw_arrivals]
+    return {**resolve_times(rest, arrivals, where), "load_ramps": ramps_raw}
+
+
+def build_cluster(config: ScenarioConfig) -> Any:
+    """The config's preset cluster with its ``cluster_overrides`` applied."""
+    from sim.config import ConfigError, cluster_from_dict
+    from sim.presets import PRESETS, preset
+
+    if not config.cluster_overrides:
+        return preset(config.cluster)
+    if config.cluster not in PRESETS:
+        return preset(config.cluster)  # raises the preset's own error
+    try:
+        return cluster_from_dict({**PRESETS[config.cluster], **config.cluster_overrides}, config.cluster)
+    except ConfigError as err:
+        raise ScenarioError(f"{config.path}: cluster_overrides: {err}") from err
 
 
 def build_world(
@@ -182,20 +260,38 @@ def build_world(
 ) -> tuple[Any, list[Request]]:
     """The simulated world of a scenario and its workload (hooks applied)."""
     from sim.config import ConfigError
-    from sim.presets import preset
     from sim.scenario import apply_workload_hooks, scenario_from_dict
     from sim.world import World
 
     requests = load_requests(config, limit)
-    horizon = max(r.arrival for r in requests)
-    raw = resolve_times(config.scenario, horizon)
+    raw = resolve_scenario(config, requests)
     if seed is not None:
         raw = {**raw, "seed": seed}
     try:
-        world = World(preset(config.cluster), scenario_from_dict(raw, f"{config.path}: scenario"))
+        world = World(build_cluster(config), scenario_from_dict(raw, f"{config.path}: scenario"))
     except ConfigError as err:
         raise ScenarioError(str(err)) from err
     return world, list(apply_workload_hooks(requests, world.scenario))
+
+
+def phase_boundaries(world: Any) -> list[float]:
+    """Times (simulated seconds) at which a scenario's world or workload changes.
+
+    Load ramps (in simulated time, after the ramp), domain shifts, slowdown episodes and
+    acceptance overrides: the phases between them are where a hindsight router may pick
+    a different route.  Sorted, positive, finite, without duplicates.
+    """
+    from sim.scenario import ramp_time
+
+    scenario = world.scenario
+    times: set[float] = set()
+    times.update(ramp_time(r.at, scenario.load_ramps) for r in scenario.load_ramps)
+    times.update(s.at for s in scenario.domain_shifts)
+    for episode in world.slowdowns:
+        times.update((episode.start, episode.end))
+    for override in scenario.acceptance_overrides:
+        times.update((override.start, override.end))
+    return sorted(t for t in times if 0.0 < t < math.inf)
 
 
 def run_scenario(
@@ -266,3 +362,93 @@ def tuned_static_specs(name: str | os.PathLike[str], limit: int | None = None) -
     plans = oracle.planner.plan_chains(alpha, table)
     chains = [c for c in enumerate_chains(size) if len(c) > 1]
     return [static_spec(p.route.chain, p.route.lookaheads) for p in plans if p.route.chain in chains]
+
+
+class HindsightOracle(NamedTuple):
+    """The best routing found in hindsight for one scenario and seed (see :func:`hindsight_oracle`)."""
+
+    tpot_mean: float  # mean TPOT (seconds) of the best run
+    source: str  # "phased" or the candidate spec whose whole run was best
+    phase_specs: tuple[str, ...]  # the candidate chosen for each phase
+    boundaries: tuple[float, ...]  # phase boundaries (simulated seconds)
+    phased_tpot_mean: float | None  # the phased rollout's mean TPOT (None when not run)
+
+
+def phase_tpot_means(requests: Sequence[Any], boundaries: Sequence[float]) -> list[float]:
+    """Mean TPOT of the requests arriving in each phase (NaN for a phase without any)."""
+    from bisect import bisect_right
+
+    sums = [0.0] * (len(boundaries) + 1)
+    counts = [0] * (len(boundaries) + 1)
+    for r in requests:
+        if r.output_tokens > 1:
+            phase = bisect_right(boundaries, r.arrival)
+            sums[phase] += (r.finish - r.first_token) / (r.output_tokens - 1)
+            counts[phase] += 1
+    return [s / c if c else math.nan for s, c in zip(sums, counts)]
+
+
+class CandidateRun(NamedTuple):
+    """What the hindsight search needs of one candidate's whole run."""
+
+    tpot_mean: float  # seconds
+    phase_tpot: tuple[float, ...]  # mean TPOT of the requests arriving in each phase
+
+
+def candidate_run(result: ScenarioResult, boundaries: Sequence[float]) -> CandidateRun:
+    return CandidateRun(result.summary["tpot_mean"], tuple(phase_tpot_means(result.requests, boundaries)))
+
+
+def scenario_phases(
+    name: str | os.PathLike[str], limit: int | None = None, seed: int | None = None
+) -> list[float]:
+    """:func:`phase_boundaries` of a scenario's world for this workload prefix and seed."""
+    world, _ = build_world(load_scenario_config(name), limit, seed)
+    return phase_boundaries(world)
+
+
+def hindsight_oracle(
+    name: str | os.PathLike[str],
+    candidates: dict[str, CandidateRun],
+    *,
+    limit: int | None = None,
+    seed: int | None = None,
+) -> HindsightOracle:
+    """The best route per scenario phase, found by simulated rollouts.
+
+    ``candidates`` are whole runs of candidate policies on this scenario and seed (every
+    static chain, target-only, the truth planner), summarised by :func:`candidate_run`.
+    Each phase (between the scenario's event times, :func:`phase_boundaries`) gets the
+    candidate whose requests arriving in that phase had the lowest mean TPOT; the phased
+    policy is replayed once -- a seeded run repeats bit for bit, so this is the figure
+    that policy really gets -- and the oracle is the best of that rollout and every
+    candidate's whole run.  So it is at least as strong as every static chain by
+    construction, and it sees everything the simulator does: queueing, GPU sharing,
+    prefills riding in batches.
+    """
+    from policies.oracle import PhasedRouter
+
+    if not candidates:
+        raise ValueError("hindsight_oracle needs at least one candidate run")
+    boundaries = tuple(scenario_phases(name, limit, seed))
+    best_spec = min(candidates, key=lambda spec: candidates[spec].tpot_mean)
+    best = candidates[best_spec].tpot_mean
+    chosen = []
+    for phase in range(len(boundaries) + 1):
+        scored = [
+            (run.phase_tpot[phase], spec)
+            for spec, run in candidates.items()
+            if phase < len(run.phase_tpot) and not math.isnan(run.phase_tpot[phase])
+        ]
+        chosen.append(min(scored)[1] if scored else best_spec)
+    if len(set(chosen)) == 1:
+        return HindsightOracle(best, best_spec, tuple(chosen), boundaries, None)
+
+    def phased(truth: WorldTruth) -> Policy:
+        policies = [make_policy(spec, world=truth) for spec in chosen]
+        return PhasedRouter(boundaries, policies, name="hindsight-oracle")
+
+    rollout = run_scenario(name, phased, limit=limit, seed=seed).summary["tpot_mean"]
+    if rollout < best:
+        return HindsightOracle(rollout, "phased", tuple(chosen), boundaries, rollout)
+    return HindsightOracle(best, best_spec, tuple(chosen), boundaries, rollout)

@@ -1,0 +1,150 @@
+"""The system objective (cost_model.estimate_system, planner) and the hindsight oracle."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policies.baselines import StaticChain
+from policies.contract import LadderInfo, Route, RouteView
+from policies.cost_model import (
+    SystemLoad,
+    alpha_from_matrix,
+    enumerate_chains,
+    estimate_round,
+    estimate_system,
+)
+from policies.oracle import PhasedRouter
+from policies.planner import PassCube, RoutePlanner, cube_from, pass_table_from
+from specrouter.scenarios import (
+    CandidateRun,
+    candidate_run,
+    hindsight_oracle,
+    run_scenario,
+    scenario_phases,
+    tuned_static_specs,
+)
+
+DECODE = (0.4, 1.2, 5.0, 40.0)
+PER_POSITION = (0.01, 0.03, 0.1, 0.8)  # a pass feeding N positions in all: decode + rate * (N - 1)
+
+
+def linear(model: int, positions: int, width: float) -> float:
+    return DECODE[model] + PER_POSITION[model] * (positions * width - 1)
+
+
+def roofline(model: int, positions: int, width: float) -> float:
+    """Memory-bound floor, then compute-bound: ``max(decode, rate * N)``."""
+    return max(DECODE[model], 0.2 * PER_POSITION[model] * positions * width)
+
+
+def random_routes(rng: np.random.Generator, count: int) -> list[Route]:
+    chains = enumerate_chains(4)
+    routes = []
+    for _ in range(count):
+        chain = chains[int(rng.integers(len(chains)))]
+        lookaheads = tuple(int(rng.integers(1, 5)) for _ in chain[:-1])
+        routes.append(Route(chain, lookaheads, 3))
+    return routes
+
+
+def random_alpha(rng: np.random.Generator) -> np.ndarray:
+    alpha = np.ones((4, 4))
+    for lower in range(4):
+        for upper in range(lower + 1, 4):
+            alpha[lower, upper] = rng.uniform(0.2, 0.95)
+    return alpha
+
+
+def test_at_batch_one_the_system_objective_is_t_eff() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        alpha = random_alpha(rng)
+        for route in random_routes(rng, 20):
+            request = estimate_round(route, alpha_from_matrix(alpha), lambda m, n: linear(m, n, 1.0))
+            for load in (SystemLoad(()), SystemLoad((1.0,) * 4, 1.0, caps=(64.0,) * 4, iterations=3)):
+                system = estimate_system(route, alpha_from_matrix(alpha), linear, load)
+                assert system.t_sys == pytest.approx(request.t_eff, rel=1e-12), (route, load)
+
+
+def test_the_planner_prices_every_route_as_the_scalar_model() -> None:
+    rng = np.random.default_rng(1)
+    planner = RoutePlanner(4, max_lookahead=4, grid_rows=16)
+    cube = cube_from(roofline, 4, planner.columns)
+    alpha = random_alpha(rng)
+    loads = [
+        SystemLoad((3.0, 5.0, 8.0, 20.0), 40.0),  # fixed widths: the table path
+        SystemLoad((3.0, 5.0, 8.0, 20.0), 40.0, caps=(32.0,) * 4, iterations=3),  # widths follow
+        SystemLoad((4.0,) * 4, 40.0, caps=(64.0,) * 4, iterations=3, token_rate=900.0, max_in_flight=120.0),
+    ]
+    grid_width = lambda m, n, w: float(cube.read(np.array([m]), np.array([w]), n + 1)[0, n])  # noqa: E731
+    for load in loads:
+        fixed = load.iterations == 0
+        widths = load.batch_sizes
+        table = pass_table_from(lambda m, n, b=widths: roofline(m, n, b[m]), 4, planner.columns)
+        plans = planner.plan_chains(alpha, table, None, load, None if fixed else cube)
+        for plan in plans:
+            scalar = estimate_system(
+                plan.route, alpha_from_matrix(alpha), roofline if fixed else grid_width, load
+            )
+            assert plan.t_eff == pytest.approx(scalar.t_sys, rel=1e-9), (plan.route, load)
+
+
+def test_compute_bound_batches_switch_speculation_off() -> None:
+    """At batch 1 speculation pays; at a compute-bound width verifying k+1 positions costs ~k+1 decodes."""
+    planner = RoutePlanner(4)
+    alpha = np.array([[1, 0.7, 0.65, 0.6], [1, 1, 0.8, 0.7], [1, 1, 1, 0.8], [1, 1, 1, 1]])
+    cube = cube_from(roofline, 4, planner.columns)
+    alone = planner.plan(alpha, pass_table_from(lambda m, n: roofline(m, n, 1.0), 4, planner.columns))
+    assert not alone.route.is_target_only
+    busy = SystemLoad((1.0,) * 4, 400.0, caps=(256.0,) * 4, iterations=3)
+    loaded = planner.plan(
+        alpha, pass_table_from(lambda m, n: roofline(m, n, 1.0), 4, planner.columns), busy, cube
+    )
+    assert loaded.route.is_target_only, loaded.route
+
+
+def test_high_rate_scenario_reproduces_the_vllm_finding() -> None:
+    """A fixed-lookahead chain is slower than plain decoding at a high request rate."""
+    plain = run_scenario("high_rate", "target-only", limit=1500).summary["tpot_mean"]
+    for spec in ("static:0>3:4", "static:0>2>3:6,6"):
+        assert run_scenario("high_rate", spec, limit=1500).summary["tpot_mean"] > 1.2 * plain, spec
+
+
+def test_hindsight_oracle_is_at_least_as_strong_as_every_candidate() -> None:
+    limit = 300
+    specs = ["target-only", *tuned_static_specs("domain_shift", limit)[:3], "oracle"]
+    boundaries = scenario_phases("domain_shift", limit)
+    assert len(boundaries) == 1
+    runs = {
+        spec: candidate_run(run_scenario("domain_shift", spec, limit=limit), boundaries) for spec in specs
+    }
+    found = hindsight_oracle("domain_shift", runs, limit=limit)
+    assert found.tpot_mean <= min(run.tpot_mean for run in runs.values())
+    assert len(found.phase_specs) == 2 and set(found.phase_specs) <= set(specs)
+    with pytest.raises(ValueError):
+        hindsight_oracle("domain_shift", {}, limit=limit)
+    assert isinstance(next(iter(runs.values())), CandidateRun)
+
+
+def test_phased_router_switches_policy_at_the_boundaries() -> None:
+    first, second = StaticChain((0, 3), (2,)), StaticChain((2, 3), (4,))
+    router = PhasedRouter([10.0], [first, second])
+    ladder = LadderInfo(("a", "b", "c", "d"))
+
+    def view(now: float) -> RouteView:
+        return RouteView(0, 8, 0, 32, None, now, ladder, (0,) * 4, (0,) * 4)
+
+    assert router.route(view(9.9)).chain == (0, 3)
+    assert router.route(view(10.0)).chain == (2, 3)
+    with pytest.raises(ValueError, match="one policy per phase"):
+        PhasedRouter([1.0, 2.0], [first, second])
+
+
+def test_cube_reads_the_grid_log_linearly() -> None:
+    cube = cube_from(linear, 4, 4)
+    exact = cube.read(np.array([3, 3]), np.array([1.0, 2.0]), 4)
+    assert exact[0, 2] == pytest.approx(linear(3, 2, 1.0)) and exact[1, 3] == pytest.approx(linear(3, 3, 2.0))
+    between = cube.read(np.array([3]), np.array([1.5]), 4)[0, 1]
+    assert linear(3, 1, 1.0) < between < linear(3, 1, 2.0)
+    assert isinstance(cube, PassCube)
