@@ -144,11 +144,13 @@ def fit_loop_overhead(clocks: Sequence[PassClock]) -> LoopOverhead:
 def clock_calibration_workload(
     ladder: Ladder,
     prompts: Sequence[Sequence[int]],
-    output_tokens: int = 24,
+    output_tokens: int = 48,
+    slots: int | None = None,
     lean: bool = False,
     seed: int = 0,
 ) -> list[PassClock]:
-    """Serve one request per prompt (all at once, ``output_tokens`` each); every pass clocked.
+    """Serve one request per prompt (all arriving at once, ``output_tokens`` each, ``slots`` at a
+    time: default all); every pass clocked.
 
     Routes cycle over :func:`calibration_routes` so every model runs draft and verify passes of
     several widths, prefill included.
@@ -161,7 +163,7 @@ def clock_calibration_workload(
     executor = replay_executor(ladder, seed=seed, lean=lean)
     executor.record_passes = True
     requests = [Request(i, 0.0, len(prompt), output_tokens, None) for i, prompt in enumerate(prompts)]
-    config = EngineConfig(max_batch=len(prompts), progress=False)
+    config = EngineConfig(max_batch=slots or len(prompts), progress=False)
     router = CyclingRouter(calibration_routes(len(ladder.models)))
     with torch.inference_mode():
         Engine(ladder, executor, router, FixedPrompts(prompts), config).run(requests)
@@ -190,12 +192,13 @@ def measure_in_run(
     ladder: Ladder,
     tables: Sequence[tuple[Sequence[Sequence[float]], Sequence[int], Sequence[int]]],
     prompts: Sequence[Sequence[int]],
-    output_tokens: int = 24,
+    output_tokens: int = 48,
+    slots: int | None = None,
     lean: bool = False,
     seed: int = 0,
 ) -> InRunCalibration:
     """:func:`clock_calibration_workload`, then :func:`calibration_from_clocks` against ``tables``."""
-    clocks = clock_calibration_workload(ladder, prompts, output_tokens, lean, seed)
+    clocks = clock_calibration_workload(ladder, prompts, output_tokens, slots, lean, seed)
     return calibration_from_clocks(clocks, tables)
 
 

@@ -50,6 +50,7 @@ profiler stores the table at the grid's median context there and the full
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import statistics
@@ -476,6 +477,10 @@ def profile_ladder(
     from backend.profile_calibration import apply_calibration, measure_in_run
 
     batch = max(settings.batch_sizes)
-    prompts = [list(p) for domain in sorted(prompts_by_domain) for p in prompts_by_domain[domain]][:batch]
+    # twice as many requests as slots (admission and ragged batches happen), domains interleaved
+    by_domain = [prompts_by_domain[domain] for domain in sorted(prompts_by_domain)]
+    mixed = [list(p) for group in itertools.zip_longest(*by_domain) for p in group if p is not None]
     tables = [(m.pass_time.seconds, m.pass_time.batch_sizes, m.pass_time.tokens) for m in profile.models]
-    return apply_calibration(profile, measure_in_run(ladder, tables, prompts, lean=lean, seed=settings.seed))
+    requests = mixed[: 2 * batch]
+    calibration = measure_in_run(ladder, tables, requests, slots=batch, lean=lean, seed=settings.seed)
+    return apply_calibration(profile, calibration)

@@ -184,12 +184,24 @@ def source_domains(source: PromptSource) -> tuple[str | None, ...]:
     return tuple(domains) if domains else (None,)
 
 
+PROFILE_PROMPT_IDS = 1_000_000
+"""First request id of the prompts a profile measures on: far from any workload's ids, so a
+profile is never measured on the prompts of the run it predicts (same corpus, other windows)."""
+
+
 def prompt_set(
-    source: PromptSource, count: int, length: int, domains: Sequence[str | None] | None = None
+    source: PromptSource,
+    count: int,
+    length: int,
+    domains: Sequence[str | None] | None = None,
+    first_id: int = 0,
 ) -> dict[str, list[list[int]]]:
-    """``count`` prompts of ``length`` tokens per domain, keyed by domain (``"all"`` for None)."""
+    """``count`` prompts of ``length`` tokens per domain, keyed by domain (``"all"`` for None).
+
+    The prompts are the source's for request ids ``first_id, first_id + 1, ...``.
+    """
     out: dict[str, list[list[int]]] = {}
-    request_id = 0
+    request_id = first_id
     for domain in domains if domains is not None else source_domains(source):
         prompts = []
         for _ in range(count):

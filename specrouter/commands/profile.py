@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     from backend.ladder import load_ladder
     from backend.profiler import ProfileSettings, profile_ladder
-    from backend.replay import prompt_set, prompt_source_for
+    from backend.replay import PROFILE_PROMPT_IDS, prompt_set, prompt_source_for
     from specrouter.cli import InputError, require_positive
     from traces.world_profile import save_world_profile
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     source = prompt_source_for(ladder, args.seed, args.ladder)
     if source.name != "corpus":
         print("note: no prompt corpus for this ladder; profiling on random token prompts", file=sys.stderr)
-    prompts = prompt_set(source, settings.prompts_per_domain, prompt_tokens)
+    prompts = prompt_set(source, settings.prompts_per_domain, prompt_tokens, first_id=PROFILE_PROMPT_IDS)
     meta = {
         "ladder": str(Path(args.ladder).resolve()),
         "prompt_source": source.name,

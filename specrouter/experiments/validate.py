@@ -37,7 +37,9 @@ from traces.request import Request
 
 Progress = Callable[[str], None]
 
-ACCEPTANCE_PROMPTS = 16  # per domain: acceptance varies widely from prompt to prompt; 6 left ~0.08 of alpha to chance
+# per domain: one prompt's greedy match rate ranges 0.53-0.97 on the embedded ladder, so 6 or 16
+# prompts left 0.05-0.1 of alpha to chance; 48 leave ~0.02 (pair statistics run ~6 prompts/s)
+ACCEPTANCE_PROMPTS = 48
 ACCEPTANCE_POSITIONS = 8
 
 
@@ -194,14 +196,15 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
     if progress:
         progress("profiling the ladder" + (" (quick)" if config.quick_profile else ""))
     from backend.profiler import ProfileSettings, profile_ladder
-    from backend.replay import prompt_set, prompt_source_for
+    from backend.replay import PROFILE_PROMPT_IDS, prompt_set, prompt_source_for
     from traces.world_profile import save_world_profile
 
     settings = profile_settings(
         config, ProfileSettings.quick() if config.quick_profile else ProfileSettings()
     )
     source = prompt_source_for(ladder, config.seed)
-    prompts = prompt_set(source, settings.prompts_per_domain, config.prompt_tokens)
+    length = config.prompt_tokens
+    prompts = prompt_set(source, settings.prompts_per_domain, length, first_id=PROFILE_PROMPT_IDS)
     meta = {"ladder": wanted["ladder"], "prompt_source": source.name}
     profile = profile_ladder(ladder, prompts, settings, meta, lean=config.lean, calibrate_in_run=True)
     out.mkdir(parents=True, exist_ok=True)
