@@ -281,6 +281,39 @@ def visited_acceptance(series: Sequence[np.ndarray], positions: int) -> tuple[fl
     return (total_accepted / seen if seen else float("nan")), tuple(conditional)
 
 
+def lookahead_acceptance(series: Sequence[np.ndarray], positions: int) -> tuple[tuple[float, ...], ...]:
+    """Row ``K - 1``: ``P(accept k | 0..k-1)`` when every round drafts ``K`` (``K = 1 .. positions``).
+
+    The same walk as :func:`visited_acceptance`, kept apart per lookahead: rounds of ``K`` start
+    where rounds of ``K`` stop, so a long draft meets the text's hard spots at other places than
+    a short one, and pooling the walks over-predicts what long drafts accept (on the embedded
+    ladder's prose: 3.85 accepted of 8 pooled against 3.06 walked).
+    """
+    rows = []
+    for lookahead in range(1, positions + 1):
+        reached = [0] * lookahead
+        accepted = [0] * lookahead
+        for values in series:
+            matches = np.asarray(values) > 0.5
+            start = 0
+            while start + lookahead <= len(matches):
+                run = 0
+                while run < lookahead and matches[start + run]:
+                    reached[run] += 1
+                    accepted[run] += 1
+                    run += 1
+                if run < lookahead:
+                    reached[run] += 1
+                start += run + 1
+        row = []
+        for k in range(lookahead):
+            if reached[k] == 0:
+                break
+            row.append(accepted[k] / reached[k])
+        rows.append(tuple(row))
+    return tuple(rows)
+
+
 def continue_prompt(
     target: torch.nn.Module, prompt: Sequence[int], tokens: int, sample: bool, generator: torch.Generator
 ) -> list[int]:
@@ -356,9 +389,11 @@ def pair_profiles(
     ):
         match = np.concatenate(entry.match)
         tv = np.concatenate(entry.tv)
+        by_lookahead: tuple[tuple[float, ...], ...] = ()
         if mode == "greedy":
             alpha, positions = visited_acceptance(entry.match, settings.draft_positions)
             alpha = float(match.mean()) if alpha != alpha else alpha  # NaN: series shorter than one round
+            by_lookahead = lookahead_acceptance(entry.match, settings.draft_positions)
         else:
             alpha = float(1.0 - tv.mean())
             positions = conditional_acceptance([1.0 - t for t in entry.tv], settings.draft_positions)
@@ -373,6 +408,7 @@ def pair_profiles(
                 positions=positions,
                 tv=tuple(round(float(min(1.0, max(0.0, v))), 5) for v in kept),
                 samples=int(len(tv)),
+                by_lookahead=by_lookahead,
             )
         )
     return out

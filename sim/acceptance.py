@@ -28,8 +28,11 @@ model).
 sample ``TV = min(1, (1 - alpha) X)``, ``X ~ Exp(1)`` (mean ``1 - alpha`` up to the clip).
 
 **Empirical mode.**  With a world profile, the threshold for the ``k``-th candidate of a
-verify pass is ``Phi^{-1}(positions[k])`` (the profiled P(accept k | 0..k-1 accepted); the
-last value repeats), and TV samples are replayed from the profile's samples.
+verify pass of ``K`` candidates is ``Phi^{-1}(by_lookahead[K-1][k])`` (the profiled
+P(accept k | 0..k-1 accepted) in rounds that draft ``K``; longer drafts than profiled use the
+longest row, and its last value repeats), or ``Phi^{-1}(positions[k])`` (pooled over
+lookaheads) for a profile without per-lookahead rows.  TV samples are replayed from the
+profile's samples.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
-from traces.world_profile import WorldProfile
+from traces.world_profile import PairProfile, WorldProfile
 
 
 class AlphaOverride(NamedTuple):
@@ -145,8 +148,10 @@ class AcceptanceModel:
         self.correlation = correlation
         self.pool = RandomPool(seed)
         self.static = drift_amplitude == 0.0 and not self.overrides
-        self._threshold_cache: dict[tuple[int, int, str | None], tuple[tuple[float, ...], float]] = {}
-        self._empirical: dict[tuple[int, int, str | None], tuple[tuple[float, ...], tuple[float, ...]]] = {}
+        # keyed by (lower, upper, domain, lookahead): the lookahead is 0 unless a profile gives
+        # per-lookahead acceptance
+        self._threshold_cache: dict[tuple[int, int, str | None, int], tuple[tuple[float, ...], float]] = {}
+        self._empirical: dict[tuple[int, int, str | None], PairProfile | None] = {}
 
     # -- the truth -----------------------------------------------------------------------
     def alpha(self, lower: int, upper: int, domain: str | None, now: float) -> float:
@@ -168,23 +173,26 @@ class AcceptanceModel:
             return base
         return 1.0 / (1.0 + math.exp(-(_logit(base) + shift)))
 
-    def thresholds(self, lower: int, upper: int, domain: str | None, now: float) -> tuple[float, ...]:
+    def thresholds(
+        self, lower: int, upper: int, domain: str | None, now: float, lookahead: int = 0
+    ) -> tuple[float, ...]:
         """``Phi^{-1}`` of the acceptance of candidate ``k`` (last entry repeats)."""
-        return self._limits(lower, upper, domain, now)[0]
+        return self._limits(lower, upper, domain, now, lookahead)[0]
 
     def _limits(
-        self, lower: int, upper: int, domain: str | None, now: float
+        self, lower: int, upper: int, domain: str | None, now: float, lookahead: int = 0
     ) -> tuple[tuple[float, ...], float]:
         """Thresholds per candidate and the TV scale ``1 - alpha`` (cached when nothing varies in time)."""
-        key = (lower, upper, domain)
+        key = (lower, upper, domain, lookahead)
         if self.static:
             cached = self._threshold_cache.get(key)
             if cached is not None:
                 return cached
         alpha = self.alpha(lower, upper, domain, now)
-        empirical = self._empirical_pair(lower, upper, domain) if self.profile is not None else None
-        if empirical is not None and empirical[0] and not self._overridden(lower, upper, domain, now):
-            limits = tuple(float(ndtri(p)) for p in empirical[0])
+        pair = self._empirical_pair(lower, upper, domain) if self.profile is not None else None
+        row = _acceptance_row(pair, lookahead) if pair is not None else ()
+        if row and not self._overridden(lower, upper, domain, now):
+            limits = tuple(float(ndtri(p)) for p in row)
         else:
             limits = (float(ndtri(alpha)),)
         result = (limits, 1.0 - alpha)
@@ -198,13 +206,11 @@ class AcceptanceModel:
             for o in self.overrides
         )
 
-    def _empirical_pair(
-        self, lower: int, upper: int, domain: str | None
-    ) -> tuple[tuple[float, ...], tuple[float, ...]] | None:
+    def _empirical_pair(self, lower: int, upper: int, domain: str | None) -> PairProfile | None:
         key = (lower, upper, domain)
         if key not in self._empirical:
-            pair = self.profile.pair(lower, upper, domain) if self.profile is not None else None
-            self._empirical[key] = (pair.positions, pair.tv) if pair is not None else ((), ())
+            profile = self.profile
+            self._empirical[key] = profile.pair(lower, upper, domain) if profile is not None else None
         return self._empirical[key]
 
     # -- the draws ----------------------------------------------------------------------
@@ -220,8 +226,9 @@ class AcceptanceModel:
         tv_out: list[float] | None,
     ) -> int:
         """Accepted prefix length of ``candidates`` at positions ``offset..``; TV samples appended."""
-        cached = self._threshold_cache.get((lower, upper, domain)) if self.static else None
-        limits, gap = cached if cached is not None else self._limits(lower, upper, domain, now)
+        lookahead = candidates if self.profile is not None else 0
+        cached = self._threshold_cache.get((lower, upper, domain, lookahead)) if self.static else None
+        limits, gap = cached if cached is not None else self._limits(lower, upper, domain, now, lookahead)
         pool = self.pool
         missing = offset + candidates - len(latent)
         need = candidates + missing if missing > 0 else candidates
@@ -263,10 +270,20 @@ class AcceptanceModel:
         """TV samples replayed from the profile (drawn uniformly), else the parametric draw."""
         pool = self.pool
         empirical = self._empirical_pair(lower, upper, domain)
-        samples = empirical[1] if empirical is not None else ()
+        samples = empirical.tv if empirical is not None else ()
         for x in pool.exponentials[pool.e : pool.e + n]:
             if samples:
                 out.append(samples[int(x * 1e6) % len(samples)])
             else:
                 out.append(min(1.0, gap * x))
         pool.e += n
+
+
+def _acceptance_row(pair: PairProfile, lookahead: int) -> tuple[float, ...]:
+    """The profiled ``P(accept k | 0..k-1)`` row for a verify of ``lookahead`` candidates."""
+    rows = pair.by_lookahead
+    if lookahead > 0 and rows:
+        row = rows[min(lookahead, len(rows)) - 1]
+        if row:
+            return row
+    return pair.positions

@@ -87,6 +87,10 @@ class PairProfile:
     positions: tuple[float, ...] = ()
     tv: tuple[float, ...] = ()
     samples: int = 0
+    by_lookahead: tuple[tuple[float, ...], ...] = ()
+    """Row ``K - 1``: ``P(accept k | 0..k-1)`` in rounds that draft ``K`` (greedy walks); empty when
+    not measured.  Rounds of different lengths start at different places in the text, so one
+    pooled ``positions`` row over-predicts long drafts."""
 
 
 @dataclass(frozen=True)
@@ -177,7 +181,7 @@ def _table(obj: Any, source: str, where: str) -> PassTimeTable:
 def _pair(obj: Any, size: int, source: str, where: str) -> PairProfile:
     if not isinstance(obj, dict):
         raise _fail(source, where.rstrip("."), "expected an object")
-    allowed = {"lower", "upper", "domain", "mode", "alpha", "positions", "tv", "samples"}
+    allowed = {"lower", "upper", "domain", "mode", "alpha", "positions", "tv", "samples", "by_lookahead"}
     _unknown_keys(obj, allowed, source, where)
     lower = int(_number(_get(obj, "lower", source, where), source, f"{where}lower", 0, size - 1))
     upper = int(_number(_get(obj, "upper", source, where), source, f"{where}upper", 0, size - 1))
@@ -197,7 +201,16 @@ def _pair(obj: Any, size: int, source: str, where: str) -> PairProfile:
             raise _fail(source, f"{where}{name}", "expected a list of numbers in [0, 1]")
         lists[name] = tuple(_number(v, source, f"{where}{name}[{i}]", 0.0, 1.0) for i, v in enumerate(values))
     samples = int(_number(obj.get("samples", 0), source, f"{where}samples", 0))
-    return PairProfile(lower, upper, alpha, domain, mode, lists["positions"], lists["tv"], samples)
+    rows = obj.get("by_lookahead", [])
+    if not isinstance(rows, list) or not all(isinstance(row, list) for row in rows):
+        raise _fail(source, f"{where}by_lookahead", "expected a list of lists of numbers in [0, 1]")
+    by_lookahead = tuple(
+        tuple(_number(v, source, f"{where}by_lookahead[{k}][{i}]", 0.0, 1.0) for i, v in enumerate(row))
+        for k, row in enumerate(rows)
+    )
+    return PairProfile(
+        lower, upper, alpha, domain, mode, lists["positions"], lists["tv"], samples, by_lookahead
+    )
 
 
 def validate_world_profile(data: Any, source: str = "<world profile>") -> WorldProfile:
@@ -268,6 +281,7 @@ def world_profile_to_dict(profile: WorldProfile) -> dict[str, Any]:
                 "positions": list(p.positions),
                 "tv": list(p.tv),
                 "samples": p.samples,
+                "by_lookahead": [list(row) for row in p.by_lookahead],
             }
             for p in profile.acceptance
         ],

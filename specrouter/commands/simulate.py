@@ -17,12 +17,22 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from specrouter.commands.options import add_command, add_options
 from specrouter.commands.trace import add_load_options
+
+if TYPE_CHECKING:
+    from specrouter.experiments.runs import RunOutput, SimWorld
+
+EXAMPLES = """examples:
+  specrouter simulate --trace AzureLLMInferenceTrace_conv.csv --cluster llama --policy specrouter
+  specrouter simulate --trace conv.csv --cluster llama --policy static:0>2>3:4,1 \\
+      --limit 500 --out runs/a
+  specrouter simulate --trace conv.csv --cluster cpu --profile world.json --policy oracle
+"""
 
 # A sane bound on a request's length in the simulator, which has no context window of its own: a
 # 10^9-token output would otherwise run for hours.  128k is the longest context of the presets' models.
@@ -30,31 +40,22 @@ DEFAULT_MAX_TOKENS = 131_072
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "simulate",
-        help="replay a trace in the simulator under a routing policy",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n"
-        "  specrouter simulate --trace AzureLLMInferenceTrace_conv.csv --cluster llama --policy specrouter\n"
-        "  specrouter simulate --trace conv.csv --cluster llama --policy static:0>2>3:4,1 \\\n"
-        "      --limit 500 --out runs/a\n"
-        "  specrouter simulate --trace conv.csv --cluster cpu --profile world.json --policy oracle",
-    )
+    summary = "replay a trace in the simulator under a routing policy"
+    parser = add_command(subparsers, "simulate", summary, __doc__, EXAMPLES)
     parser.add_argument("--trace", type=Path, required=True, help="trace file (any traces.loaders format)")
     parser.add_argument(
         "--cluster", default="llama", help="preset name (llama, qwen, cpu) or cluster JSON file"
     )
-    parser.add_argument("--policy", default="specrouter", help="registry name, e.g. static:0>2>3:4,1, oracle")
+    add_options(
+        parser, "limit", "rate_scale", "csv",
+        policy={"help": "policy registry name, e.g. static:0>2>3:4,1, oracle (default %(default)s)"},
+        out={"help": "write records and run.json into this directory"},
+        seed={"default": None, "help": "override the scenario's seed"},
+    )  # fmt: skip
     parser.add_argument("--scenario", type=Path, help="scenario JSON (docs/sim.md)")
     parser.add_argument("--profile", help="world profile JSON: table latency (and --empirical acceptance)")
     parser.add_argument("--empirical", action="store_true", help="replay the profile's acceptance statistics")
-    parser.add_argument("--out", type=Path, help="write records and run.json into this directory")
     parser.add_argument("--no-rounds", action="store_true", help="do not record per-round records")
-    parser.add_argument("--csv", action="store_true", help="also write CSV copies of the records")
-    parser.add_argument("--limit", type=int, help="replay only the first N requests (N >= 1; default all)")
-    parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply the trace's request rate")
-    parser.add_argument("--seed", type=int, help="override the scenario's seed")
     parser.add_argument(
         "--max-tokens",
         type=int,
@@ -65,13 +66,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def build_world(args: argparse.Namespace) -> Any:
+def sim_world(args: argparse.Namespace) -> SimWorld:
+    """The cluster (a preset or a file) and the scenario the flags name."""
     from dataclasses import replace
 
     from sim.config import ConfigError, load_cluster
     from sim.presets import PRESETS, preset
     from sim.scenario import Scenario, load_scenario
     from sim.world import World
+    from specrouter.experiments.runs import SimWorld
 
     scenario = load_scenario(args.scenario) if args.scenario else Scenario()
     overrides: dict[str, Any] = {}
@@ -89,66 +92,31 @@ def build_world(args: argparse.Namespace) -> Any:
             cluster = replace(cluster, profile=args.profile)
     else:
         raise ConfigError(f"--cluster {args.cluster!r}: neither a preset ({', '.join(PRESETS)}) nor a file")
-    return World(cluster, scenario)
+    World(cluster, scenario)  # refuses a scenario that does not fit the cluster, before the trace is read
+    return SimWorld(cluster, scenario)
 
 
 def run(args: argparse.Namespace) -> int:
-    from policies.registry import check_fits, make_policy, policy_knobs
-    from sim.engine import Simulation
+    from policies.registry import check_fits, check_spec, policy_knobs
+    from specrouter.experiments.runs import RunOptions, run_simulated
 
     check_arguments(args)
-    world = build_world(args)
-    if world.cluster.scheduler == "pipelined":
+    world = sim_world(args)
+    cluster = world.cluster
+    if cluster.scheduler == "pipelined":
         print(
-            f"note: cluster {world.cluster.name!r} runs the pipelined scheduler (one server per model, "
+            f"note: cluster {cluster.name!r} runs the pipelined scheduler (one server per model, "
             "co-placed models share their GPU): simulated only -- the real backend runs the lockstep "
             "serving loop on one device",
             file=sys.stderr,
         )
-    check_fits(args.policy, len(world.cluster.models))
-    policy = make_policy(args.policy, world=world.truth)
-    knobs = policy_knobs(args.policy)
+    check_spec(args.policy)
+    check_fits(args.policy, len(cluster.models))
     requests, load = load_requests(args, world)
-    from tqdm import tqdm
-
-    chains: Counter[str] = Counter()
-    committed: list[int] = []
-
-    def count_round(record: Any) -> None:
-        chains[record.chain] += 1
-        committed.append(record.committed)
-
-    record_rounds = not args.no_rounds
-    metadata = run_metadata(args, world, policy.name, knobs, load)
-    started = time.perf_counter()
-    with tqdm(total=len(requests), desc=policy.name, unit="req", mininterval=1.0, file=sys.stderr) as bar:
-        if args.out:
-            from traces.records import RecordWriter
-
-            with RecordWriter(args.out, metadata, write_csv=args.csv, record_rounds=record_rounds) as writer:
-
-                def sink(record: Any) -> None:
-                    count_round(record)
-                    writer.add_round(record)
-
-                sim = Simulation(
-                    world,
-                    policy,
-                    record_rounds=record_rounds,
-                    round_sink=sink,
-                    request_sink=writer.add_request,
-                    progress=bar.update,
-                )
-                result = sim.run(requests)
-                records = None
-        else:
-            sim = Simulation(
-                world, policy, record_rounds=record_rounds, round_sink=count_round, progress=bar.update
-            )
-            result = sim.run(requests)
-            records = result.requests
-    wall = time.perf_counter() - started
-    print_results(args, world, policy.name, result, records, chains, wall)
+    metadata = run_metadata(args, world, policy_knobs(args.policy), load)
+    options = RunOptions(record_rounds=not args.no_rounds, write_csv=args.csv, progress=True)
+    result = run_simulated(world, args.policy, requests, args.out, metadata=metadata, options=options)
+    print_results(world, result)
     return 0
 
 
@@ -164,7 +132,7 @@ def check_arguments(args: argparse.Namespace) -> None:
         refuse_existing_file(args.out, "--out")
 
 
-def load_requests(args: argparse.Namespace, world: Any) -> tuple[list[Any], dict[str, Any]]:
+def load_requests(args: argparse.Namespace, world: SimWorld) -> tuple[list[Any], dict[str, Any]]:
     """The trace's requests (workload hooks applied, clipped to ``--max-tokens``) and what the
     load did, for ``run.json``; dropped, skipped and clipped requests are reported on stderr."""
     from backend.replay import ClipReport, clip_to_context
@@ -186,7 +154,7 @@ def load_requests(args: argparse.Namespace, world: Any) -> tuple[list[Any], dict
     if failed:
         print(f"{args.trace}: {failed}", file=sys.stderr)
     clip = ClipReport(args.max_tokens)
-    hooked = apply_workload_hooks(loaded, world.scenario)
+    hooked = apply_workload_hooks(loaded, world.scenario) if world.scenario else loaded
     requests = [clip_to_context(request, args.max_tokens, clip) for request in hooked]
     if clip.any:
         print(
@@ -208,21 +176,19 @@ def load_requests(args: argparse.Namespace, world: Any) -> tuple[list[Any], dict
 
 
 def run_metadata(
-    args: argparse.Namespace, world: Any, policy: str, knobs: dict[str, Any], load: dict[str, Any]
+    args: argparse.Namespace, world: SimWorld, knobs: dict[str, Any], load: dict[str, Any]
 ) -> dict[str, Any]:
-    """What ``run.json`` records about this run, besides the environment the writer adds."""
+    """What ``run.json`` records about this run, besides the policy, the world and the environment."""
     from dataclasses import asdict
 
     return {
-        "world": "sim",
         "trace": str(args.trace),
         "cluster": world.cluster.name,
         "cluster_parameters": asdict(world.cluster),
-        "policy": policy,
         "policy_knobs": knobs,
         "scenario": str(args.scenario) if args.scenario else None,
         "profile": args.profile,
-        "seed": world.scenario.seed,
+        "seed": world.scenario.seed if world.scenario else None,
         "limit": args.limit,
         "rate_scale": args.rate_scale,
         "loader": {"format": args.format, "skip_bad": args.skip_bad, "keep_failed": args.keep_failed},
@@ -230,31 +196,22 @@ def run_metadata(
     }
 
 
-def print_results(
-    args: argparse.Namespace,
-    world: Any,
-    policy: str,
-    result: Any,
-    records: Any,
-    chains: Counter[str],
-    wall: float,
-) -> None:
-    from traces.records import format_summary, read_records, summarize
+def print_results(world: SimWorld, result: RunOutput) -> None:
+    from traces.records import format_summary
 
-    if records is None:
-        records = read_records(args.out, rounds=False).requests
-    print(f"policy {policy} on {world.cluster.name} ({', '.join(world.cluster.names)})")
-    print(format_summary(summarize(records)))
-    tokens_per_round = result.tokens_total / max(result.rounds_total, 1)
-    print(f"rounds {result.rounds_total}  target tokens/round {tokens_per_round:.2f}")
+    cluster = world.cluster
+    print(f"policy {result.policy} on {cluster.name} ({', '.join(cluster.names)})")
+    print(format_summary(result.summary))
+    rounds = max(result.rounds_total, 1)
+    print(f"rounds {result.rounds_total}  target tokens/round {result.tokens_total / rounds:.2f}")
+    chains = Counter(record.chain for record in result.rounds)
     if chains:
-        usage = ", ".join(
-            f"{chain} {count / result.rounds_total:.1%}" for chain, count in chains.most_common(5)
-        )
+        usage = ", ".join(f"{chain} {count / rounds:.1%}" for chain, count in chains.most_common(5))
         print(f"chains: {usage}")
+    wall = max(result.wall_seconds, 1e-9)
     print(
-        f"simulated {result.sim_seconds:.1f}s in {wall:.2f}s wall "
-        f"({len(records) / wall:.0f} req/s, {result.rounds_total / wall:.0f} rounds/s)"
+        f"simulated {result.world_seconds:.1f}s in {wall:.2f}s wall "
+        f"({len(result.requests) / wall:.0f} req/s, {result.rounds_total / wall:.0f} rounds/s)"
     )
-    if args.out:
-        print(f"records written to {args.out}")
+    if result.out_dir:
+        print(f"records written to {result.out_dir}")
