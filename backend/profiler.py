@@ -57,7 +57,7 @@ import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -242,76 +242,85 @@ def conditional_acceptance(series: Sequence[np.ndarray], positions: int) -> tupl
     return tuple(out)
 
 
+class WalkCounts(NamedTuple):
+    """One lookahead's greedy walk over the series: per draft position, rounds that reached it
+    and rounds that accepted it; accepted tokens and rounds that rejected one, in total."""
+
+    reached: list[int]
+    accepted: list[int]
+    tokens_accepted: int
+    rejections: int
+
+    def conditional(self) -> tuple[float, ...]:
+        """``P(accept k | 0..k-1)`` up to the first position no round reached."""
+        out = []
+        for reached, accepted in zip(self.reached, self.accepted):
+            if reached == 0:
+                break
+            out.append(accepted / reached)
+        return tuple(out)
+
+
+def walk(series: Sequence[np.ndarray], lookahead: int) -> WalkCounts:
+    """Walk each 0/1 match series the way greedy rounds of ``lookahead`` drafts visit it.
+
+    A round drafts ``lookahead`` from start ``s``, accepts the run of matches ``k <= lookahead``
+    and commits ``k + 1`` tokens (a correction or the bonus), so the next round starts at
+    ``s + k + 1``; a window with no room for ``lookahead`` drafts ends the series.
+    """
+    counts = WalkCounts([0] * lookahead, [0] * lookahead, 0, 0)
+    reached, accepted = counts.reached, counts.accepted
+    tokens = rejections = 0
+    for values in series:
+        matches = np.asarray(values) > 0.5
+        start = 0
+        while start + lookahead <= len(matches):
+            run = 0
+            while run < lookahead and matches[start + run]:
+                reached[run] += 1
+                accepted[run] += 1
+                run += 1
+            if run < lookahead:
+                reached[run] += 1
+                rejections += 1
+            tokens += run
+            start += run + 1
+    return counts._replace(tokens_accepted=tokens, rejections=rejections)
+
+
 def visited_acceptance(series: Sequence[np.ndarray], positions: int) -> tuple[float, tuple[float, ...]]:
     """Greedy acceptance as the executor experiences it: ``(alpha_hat, P(accept k | 0..k-1))``.
 
     ``series`` holds 0/1 matches per prompt along the target's greedy continuation.  A greedy
     round does not start at an arbitrary position: it starts right after the previous round's
     correction, i.e. where the previous round stopped, and rejections cluster (a hard
-    identifier is followed by another).  So walk each series the way rounds do, for every
-    lookahead ``K = 1 .. positions``: draft ``K`` from start ``s``, accept the run of matches
-    ``k <= K``, next start ``s + k + 1``.  Pooled over the walks, ``P(accept k | 0..k-1)`` is
-    accepts at ``k`` / rounds that reached ``k``, and ``alpha_hat = A / (A + R)`` (the
+    identifier is followed by another).  So walk each series the way rounds do (:func:`walk`)
+    for every lookahead ``K = 1 .. positions``.  Pooled over the walks, ``P(accept k | 0..k-1)``
+    is accepts at ``k`` / rounds that reached ``k``, and ``alpha_hat = A / (A + R)`` (the
     stop-at-first-rejection MLE: ``A`` accepted tokens, ``R`` rounds that rejected one).
     """
-    reached = [0] * positions
-    accepted = [0] * positions
-    total_accepted = rejections = 0
-    for values in series:
-        matches = np.asarray(values) > 0.5
-        for lookahead in range(1, positions + 1):
-            start = 0
-            while start + lookahead <= len(matches):
-                run = 0
-                while run < lookahead and matches[start + run]:
-                    reached[run] += 1
-                    accepted[run] += 1
-                    run += 1
-                if run < lookahead:
-                    reached[run] += 1
-                    rejections += 1
-                total_accepted += run
-                start += run + 1
-    conditional = []
-    for k in range(positions):
-        if reached[k] == 0:
-            break
-        conditional.append(accepted[k] / reached[k])
-    seen = total_accepted + rejections
-    return (total_accepted / seen if seen else float("nan")), tuple(conditional)
+    pooled = WalkCounts([0] * positions, [0] * positions, 0, 0)
+    tokens = rejections = 0
+    for lookahead in range(1, positions + 1):
+        counts = walk(series, lookahead)
+        for k in range(lookahead):
+            pooled.reached[k] += counts.reached[k]
+            pooled.accepted[k] += counts.accepted[k]
+        tokens += counts.tokens_accepted
+        rejections += counts.rejections
+    seen = tokens + rejections
+    return (tokens / seen if seen else float("nan")), pooled.conditional()
 
 
 def lookahead_acceptance(series: Sequence[np.ndarray], positions: int) -> tuple[tuple[float, ...], ...]:
     """Row ``K - 1``: ``P(accept k | 0..k-1)`` when every round drafts ``K`` (``K = 1 .. positions``).
 
-    The same walk as :func:`visited_acceptance`, kept apart per lookahead: rounds of ``K`` start
-    where rounds of ``K`` stop, so a long draft meets the text's hard spots at other places than
-    a short one, and pooling the walks over-predicts what long drafts accept (on the embedded
-    ladder's prose: 3.85 accepted of 8 pooled against 3.06 walked).
+    The walks of :func:`visited_acceptance`, kept apart: rounds of ``K`` start where rounds of
+    ``K`` stop, so a long draft meets the text's hard spots at other places than a short one,
+    and pooling the walks over-predicts what long drafts accept (on the embedded ladder's
+    prose: 3.85 accepted of 8 pooled against 3.06 walked).
     """
-    rows = []
-    for lookahead in range(1, positions + 1):
-        reached = [0] * lookahead
-        accepted = [0] * lookahead
-        for values in series:
-            matches = np.asarray(values) > 0.5
-            start = 0
-            while start + lookahead <= len(matches):
-                run = 0
-                while run < lookahead and matches[start + run]:
-                    reached[run] += 1
-                    accepted[run] += 1
-                    run += 1
-                if run < lookahead:
-                    reached[run] += 1
-                start += run + 1
-        row = []
-        for k in range(lookahead):
-            if reached[k] == 0:
-                break
-            row.append(accepted[k] / reached[k])
-        rows.append(tuple(row))
-    return tuple(rows)
+    return tuple(walk(series, lookahead).conditional() for lookahead in range(1, positions + 1))
 
 
 def continue_prompt(
