@@ -267,7 +267,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     scale_prompts = [prompts[i % len(prompts)] for i in range(max(batches) * 2)]
     factories: list[tuple[str, Callable[[], Policy]]] = [("target", TargetOnly)]
     if best_chain is not None:
-        from specrouter.experiments.policies import make_policy
+        from policies.registry import make_policy
 
         best_name = best_chain.name
         factories.append((best_name, lambda: make_policy(best_name)))

@@ -28,16 +28,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from policies.registry import check_fits
 from specrouter.experiments.fidelity import fidelity_rows, format_table, relative_error, write_table
-from specrouter.experiments.validate import (
-    ValidateConfig,
-    check_policy_fits,
-    ensure_profile,
-    mode_profile,
-    run_real,
-    workload,
-)
-from specrouter.experiments.worlds import cluster_for_profile, simulate_requests
+from specrouter.experiments.profiled import cluster_for_profile
+from specrouter.experiments.runs import RealWorld, RunOptions, SimWorld, run_real, run_simulated
+from specrouter.experiments.validate import ValidateConfig, ensure_profile, mode_profile, workload
 
 POLICIES = ("static:0>2:4", "static:0>1>2:4,1", "specrouter")
 BATCHES = (1, 4, 8)
@@ -92,6 +87,7 @@ def run_cell(
     ladder: Any, ladder_dir: Path, profile: Path, policy: str, max_batch: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Real A -> simulate -> real B for one (policy, batch) cell."""
+    from backend.engine import EngineConfig
     from backend.replay import context_window, prompt_source_for, source_domains
     from sim.scenario import Scenario
 
@@ -100,19 +96,21 @@ def run_cell(
         str(ladder_dir), policy, str(out), str(profile), True, args.requests, args.prompt_tokens,
         args.output_tokens, args.rate, max_batch, args.seed, args.device,
     )  # fmt: skip
-    check_policy_fits(policy, ladder.info)
+    check_fits(policy, ladder.size)
     requests = workload(
         config, source_domains(prompt_source_for(ladder, args.seed)), context_window(ladder.models)
     )
     settings = config.settings()
     load_before = load_average()
-    real_a = run_real(ladder, requests, policy, args.seed, max_batch, out / "real_a", settings)
+    real_world = RealWorld(ladder, EngineConfig(max_batch=max_batch, replay="fast"), seed=args.seed)
+    shown = RunOptions(progress=True)  # the engine's progress bar, as before the run functions
+    real_a = run_real(real_world, policy, requests, out / "real_a", settings=settings, options=shown)
     sim_profile = mode_profile(profile, "greedy", out / "sim_profile.json")
     cluster = cluster_for_profile(sim_profile, max_batch, ladder_dir, max_running=max_batch)
     context = args.prompt_tokens + args.output_tokens // 2  # what the oracle's pass times assume
     scenario = Scenario(seed=args.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
-    sim = simulate_requests(cluster, scenario, requests, policy, out / "sim", settings)
-    real_b = run_real(ladder, requests, policy, args.seed, max_batch, out / "real_b", settings)
+    sim = run_simulated(SimWorld(cluster, scenario), policy, requests, out / "sim", settings=settings)
+    real_b = run_real(real_world, policy, requests, out / "real_b", settings=settings, options=shown)
     rows = fidelity_rows(sim.requests, real_a.requests, sim.rounds, real_a.rounds)
     write_table(rows, out)
     measured = {k: (real_a.summary[k] + real_b.summary[k]) / 2 for k in real_a.summary}

@@ -85,6 +85,28 @@ KNOB_RANGES: dict[str, KnobRange] = {
 }
 
 
+def policy_head(spec: str) -> str:
+    """``specrouter:hysteresis=0.1`` -> ``specrouter``: the registry name without its options."""
+    return spec.strip().partition(":")[0]
+
+
+def check_spec(spec: str, *, simulated: bool = True) -> None:
+    """Refuse ``spec`` before any work: an unknown name, a bad knob, or (``simulated=False``) a
+    policy that needs the simulated world's truth.  Builds a throw-away policy where it can."""
+    head = policy_head(spec)
+    if head not in POLICY_NAMES:
+        raise PolicySpecError(f"unknown policy {spec!r}; known: {', '.join(POLICY_NAMES)}")
+    if head != "oracle":
+        make_policy(spec)
+    elif simulated:
+        resolve_knobs(spec)  # the oracle is built later, once the world's truth exists
+    else:
+        raise PolicySpecError(
+            f"policy {spec!r} runs only in the simulator (it reads the world's true acceptance and "
+            "latency); drop it from --policy on the real backend"
+        )
+
+
 def policy_names() -> list[str]:
     """Names :func:`make_policy` builds (``static`` takes a route after a colon)."""
     return [name for name in POLICY_NAMES if name != "static"]

@@ -38,7 +38,6 @@ INPUT_ERRORS: tuple[str, ...] = (
     "backend.ladder:LadderError",
     "policies.registry:PolicySpecError",
     "specrouter.scenarios.runner:ScenarioError",
-    "specrouter.experiments.policies:UnknownPolicyError",
     "specrouter.experiments.validate:ValidateError",
 )
 # Files the user named that are missing or unreadable are input errors too.

@@ -82,7 +82,7 @@ def test_compare_runs_policies_on_a_scenario_and_keeps_finished_runs(
         (["compare", "--scenario", "no-such"], "unknown scenario(s) no-such; shipped:"),
         (["compare", "--scenario", "stationary", "--policy", "nope"], "unknown policy 'nope'; known:"),
         (["compare", "--backend", "real", "--scenario", "stationary", "--policy", "oracle"], "simulator"),
-        (["compare", "--scenario", "stationary", "--policy", "static:0>2:3"], "does not fit the ladder"),
+        (["compare", "--scenario", "stationary", "--policy", "static:0>2:3"], "not fit the 4-model ladder"),
         (["search", "--policy", "nope"], "unknown policy 'nope'"),
         (["search", "--policy", "specrouter", "--scenario", "no-such"], "unknown scenario(s) no-such"),
         (["search", "--policy", "target-only"], "declares no knobs"),
@@ -118,7 +118,7 @@ def test_compare_on_the_real_backend(tmp_path: Path, capsys: pytest.CaptureFixtu
     records = (tmp_path / "out" / "stationary" / "static_0_2_3" / "run.json").read_text()
     assert '"world": "real"' in records
     assert main([*argv, "--policy", "static:0>3:4"]) == 2
-    assert "does not fit the ladder" in capsys.readouterr().err
+    assert "does not fit the 3-model ladder" in capsys.readouterr().err
 
 
 def test_search_command_writes_results_and_resumes(

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from backend.testing import save_tiny_ladder
+from policies.registry import PolicySpecError
 from specrouter.cli import main
-from specrouter.experiments.policies import UnknownPolicyError
 from specrouter.experiments.validate import ValidateConfig, ValidateError, validate, workload
 from traces.world_profile import ModelProfile, PassTimeTable, WorldProfile, save_world_profile
 
@@ -70,11 +70,11 @@ def test_bad_inputs_say_what_to_do(ladder: Path, tmp_path: Path, capsys: pytest.
     save_world_profile(WorldProfile("test", models), two_level)
     with pytest.raises(ValidateError, match="measured on models .tiny0, tiny1. but the ladder has"):
         validate(small(ladder, tmp_path, profile=str(two_level)))
-    with pytest.raises(ValidateError, match="static:0>3:3 does not fit the ladder"):
+    with pytest.raises(PolicySpecError, match="static:0>3:3' does not fit the 3-model ladder"):
         validate(ValidateConfig(str(ladder), "static:0>3:3", str(tmp_path)))
-    with pytest.raises(UnknownPolicyError, match="simulator"):
+    with pytest.raises(PolicySpecError, match="simulator"):
         validate(ValidateConfig(str(ladder), "oracle", str(tmp_path)))
     assert main(["validate", "--ladder", str(ladder), "--policy", "nope", "--out", str(tmp_path)]) == 2
     assert "unknown policy 'nope'; known:" in capsys.readouterr().err
     assert main(["validate", "--ladder", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "no ladder.json" in capsys.readouterr().err

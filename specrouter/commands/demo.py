@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from specrouter.commands.options import add_command, add_options
+
 EXAMPLES = """examples:
   specrouter demo
   specrouter demo --trace-requests 2000 --load 0.8 --out runs/demo-long
@@ -27,51 +29,40 @@ EXAMPLES = """examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "demo",
-        help="the whole loop on the embedded ladder: profile, compare policies in the sim, validate for real",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--ladder", default=None, help="ladder directory (default: the embedded ladder)")
-    parser.add_argument(
-        "--out", type=Path, default=Path("runs/demo"), help="output directory (default runs/demo)"
-    )
+    summary = "the whole loop on the embedded ladder: profile, compare policies in the sim, validate for real"
+    parser = add_command(subparsers, "demo", summary, __doc__, EXAMPLES)
+    add_options(
+        parser, "ladder", "max_batch", "seed",
+        out={"default": Path("runs/demo")},
+        output_tokens={"help": "tokens per validate request (default %(default)s)"},
+        policy={"action": "append", "default": None, "help": "compare only these policies (repeatable)"},
+    )  # fmt: skip
     parser.add_argument(
         "--trace-requests", type=int, default=1000, help="trace requests simulated (default 1000)"
     )
     parser.add_argument(
         "--load", type=float, default=0.5, help="offered load / target-only capacity (default 0.5)"
     )
-    parser.add_argument("--max-batch", type=int, default=4, help="running requests at most (default 4)")
     parser.add_argument("--validate-requests", type=int, default=8, help="requests run for real (default 8)")
-    parser.add_argument(
-        "--output-tokens", type=int, default=32, help="tokens per validate request (default 32)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument(
-        "--policy", action="append", default=None, help="compare only these policies (repeatable)"
-    )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.ladder import LadderError
+    from policies.registry import check_spec
+    from specrouter.cli import refuse_existing_file, require_positive
+    from specrouter.commands.options import ladder_dir
     from specrouter.experiments.compare import format_comparison
     from specrouter.experiments.demo import DemoConfig, run_demo
     from specrouter.experiments.fidelity import format_table
-    from specrouter.experiments.policies import UnknownPolicyError
-    from specrouter.experiments.validate import ValidateError
 
-    ladder = Path(args.ladder) if args.ladder else _embedded_ladder()
-    if not (ladder / "ladder.json").exists():
-        print(
-            f"specrouter demo: no ladder at {ladder} (ladder.json missing): build the embedded ladder with "
-            "`specrouter zoo build`, or pass --ladder DIR",
-            file=sys.stderr,
-        )
-        return 2
+    counts = {"--trace-requests": args.trace_requests, "--validate-requests": args.validate_requests,
+              "--max-batch": args.max_batch, "--output-tokens": args.output_tokens}  # fmt: skip
+    for flag, value in counts.items():
+        require_positive(value, flag)
+    refuse_existing_file(args.out, "--out")
+    ladder = ladder_dir(args.ladder)
+    for policy in args.policy or ():
+        check_spec(policy)
     config = DemoConfig(
         ladder=str(ladder),
         out=str(args.out),
@@ -84,11 +75,7 @@ def run(args: argparse.Namespace) -> int:
         policies=tuple(args.policy or ()),
     )
     started = time.perf_counter()
-    try:
-        result = run_demo(config, progress=lambda step: print(f"demo: {step}", file=sys.stderr))
-    except (ValidateError, UnknownPolicyError, LadderError) as error:
-        print(f"specrouter demo: {error}", file=sys.stderr)
-        return 2
+    result = run_demo(config, progress=lambda step: print(f"demo: {step}", file=sys.stderr))
     print(
         f"\n== policy comparison in the simulator: {args.trace_requests} Azure 2023 conversation requests,"
         f" time-scaled x{result.time_scale:.3g} to load {args.load:g}"
@@ -108,9 +95,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"\nwrote records, tables and {len(figures)} figure files under {args.out} "
           f"({time.perf_counter() - started:.0f}s)")  # fmt: skip
     return 0
-
-
-def _embedded_ladder() -> Path:
-    from backend.zoo import default_ladder_dir
-
-    return default_ladder_dir()

@@ -15,28 +15,24 @@ import sys
 import time
 from pathlib import Path
 
+from specrouter.commands.options import add_command, add_options
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "profile",
-        help="measure a real model ladder and write a world profile for the simulator",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  specrouter profile --ladder backend/zoo/default --out profile.json --quick",
-    )
-    parser.add_argument("--ladder", required=True, help="ladder directory (with ladder.json)")
-    parser.add_argument("--out", required=True, help="world profile JSON to write")
+    summary = "measure a real model ladder and write a world profile for the simulator"
+    example = "example:\n  specrouter profile --ladder backend/zoo/default --out profile.json --quick"
+    parser = add_command(subparsers, "profile", summary, __doc__, example)
+    add_options(
+        parser, "device", "dtype", "lean",
+        ladder={"required": True, "help": "ladder directory (with ladder.json)"},
+        out={"required": True, "type": str, "help": "world profile JSON to write"},
+        seed={"help": "random seed (prompts, sampled continuations; default 0)"},
+    )  # fmt: skip
     parser.add_argument("--quick", action="store_true", help="small grid and few prompts (seconds)")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or float64")
-    parser.add_argument(
-        "--lean", action="store_true", help="lean forward path (Llama-family weights; see docs/backend.md)"
-    )
     parser.add_argument("--prompts", type=int, default=None, help="prompts per domain (default 8; quick 2)")
     parser.add_argument(
         "--prompt-tokens", type=int, default=None, help="prompt length in tokens (default 128; quick 32)"
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (prompts, sampled continuations)")
     parser.set_defaults(func=run)
 
 

@@ -18,33 +18,30 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
+
+from specrouter.commands.options import add_command, add_options
+
+EXAMPLES = (
+    "example:\n  specrouter run --trace specrouter/experiments/data/azure_code_2023_sample.csv "
+    "--limit 20 \\\n      --rate-scale 0.05 --policy 'static:M0[4]>M2' --out runs/static"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "run",
-        help="replay a trace on a real model ladder with a routing policy",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=(
-            "example:\n  specrouter run --trace specrouter/experiments/data/azure_code_2023_sample.csv "
-            "--limit 20 \\\n      --rate-scale 0.05 --policy 'static:M0[4]>M2' --out runs/static"
-        ),
-    )
-    parser.add_argument("--ladder", default=None, help="ladder directory (default: the embedded ladder)")
+    summary = "replay a trace on a real model ladder with a routing policy"
+    parser = add_command(subparsers, "run", summary, __doc__, EXAMPLES)
     parser.add_argument(
         "--trace", required=True, help="workload file (Azure/BurstGPT CSV, Mooncake JSONL, ...)"
     )
-    parser.add_argument("--policy", default="target-only", help="routing policy name (see above)")
-    parser.add_argument("--out", required=True, help="directory for the records")
-    parser.add_argument(
-        "--limit", type=int, default=None, help="replay only the first N requests (N >= 1; default all)"
-    )
-    parser.add_argument("--rate-scale", type=float, default=1.0, help="multiply the trace's request rate")
+    add_options(
+        parser, "ladder", "limit", "rate_scale", "device", "dtype", "lean", "csv",
+        policy={"default": "target-only"},
+        out={"required": True, "help": "directory for the records"},
+        max_batch={"default": 8},
+        seed={"help": "seed for prompts and sampling (default 0)"},
+    )  # fmt: skip
     parser.add_argument("--domain", default=None, help="domain tag for requests without one (code, prose)")
-    parser.add_argument("--max-batch", type=int, default=8, help="most requests in flight at once")
     parser.add_argument(
         "--replay", choices=("wall", "fast"), default="wall", help="arrival clock (see above)"
     )
@@ -52,83 +49,55 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     parser.add_argument("--top-k", type=int, default=0, help="top-k filter (0 = off)")
     parser.add_argument("--top-p", type=float, default=1.0, help="nucleus filter (1 = off)")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    parser.add_argument("--dtype", default="float32", help="float32, bfloat16, float16 or float64")
-    parser.add_argument(
-        "--lean", action="store_true", help="lean forward path (Llama-family weights; see docs/backend.md)"
-    )
-    parser.add_argument("--seed", type=int, default=0, help="seed for prompts and sampling")
-    parser.add_argument("--csv", action="store_true", help="also write CSV copies of the records")
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from backend.engine import Engine, EngineConfig, replay_executor
+    from backend.engine import EngineConfig
     from backend.ladder import ladder_paths, load_ladder
     from backend.replay import prompt_source_for
     from backend.sampling import SamplingConfig
-    from policies.registry import check_fits, policy_knobs
-    from specrouter.cli import InputError, refuse_existing_file, require_positive
-    from specrouter.experiments.policies import check_policy_name, make_policy
+    from policies.registry import check_fits, check_spec
+    from specrouter.cli import refuse_existing_file, require_positive
+    from specrouter.commands.options import ladder_dir
+    from specrouter.experiments.runs import RealWorld, RunOptions, run_real
     from traces.loaders import file_sha256, load_trace
-    from traces.records import RecordWriter, format_summary, read_records, summarize
+    from traces.records import format_summary
 
     require_positive(args.limit, "--limit")
     require_positive(args.max_batch, "--max-batch")
     refuse_existing_file(args.out, "--out")
-    ladder_dir = Path(args.ladder) if args.ladder else _default_ladder()
-    try:
-        check_policy_name(args.policy, real_backend=True)
-        policy = make_policy(args.policy)
-    except ValueError as error:
-        raise InputError(f"--policy: {error}") from None
+    directory = ladder_dir(args.ladder)
+    check_spec(args.policy, simulated=False)
     # The whole trace is read (and refused on a bad row) before the models load.
     reader = load_trace(args.trace, limit=args.limit, rate_scale=args.rate_scale, domain=args.domain)
     requests = list(reader)
-    check_fits(args.policy, len(ladder_paths(ladder_dir)))  # from ladder.json, before any weights
-    ladder = load_ladder(ladder_dir, device=args.device, dtype=args.dtype)
-    prompts = prompt_source_for(ladder, args.seed, ladder_dir)
-    sampling = SamplingConfig(args.temperature, args.top_k, args.top_p)
-    config = EngineConfig(max_batch=args.max_batch, replay=args.replay, time_scale=args.time_scale)
-    engine = Engine(
-        ladder, replay_executor(ladder, sampling, args.seed, lean=args.lean), policy, prompts, config
+    check_fits(args.policy, len(ladder_paths(directory)))  # from ladder.json, before any weights
+    ladder = load_ladder(directory, device=args.device, dtype=args.dtype)
+    prompts = prompt_source_for(ladder, args.seed, directory)
+    world = RealWorld(
+        ladder,
+        EngineConfig(max_batch=args.max_batch, replay=args.replay, time_scale=args.time_scale),
+        SamplingConfig(args.temperature, args.top_k, args.top_p),
+        args.seed,
+        args.lean,
+        prompts,
     )
     metadata = {
-        "world": "backend",
         "command": "specrouter run",
-        "ladder": str(ladder_dir.resolve()),
-        "models": list(ladder.names),
+        "ladder": str(directory.resolve()),
         "trace": str(args.trace),
         "trace_sha256": file_sha256(args.trace),
         "trace_load": reader.report.as_dict(),
-        "policy": policy.name,
-        "policy_knobs": policy_knobs(args.policy),
-        "ladder_parameters": {"names": list(ladder.names), "params": list(ladder.params or ())},
-        "seed": args.seed,
-        "sampling": {"temperature": args.temperature, "top_k": args.top_k, "top_p": args.top_p},
-        "engine": {"max_batch": args.max_batch, "replay": args.replay, "time_scale": args.time_scale},
-        "prompt_source": prompts.name,
-        "device": str(ladder.device),
-        "forward_path": "lean" if args.lean else "huggingface",
-        "dtype": str(ladder.dtype),
     }
-    started = time.perf_counter()
     print(
-        f"replaying {len(requests)} requests on {'/'.join(ladder.names)} with {policy.name} "
+        f"replaying {len(requests)} requests on {'/'.join(ladder.names)} with {args.policy} "
         f"({args.replay} clock, batch <= {args.max_batch})",
         file=sys.stderr,
     )
-    with RecordWriter(args.out, metadata, write_csv=args.csv) as writer:
-        result = engine.run(requests, writer)
-        assert result.clipped is not None
-        writer.run_metadata["clipped"] = {
-            "window": result.clipped.window,
-            "prompts": result.clipped.prompts_clipped,
-            "outputs": result.clipped.outputs_clipped,
-            "examples": result.clipped.examples,
-        }
-        writer.run_metadata["unknown_domains"] = getattr(prompts, "unknown_domains", {})
-    if result.clipped.any:
+    options = RunOptions(write_csv=args.csv, progress=True)
+    result = run_real(world, args.policy, requests, Path(args.out), metadata=metadata, options=options)
+    if result.clipped is not None and result.clipped.any:
         print(result.clipped.message(), file=sys.stderr)
     unknown = getattr(prompts, "unknown_domains", {})
     if unknown:
@@ -136,23 +105,11 @@ def run(args: argparse.Namespace) -> int:
             f"note: domains {sorted(unknown)} are not in the prompt corpus; drew a corpus domain",
             file=sys.stderr,
         )
-    print(format_summary(summarize(read_records(args.out, rounds=False).requests)))
+    print(format_summary(result.summary))
+    tokens, rounds = result.tokens_total, max(result.rounds_total, 1)
     print(
-        f"{policy.name}: {result.requests} requests, {result.tokens} tokens in {result.rounds} rounds, "
-        f"{result.tokens / max(result.rounds, 1):.2f} tokens/round, {result.tokens_per_second:.1f} tokens/s "
-        f"over the run clock ({time.perf_counter() - started:.1f}s wall); records in {args.out}"
+        f"{result.policy}: {len(result.requests)} requests, {tokens} tokens in {result.rounds_total} rounds, "
+        f"{tokens / rounds:.2f} tokens/round, {tokens / max(result.world_seconds, 1e-9):.1f} tokens/s "
+        f"over the run clock ({result.wall_seconds:.1f}s wall); records in {args.out}"
     )
     return 0
-
-
-def _default_ladder() -> Path:
-    from backend.zoo import default_ladder_dir
-    from specrouter.cli import InputError
-
-    path = default_ladder_dir()
-    if not (path / "ladder.json").is_file():
-        raise InputError(
-            f"no ladder given and the embedded ladder is missing ({path}/ladder.json): "
-            "pass --ladder DIR or build it with `specrouter zoo build`"
-        )
-    return path

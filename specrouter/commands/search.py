@@ -3,8 +3,8 @@
 Each trial runs the policy with one setting of its knobs on every ``--scenario`` once
 per ``--seeds`` entry in the simulator and scores it by the geometric mean of ``--metric``
 over those runs (lower is better).  Trials run on a local process pool (default) or on Ray
-(``--executor ray``, optional extra ``pip install -e '.[ray]'``).  The same ``--seed`` gives
-the same trials on both executors.  The study is kept in ``--storage`` (default
+(``--pool ray``, optional extra ``pip install -e '.[ray]'``).  The same ``--seed`` gives
+the same trials on both pools.  The study is kept in ``--storage`` (default
 ``OUT/study.journal``): run the same command again after an interruption and it resumes,
 keeping every finished trial; raise ``--trials`` to continue a finished search.
 """
@@ -16,10 +16,12 @@ import json
 import sys
 from pathlib import Path
 
+from specrouter.commands.options import add_command, add_options
+
 EXAMPLES = """examples:
   specrouter search --policy specrouter --scenario stationary --scenario domain-shift --trials 40
   specrouter search --policy specrouter --scenario slowdown --knob time_rate=0.005:0.3:log --trials 20
-  specrouter search --policy specrouter --scenario stationary --executor ray --address auto
+  specrouter search --policy specrouter --scenario stationary --pool ray --address auto
   specrouter search --policy dynamic-lookahead --world plan --scenario plan-stationary --trials 8
 """
 
@@ -30,16 +32,15 @@ EVALUATORS = {
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "search",
-        help="tune a policy's knobs with Optuna on a scenario set (local pool or Ray)",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--policy", required=True, help="policy to tune, e.g. specrouter or dynamic-lookahead"
-    )
+    summary = "tune a policy's knobs with Optuna on a scenario set (local pool or Ray)"
+    parser = add_command(subparsers, "search", summary, __doc__, EXAMPLES)
+    add_options(
+        parser,
+        policy={"required": True, "default": None, "help": "policy to tune, e.g. specrouter, bandit"},
+        seed={"help": "seed of the sampler (default 0)"},
+        requests={"help": "requests per scenario run (default: the scenario's)"},
+        out={"default": Path("runs/search")},
+    )  # fmt: skip
     parser.add_argument(
         "--scenario",
         action="append",
@@ -54,24 +55,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="search this constructor argument (repeatable); default: the policy's declared knobs",
     )
     parser.add_argument("--trials", type=int, default=20, help="trials in total, finished ones included")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the sampler")
     parser.add_argument(
         "--seeds", default="0", help="comma-separated simulation seeds per scenario (default 0)"
-    )
-    parser.add_argument(
-        "--requests", type=int, default=None, help="requests per scenario run (default: scenario's)"
     )
     parser.add_argument("--metric", default="tpot_mean", help="summary key to minimise (default tpot_mean)")
     parser.add_argument(
         "--world", choices=("sim", "plan"), default="sim", help="sim: the simulator (default)"
     )
-    parser.add_argument("--executor", choices=("local", "ray"), default="local", help="where trials run")
-    parser.add_argument("--address", default=None, help="Ray cluster address (with --executor ray)")
+    # --executor: the flag's old name, kept so existing scripts still run
+    parser.add_argument("--pool", "--executor", dest="pool", choices=("local", "ray"), default="local",
+                        help="where trials run: a local process pool (default) or Ray")  # fmt: skip
+    parser.add_argument("--address", default=None, help="Ray cluster address (with --pool ray)")
     parser.add_argument("--workers", type=int, default=None, help="parallel trials (default: CPU count)")
     parser.add_argument(
         "--batch-size", type=int, default=None, help="trials asked per batch (default: workers)"
     )
-    parser.add_argument("--out", type=Path, default=Path("runs/search"), help="output directory")
     parser.add_argument("--storage", type=Path, default=None, help="study file (default OUT/study.journal)")
     parser.add_argument("--study-name", default="specrouter-search", help="study name inside the storage")
     parser.set_defaults(func=run)
@@ -80,24 +78,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from policies.registry import check_search_range
+    from policies.registry import check_search_range, check_spec
     from specrouter.cli import InputError, refuse_existing_file, require_positive
-    from specrouter.experiments.executors import make_executor
-    from specrouter.experiments.policies import UnknownPolicyError, default_knobs, make_policy
-    from specrouter.experiments.search import SearchConfig, format_trials, parse_knob, run_search
+    from specrouter.experiments.pools import make_pool
+    from specrouter.experiments.search import (
+        SearchConfig,
+        default_knobs,
+        format_trials,
+        parse_knob,
+        run_search,
+    )
 
     for flag, value in (("--trials", args.trials), ("--requests", args.requests), ("--workers", args.workers),
                         ("--batch-size", args.batch_size)):  # fmt: skip
         require_positive(value, flag)
     refuse_existing_file(args.out, "--out")
+    check_spec(args.policy)
     try:
-        make_policy(args.policy)
         knobs = {k.name: k for k in default_knobs(args.policy)}
         knobs.update({k.name: k for k in map(parse_knob, args.knob)})
         seeds = tuple(int(s) for s in str(args.seeds).split(","))
         scenarios = tuple(args.scenario or _all_scenarios(args.world))
         _check_scenarios(args.world, scenarios)
-    except (UnknownPolicyError, ValueError) as error:
+    except ValueError as error:
         raise InputError(str(error)) from None
     # Every knob, the user's and the defaults, is checked against the policy before trial 1:
     # a knob the policy lacks would otherwise fail every trial, after all of them ran.
@@ -113,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, object] = {"metric": args.metric}
     if args.requests is not None:
         options["requests"] = args.requests
-    executor = make_executor(args.executor, args.workers, args.address)
+    pool = make_pool(args.pool, args.workers, args.address)
     config = SearchConfig(
         policy=args.policy,
         knobs=tuple(knobs.values()),
@@ -121,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         trials=args.trials,
         seed=args.seed,
         seeds=seeds,
-        batch_size=args.batch_size or executor.workers,
+        batch_size=args.batch_size or pool.workers,
         evaluator=EVALUATORS[args.world],
         options=options,
         study_name=args.study_name,
@@ -135,13 +138,13 @@ def run(args: argparse.Namespace) -> int:
         bar.refresh()
 
     try:
-        result = run_search(config, executor, storage, progress)
+        result = run_search(config, pool, storage, progress)
     except (ValueError, RuntimeError) as error:
         print(f"specrouter search: {error}", file=sys.stderr)
         return 2
     finally:
         bar.close()
-        executor.close()
+        pool.close()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "search.json").write_text(json.dumps(result.to_json(), indent=2, default=str) + "\n")
     if result.resumed_trials:
@@ -161,7 +164,7 @@ def _all_scenarios(world: str) -> list[str]:
         from specrouter.experiments.objectives import PLAN_ALPHA
 
         return list(PLAN_ALPHA)
-    from specrouter.experiments.worlds import scenario_names
+    from specrouter.scenarios import scenario_names
 
     return scenario_names()
 

@@ -103,16 +103,16 @@ def run(args: argparse.Namespace) -> int:
     check_arguments(args)
     world = sim_world(args)
     cluster = world.cluster
-    if cluster.scheduler == "pipelined":
+    check_spec(args.policy)
+    check_fits(args.policy, len(cluster.models))
+    requests, load = load_requests(args, world)
+    if cluster.scheduler == "pipelined":  # said once the input is known good: bad input is one line
         print(
             f"note: cluster {cluster.name!r} runs the pipelined scheduler (one server per model, "
             "co-placed models share their GPU): simulated only -- the real backend runs the lockstep "
             "serving loop on one device",
             file=sys.stderr,
         )
-    check_spec(args.policy)
-    check_fits(args.policy, len(cluster.models))
-    requests, load = load_requests(args, world)
     metadata = run_metadata(args, world, policy_knobs(args.policy), load)
     options = RunOptions(record_rounds=not args.no_rounds, write_csv=args.csv, progress=True)
     result = run_simulated(world, args.policy, requests, args.out, metadata=metadata, options=options)

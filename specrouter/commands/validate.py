@@ -15,6 +15,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from specrouter.commands.options import add_command, add_options
+
 EXAMPLES = """examples:
   specrouter validate --policy specrouter
   specrouter validate --ladder backend/zoo/default --policy static:0>2:4 --requests 16 --rate 2
@@ -23,48 +25,33 @@ EXAMPLES = """examples:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "validate",
-        help="profile a ladder, simulate, run for real with the same policy, print the fidelity table",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--ladder", default=None, help="ladder directory (default: the embedded ladder)")
-    parser.add_argument("--policy", default="specrouter", help="policy name (default specrouter)")
+    summary = "profile a ladder, simulate, run for real with the same policy, print the fidelity table"
+    parser = add_command(subparsers, "validate", summary, __doc__, EXAMPLES)
+    add_options(
+        parser, "ladder", "policy", "output_tokens", "max_batch", "seed", "device", "lean",
+        requests={"default": 8, "help": "requests in the workload (default 8)"},
+        out={"default": Path("runs/validate")},
+    )  # fmt: skip
     parser.add_argument("--profile", default=None, help="use this world profile instead of profiling")
     parser.add_argument("--full-profile", action="store_true", help="full profiling grid (default: quick)")
-    parser.add_argument("--requests", type=int, default=8, help="requests in the workload (default 8)")
     parser.add_argument("--prompt-tokens", type=int, default=48, help="prompt length (default 48)")
-    parser.add_argument(
-        "--output-tokens", type=int, default=32, help="tokens generated per request (default 32)"
-    )
-    parser.add_argument(
-        "--rate", type=float, default=0.0, help="Poisson arrivals per second (0: all at once)"
-    )
-    parser.add_argument("--max-batch", type=int, default=4, help="running requests at most (default 4)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the workload, policy and both worlds")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, ...)")
-    parser.add_argument("--lean", action="store_true", help="backend's lean forward path (profile and run)")
-    parser.add_argument("--out", type=Path, default=Path("runs/validate"), help="output directory")
+    parser.add_argument("--rate", type=float, default=0.0, help="Poisson arrivals per second (0: at once)")
     parser.set_defaults(func=run)
 
 
-def default_ladder() -> str:
-    from backend.zoo import default_ladder_dir
-
-    return str(default_ladder_dir())
-
-
 def run(args: argparse.Namespace) -> int:
-    from backend.ladder import LadderError
+    from specrouter.cli import refuse_existing_file, require_positive
+    from specrouter.commands.options import ladder_dir
     from specrouter.experiments.fidelity import format_table
-    from specrouter.experiments.policies import UnknownPolicyError
-    from specrouter.experiments.validate import ValidateConfig, ValidateError, validate
-    from traces.world_profile import WorldProfileError
+    from specrouter.experiments.validate import ValidateConfig, validate
 
+    counts = {"--requests": args.requests, "--output-tokens": args.output_tokens,
+              "--max-batch": args.max_batch, "--prompt-tokens": args.prompt_tokens}  # fmt: skip
+    for flag, value in counts.items():
+        require_positive(value, flag)
+    refuse_existing_file(args.out, "--out")
     config = ValidateConfig(
-        ladder=args.ladder or default_ladder(),
+        ladder=str(ladder_dir(args.ladder)),
         policy=args.policy,
         out=str(args.out),
         profile=args.profile,
@@ -78,11 +65,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         lean=args.lean,
     )
-    try:
-        result = validate(config, progress=lambda step: print(f"validate: {step}", file=sys.stderr))
-    except (ValidateError, UnknownPolicyError, LadderError, WorldProfileError) as error:
-        print(f"specrouter validate: {error}", file=sys.stderr)
-        return 2
+    result = validate(config, progress=lambda step: print(f"validate: {step}", file=sys.stderr))
     print(format_table(result.rows))
     reused = [name for name, run in (("simulation", result.sim), ("real run", result.real)) if run.reused]
     if reused:

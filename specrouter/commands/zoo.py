@@ -99,16 +99,16 @@ def run_smollm2(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    import json
-
     from backend.zoo import default_ladder_dir
+    from specrouter.cli import InputError
+    from traces.jsonfile import read_json_document
 
     directory = args.dir or default_ladder_dir()
     manifest_path = directory / "ladder.json"
     if not manifest_path.exists():
         print(f"{manifest_path}: no ladder here (run `specrouter zoo build`)")
         return 1
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_json_document(manifest_path, InputError)
     training = manifest["training"]
     print(f"{directory}: {len(manifest['models'])} models, vocab {manifest['tokenizer']['vocab_size']}")
     for name in manifest["models"]:

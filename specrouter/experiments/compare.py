@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from specrouter import plots
-from specrouter.experiments.worlds import RunOutput
+from specrouter.experiments.runs import RunOutput
 
 Runner = Callable[[str, str, Path], RunOutput]  # (scenario, policy, run directory) -> the run
 

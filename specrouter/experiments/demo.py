@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from specrouter.experiments.compare import Comparison, compare
+from specrouter.experiments.profiled import cluster_for_profile
+from specrouter.experiments.runs import RunOutput, SimWorld, run_simulated
 from specrouter.experiments.validate import ValidateConfig, Validation, ensure_profile, mode_profile, validate
-from specrouter.experiments.worlds import RunOutput, cluster_for_profile, simulate_requests
 from traces.request import Request
 
 TRACES = {
@@ -123,11 +124,12 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
     scenario = Scenario(
         seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=max(1, context)
     )
+    world = SimWorld(cluster, scenario)
     settings: dict[str, Any] = {**dataclasses.asdict(config), "time_scale": scale}
     settings.pop("out")
 
     def runner(_scenario: str, policy: str, run_dir: Path) -> RunOutput:
-        return simulate_requests(cluster, scenario, requests, policy, run_dir, {**settings, "policy": policy})
+        return run_simulated(world, policy, requests, run_dir, settings={**settings, "policy": policy})
 
     policies = list(config.policies) or demo_policies(ladder.size)
     comparison = compare(

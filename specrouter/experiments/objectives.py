@@ -1,8 +1,8 @@
 """Objectives the search can score a trial with: ``(policy, params, scenario, seed, options) -> metric``.
 
 * :func:`scenario_metric` -- run the policy on a shipped scenario in the simulator
-  (:func:`specrouter.scenarios.run_scenario`) and return a metric of the run (mean TPOT
-  by default; ``options["metric"]`` picks any :func:`traces.summary.summarize` key).
+  (:func:`specrouter.experiments.runs.run_simulated`) and return a metric of the run (mean
+  TPOT by default; ``options["metric"]`` picks any :func:`traces.summary.summarize` key).
 * :func:`plan_metric` -- a tiny, fast world for tests and smoke runs: requests served one
   after another by the shared serving loop (:mod:`policies.serving`) with i.i.d. acceptance
   and fixed pass times (prefill and catch-up priced by the positions fed).  Returns ms per
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from policies.contract import LadderInfo, Policy
+from policies.contract import LadderInfo, Policy, WorldTruth
+from policies.registry import make_policy
 from policies.serving import Pass, ServingConfig, serve
-from specrouter.experiments.policies import make_policy
 from traces.request import Request
 
 PLAN_PROMPT_TOKENS = 64
@@ -37,11 +37,15 @@ def scenario_metric(
 
     ``options["requests"]`` keeps the first requests of the scenario's trace (default 400).
     """
-    from specrouter.scenarios import run_scenario
+    from specrouter.experiments.runs import RunOptions, run_simulated, shipped_scenario
 
     metric = str(options.get("metric", "tpot_mean"))
-    limit = int(options.get("requests", 400))
-    result = run_scenario(scenario, lambda truth: make_policy(policy, params, truth), limit=limit, seed=seed)
+    world, requests = shipped_scenario(scenario, int(options.get("requests", 400)), seed)
+
+    def trial_policy(truth: WorldTruth | None) -> Policy:
+        return make_policy(policy, world=truth, **params)
+
+    result = run_simulated(world, trial_policy, requests, options=RunOptions(record_rounds=False))
     if metric not in result.summary:
         raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(sorted(result.summary))}")
     return float(result.summary[metric])
@@ -54,7 +58,7 @@ def plan_metric(
     if scenario not in PLAN_ALPHA:
         raise ValueError(f"unknown plan-world scenario {scenario!r}: choose one of {', '.join(PLAN_ALPHA)}")
     return plan_world_tpot(
-        make_policy(policy, params),
+        make_policy(policy, **params),
         PLAN_ALPHA[scenario],
         int(options.get("requests", 8)),
         int(options.get("output_tokens", 64)),

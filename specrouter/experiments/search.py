@@ -8,14 +8,14 @@ scenario of the search, once per seed, and taking the **geometric mean** of the 
 
 so a 10% gain on a fast scenario counts as much as a 10% gain on a slow one.
 
-Determinism (same seeds -> same results on both executors, and after a resume):
+Determinism (same seeds -> same results on both pools, and after a resume):
 
 * trials are asked in *batches* of ``batch_size``; every trial of a batch is asked before
   any is evaluated, and all are told before the next batch is asked;
 * before asking trial ``n`` the study's sampler is replaced by a TPE sampler seeded with
   ``seed * 1_000_003 + n``, so trial ``n``'s knobs depend only on the seed, ``n`` and the
   trials already in the study -- not on which process asked earlier trials;
-* evaluation is seeded and pure, and executors return results in task order.
+* evaluation is seeded and pure, and pools return results in task order.
 
 Resume: the study lives in an Optuna storage file (``--storage``: a journal file, or
 SQLite for names ending ``.db``/``.sqlite``).  On restart, finished trials are kept, trials
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from specrouter.experiments.executors import Executor
+from specrouter.experiments.pools import TrialPool
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,28 @@ class Knob:
         if self.integer:
             return IntDistribution(int(self.low), int(self.high), log=self.log)
         return FloatDistribution(self.low, self.high, log=self.log)
+
+
+# Knobs searched by default, per policy (override or extend with --knob NAME=LOW:HIGH).
+DEFAULT_KNOBS: dict[str, tuple[Knob, ...]] = {
+    "specrouter": (
+        Knob("time_rate", 0.005, 0.3, log=True),  # EMA rate of the pass-time estimates
+        Knob("pair_rate", 0.002, 0.2, log=True),  # EMA rate of pair similarity / acceptance
+        Knob("optimism", 0.0, 2.0),  # exploration bonus c / sqrt(1 + n_eff)
+        Knob("hysteresis", 0.0, 0.2),  # keep the chain while within this fraction of the best
+        Knob("surprise", 0.05, 0.5),  # re-plan when realised T_eff leaves the prediction by this
+        Knob("max_lookahead", 2, 8, integer=True),  # lookahead bound per level
+    ),
+    "bandit": (Knob("gamma", 0.95, 0.9999), Knob("exploration", 0.05, 2.0, log=True)),
+    "dynamic-lookahead": (Knob("initial", 1, 8, integer=True), Knob("maximum", 4, 32, integer=True)),
+}
+
+
+def default_knobs(spec: str) -> tuple[Knob, ...]:
+    """The knobs searched when the user gives no ``--knob`` (empty when none are declared)."""
+    from policies.registry import policy_head
+
+    return DEFAULT_KNOBS.get(policy_head(spec), ())
 
 
 def parse_knob(spec: str) -> Knob:
@@ -174,7 +196,7 @@ def trial_sampler_seed(seed: int, number: int) -> int:
 
 def run_search(
     config: SearchConfig,
-    executor: Executor,
+    pool: TrialPool,
     storage: str | Path | None = None,
     progress: Callable[[int, int, float | None], None] | None = None,
 ) -> SearchResult:
@@ -217,7 +239,7 @@ def run_search(
             trial = study.ask(distributions)
             handles[trial.number] = trial
             tasks.append(task_for(trial.number, trial.params))
-        for outcome in executor.map(evaluate_trial, tasks):
+        for outcome in pool.map(evaluate_trial, tasks):
             trial = handles.pop(outcome.number)
             trial.set_user_attr("runs", outcome.runs)
             if outcome.value is None:

@@ -32,7 +32,9 @@ from typing import Any
 import numpy as np
 
 from specrouter.experiments.fidelity import fidelity_rows, write_table
-from specrouter.experiments.worlds import RunOutput, cluster_for_profile, finished_run, simulate_requests
+from specrouter.experiments.profiled import cluster_for_profile
+from specrouter.experiments.runs import RealWorld, RunOutput, SimWorld, run_real, run_simulated
+from traces.jsonfile import read_json_document
 from traces.request import Request
 
 Progress = Callable[[str], None]
@@ -121,21 +123,6 @@ def mode_profile(profile_path: Path, mode: str, out_path: Path) -> Path:
     return out_path
 
 
-def check_policy_fits(policy: str, ladder_info: Any) -> None:
-    """Ask the policy for a first route on this ladder; a route it cannot take is a clear error."""
-    from policies.contract import RouteView
-    from specrouter.experiments.policies import make_policy
-
-    idle = (0,) * ladder_info.size
-    try:
-        make_policy(policy).route(RouteView(0, 1, 0, 1, None, 0.0, ladder_info, idle, idle))
-    except (ValueError, IndexError) as error:
-        raise ValidateError(
-            f"policy {policy} does not fit the ladder "
-            f"({ladder_info.size} models, target M{ladder_info.target}): {error}"
-        ) from None
-
-
 def profile_settings(config: ValidateConfig, base: Any) -> Any:
     """The profiling grid, widened to the workload's operating point.
 
@@ -191,7 +178,7 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
         "grid": repr(profile_settings(config, None)),
         "calibrated_in_run": True,
     }
-    if path.exists() and stamp.exists() and json.loads(stamp.read_text()) == wanted:
+    if path.exists() and stamp.exists() and read_json_document(stamp, ValidateError) == wanted:
         return path
     if progress:
         progress("profiling the ladder" + (" (quick)" if config.quick_profile else ""))
@@ -213,60 +200,19 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
     return path
 
 
-def run_real(
-    ladder: Any,
-    requests: list[Request],
-    policy: Any,
-    seed: int,
-    max_batch: int,
-    out_dir: Path,
-    settings: dict[str, Any],
-    lean: bool = False,
-) -> RunOutput:
-    """Replay ``requests`` on the real ladder (records into ``out_dir``; reused when complete).
-
-    ``policy`` is a registry name or a policy object (used as is: pass a fresh one); ``lean``
-    selects the backend's lean forward path.
-    """
-    from backend.engine import Engine, EngineConfig, replay_executor
-    from backend.replay import prompt_source_for
-    from specrouter.experiments.policies import make_policy
-    from traces.records import RecordWriter, read_records
-    from traces.summary import summarize
-
-    reused = finished_run(out_dir, settings)
-    if reused is not None:
-        return reused
-    engine = Engine(
-        ladder,
-        replay_executor(ladder, seed=seed, lean=lean),  # trace budgets: no early stop, as simulated
-        make_policy(policy) if isinstance(policy, str) else policy,
-        prompt_source_for(ladder, seed),
-        EngineConfig(max_batch=max_batch, replay="fast"),
-    )
-    with RecordWriter(out_dir, {"world": "real", "settings": settings}) as writer:
-        engine.run(requests, writer)
-    records = read_records(out_dir)
-    return RunOutput(records.requests, records.rounds, summarize(records.requests), [], out_dir)
-
-
 def validate(config: ValidateConfig, progress: Progress | None = None, plot: bool = True) -> Validation:
     """Run the five steps of the module docstring."""
-    from backend.ladder import load_ladder
+    from backend.engine import EngineConfig
+    from backend.ladder import ladder_paths, load_ladder
     from backend.replay import context_window, prompt_source_for, source_domains
+    from policies.registry import check_fits, check_spec
     from sim.scenario import Scenario
     from specrouter import plots
-    from specrouter.experiments.policies import check_policy_name
 
-    check_policy_name(config.policy, real_backend=True)
+    check_spec(config.policy, simulated=False)  # both worlds run it: the oracle cannot
+    check_fits(config.policy, len(ladder_paths(config.ladder)))  # from ladder.json, before any weights
     out = Path(config.out)
-    ladder_path = Path(config.ladder)
-    if not ladder_path.exists():
-        raise ValidateError(
-            f"ladder {ladder_path} does not exist: pass a ladder directory (with ladder.json)"
-        )
-    ladder = load_ladder(ladder_path, device=config.device)
-    check_policy_fits(config.policy, ladder.info)
+    ladder = load_ladder(config.ladder, device=config.device)
     profile_path = ensure_profile(config, ladder, progress)
     sim_profile = mode_profile(profile_path, "greedy", out / "sim_profile.json")
     requests = workload(
@@ -275,15 +221,15 @@ def validate(config: ValidateConfig, progress: Progress | None = None, plot: boo
     settings = config.settings()
     if progress:
         progress("simulating the workload from the profile")
-    cluster = cluster_for_profile(sim_profile, config.max_batch, ladder_path, max_running=config.max_batch)
+    cluster = cluster_for_profile(sim_profile, config.max_batch, config.ladder, max_running=config.max_batch)
     context = config.prompt_tokens + config.output_tokens // 2  # what the oracle's pass times assume
     scenario = Scenario(seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
-    sim = simulate_requests(cluster, scenario, requests, config.policy, out / "sim", settings)
+    sim = run_simulated(SimWorld(cluster, scenario), config.policy, requests, out / "sim", settings=settings)
     if progress:
         progress("running the workload on the real backend")
-    real = run_real(
-        ladder, requests, config.policy, config.seed, config.max_batch, out / "real", settings, config.lean
-    )
+    engine = EngineConfig(max_batch=config.max_batch, replay="fast")
+    real_world = RealWorld(ladder, engine, seed=config.seed, lean=config.lean)
+    real = run_real(real_world, config.policy, requests, out / "real", settings=settings)
     rows = fidelity_rows(sim.requests, real.requests, sim.rounds, real.rounds)
     write_table(rows, out)
     figures = list(plots.predicted_vs_measured(rows, out / "predicted_vs_measured")) if plot else []

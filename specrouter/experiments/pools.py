@@ -1,8 +1,9 @@
 """Where search trials run: a local process pool (default) or a Ray cluster.
 
-Both executors take a list of picklable tasks and a top-level function, and return the
+(*Executor* in this project means the backend's :mod:`backend.executor`; these are *pools*.)
+Both pools take a list of picklable tasks and a top-level function, and return the
 results **in task order**, so a search that feeds them the same tasks gets the same
-answers whichever executor ran them (the determinism the search relies on).
+answers whichever pool ran them (the determinism the search relies on).
 
 * :class:`LocalPool` -- ``concurrent.futures.ProcessPoolExecutor`` with the ``spawn``
   start method (no inherited threads or torch state); ``workers=1`` runs in-process.
@@ -22,10 +23,10 @@ from typing import Any, Protocol, TypeVar
 Task = TypeVar("Task")
 Result = TypeVar("Result")
 
-EXECUTOR_NAMES = ("local", "ray")
+POOL_NAMES = ("local", "ray")
 
 
-class Executor(Protocol):
+class TrialPool(Protocol):
     name: str
     workers: int
 
@@ -67,8 +68,8 @@ class RayPool:
             import ray
         except ImportError as error:  # pragma: no cover - depends on the environment
             raise RuntimeError(
-                "--executor ray needs Ray: install it with `pip install -e '.[ray]'` "
-                "(or use the default --executor local)"
+                "--pool ray needs Ray: install it with `pip install -e '.[ray]'` "
+                "(or use the default --pool local)"
             ) from error
         self._ray = ray
         self._started_here = not ray.is_initialized()
@@ -95,12 +96,12 @@ class RayPool:
             self._ray.shutdown()
 
 
-def make_executor(name: str, workers: int | None = None, address: str | None = None) -> Executor:
+def make_pool(name: str, workers: int | None = None, address: str | None = None) -> TrialPool:
     """``"local"`` or ``"ray"``; ``address`` only applies to Ray."""
     if name == "local":
         if address:
-            raise ValueError("--address only applies to --executor ray")
+            raise ValueError("--address only applies to --pool ray")
         return LocalPool(workers)
     if name == "ray":
         return RayPool(workers, address)
-    raise ValueError(f"unknown executor {name!r}: choose one of {', '.join(EXECUTOR_NAMES)}")
+    raise ValueError(f"unknown pool {name!r}: choose one of {', '.join(POOL_NAMES)}")
