@@ -31,7 +31,7 @@ from typing import Any
 from policies.registry import check_fits
 from specrouter.experiments.fidelity import fidelity_rows, format_table, relative_error, write_table
 from specrouter.experiments.profiled import cluster_for_profile
-from specrouter.experiments.runs import RealWorld, RunOptions, SimWorld, run_real, run_simulated
+from specrouter.experiments.runs import RealWorld, RecordSink, SimWorld, run_real, run_simulated
 from specrouter.experiments.validate import ValidateConfig, ensure_profile, mode_profile, workload
 
 POLICIES = ("static:0>2:4", "static:0>1>2:4,1", "specrouter")
@@ -103,14 +103,14 @@ def run_cell(
     settings = config.settings()
     load_before = load_average()
     real_world = RealWorld(ladder, EngineConfig(max_batch=max_batch, replay="fast"), seed=args.seed)
-    shown = RunOptions(progress=True)  # the engine's progress bar, as before the run functions
-    real_a = run_real(real_world, policy, requests, out / "real_a", settings=settings, options=shown)
+    # progress=True: the engine's progress bar, as before the run functions
+    real_a = run_real(real_world, policy, requests, RecordSink(out / "real_a", settings, progress=True))
     sim_profile = mode_profile(profile, "greedy", out / "sim_profile.json")
     cluster = cluster_for_profile(sim_profile, max_batch, ladder_dir, max_running=max_batch)
     context = args.prompt_tokens + args.output_tokens // 2  # what the oracle's pass times assume
     scenario = Scenario(seed=args.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
-    sim = run_simulated(SimWorld(cluster, scenario), policy, requests, out / "sim", settings=settings)
-    real_b = run_real(real_world, policy, requests, out / "real_b", settings=settings, options=shown)
+    sim = run_simulated(SimWorld(cluster, scenario), policy, requests, RecordSink(out / "sim", settings))
+    real_b = run_real(real_world, policy, requests, RecordSink(out / "real_b", settings, progress=True))
     rows = fidelity_rows(sim.requests, real_a.requests, sim.rounds, real_a.rounds)
     write_table(rows, out)
     measured = {k: (real_a.summary[k] + real_b.summary[k]) / 2 for k in real_a.summary}

@@ -103,7 +103,7 @@ def expand_policies(requested: list[str], ladder_size: int | None, real: bool) -
 
 def sim_runner(args: argparse.Namespace, scenario: str) -> tuple[Runner, int]:
     """Runs in the simulator, and the ladder size of ``scenario``'s cluster."""
-    from specrouter.experiments.runs import run_simulated, shipped_scenario
+    from specrouter.experiments.runs import RecordSink, run_simulated, shipped_scenario
 
     world, _ = shipped_scenario(scenario, limit=2)
     limit = args.requests or 400
@@ -111,7 +111,7 @@ def sim_runner(args: argparse.Namespace, scenario: str) -> tuple[Runner, int]:
     def runner(scenario: str, policy: str, run_dir: Path) -> RunOutput:
         simulated, requests = shipped_scenario(scenario, limit, args.seed)
         settings = {"scenario": scenario, "policy": policy, "params": {}, "seed": args.seed, "limit": limit}
-        return run_simulated(simulated, policy, requests, run_dir, settings=settings)
+        return run_simulated(simulated, policy, requests, RecordSink(run_dir, settings))
 
     return runner, len(world.cluster.models)
 
@@ -122,7 +122,7 @@ def real_runner(args: argparse.Namespace) -> tuple[Runner, int]:
     from backend.ladder import load_ladder
     from backend.replay import ClipReport, clip_to_context, context_window
     from specrouter.commands.options import ladder_dir
-    from specrouter.experiments.runs import RealWorld, run_real, shipped_scenario
+    from specrouter.experiments.runs import RealWorld, RecordSink, run_real, shipped_scenario
 
     directory = ladder_dir(args.ladder)
     ladder = load_ladder(directory)
@@ -147,6 +147,6 @@ def real_runner(args: argparse.Namespace) -> tuple[Runner, int]:
             "ladder": str(directory.resolve()),
             "output_tokens": args.output_tokens,
         }
-        return run_real(world, policy, requests, run_dir, settings=settings)
+        return run_real(world, policy, requests, RecordSink(run_dir, settings))
 
     return runner, ladder.size

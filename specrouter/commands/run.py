@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from policies.registry import check_fits, check_spec
     from specrouter.cli import refuse_existing_file, require_positive
     from specrouter.commands.options import ladder_dir
-    from specrouter.experiments.runs import RealWorld, RunOptions, run_real
+    from specrouter.experiments.runs import RealWorld, RecordSink, run_real
     from traces.loaders import file_sha256, load_trace
     from traces.records import format_summary
 
@@ -95,8 +95,8 @@ def run(args: argparse.Namespace) -> int:
         f"({args.replay} clock, batch <= {args.max_batch})",
         file=sys.stderr,
     )
-    options = RunOptions(write_csv=args.csv, progress=True)
-    result = run_real(world, args.policy, requests, Path(args.out), metadata=metadata, options=options)
+    sink = RecordSink(Path(args.out), metadata=metadata, write_csv=args.csv, progress=True)
+    result = run_real(world, args.policy, requests, sink)
     if result.clipped is not None and result.clipped.any:
         print(result.clipped.message(), file=sys.stderr)
     unknown = getattr(prompts, "unknown_domains", {})

@@ -98,7 +98,7 @@ def sim_world(args: argparse.Namespace) -> SimWorld:
 
 def run(args: argparse.Namespace) -> int:
     from policies.registry import check_fits, check_spec, policy_knobs
-    from specrouter.experiments.runs import RunOptions, run_simulated
+    from specrouter.experiments.runs import RecordSink, run_simulated
 
     check_arguments(args)
     world = sim_world(args)
@@ -114,8 +114,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     metadata = run_metadata(args, world, policy_knobs(args.policy), load)
-    options = RunOptions(record_rounds=not args.no_rounds, write_csv=args.csv, progress=True)
-    result = run_simulated(world, args.policy, requests, args.out, metadata=metadata, options=options)
+    sink = RecordSink(args.out, None, metadata, not args.no_rounds, args.csv, progress=True)
+    result = run_simulated(world, args.policy, requests, sink)
     print_results(world, result)
     return 0
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from specrouter.experiments.compare import Comparison, compare
 from specrouter.experiments.profiled import cluster_for_profile
-from specrouter.experiments.runs import RunOutput, SimWorld, run_simulated
+from specrouter.experiments.runs import RecordSink, RunOutput, SimWorld, run_simulated
 from specrouter.experiments.validate import ValidateConfig, Validation, ensure_profile, mode_profile, validate
 from traces.request import Request
 
@@ -129,7 +129,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
     settings.pop("out")
 
     def runner(_scenario: str, policy: str, run_dir: Path) -> RunOutput:
-        return run_simulated(world, policy, requests, run_dir, settings={**settings, "policy": policy})
+        return run_simulated(world, policy, requests, RecordSink(run_dir, {**settings, "policy": policy}))
 
     policies = list(config.policies) or demo_policies(ladder.size)
     comparison = compare(

@@ -37,7 +37,7 @@ def scenario_metric(
 
     ``options["requests"]`` keeps the first requests of the scenario's trace (default 400).
     """
-    from specrouter.experiments.runs import RunOptions, run_simulated, shipped_scenario
+    from specrouter.experiments.runs import RecordSink, run_simulated, shipped_scenario
 
     metric = str(options.get("metric", "tpot_mean"))
     world, requests = shipped_scenario(scenario, int(options.get("requests", 400)), seed)
@@ -45,7 +45,7 @@ def scenario_metric(
     def trial_policy(truth: WorldTruth | None) -> Policy:
         return make_policy(policy, world=truth, **params)
 
-    result = run_simulated(world, trial_policy, requests, options=RunOptions(record_rounds=False))
+    result = run_simulated(world, trial_policy, requests, RecordSink(record_rounds=False))
     if metric not in result.summary:
         raise ValueError(f"unknown metric {metric!r}: choose one of {', '.join(sorted(result.summary))}")
     return float(result.summary[metric])

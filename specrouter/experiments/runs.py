@@ -3,8 +3,8 @@
 Every command, the demo, compare, validate, search, the notebooks and the benchmarks run a
 world through exactly one of these, with the same arguments and the same record sink::
 
-    run_simulated(world, policy, requests, out_dir, settings=..., metadata=..., options=...)
-    run_real(world, policy, requests, out_dir, settings=..., metadata=..., options=...)
+    run_simulated(world, policy, requests, RecordSink(out_dir, settings, metadata))
+    run_real(world, policy, requests, RecordSink(out_dir, settings, metadata))
 
 * ``world`` -- what to run on: a :class:`SimWorld` (cluster and perturbations; a fresh
   :class:`sim.world.World` is built from it for every run, so no random state carries over
@@ -16,11 +16,11 @@ world through exactly one of these, with the same arguments and the same record 
   ``truth -> policy`` (the simulator passes its world's truth, the backend ``None``).
 * ``requests`` -- the workload as both worlds see it: workload hooks and clipping are the
   caller's (the engine still clips to the ladder's context window, and says so).
-* ``out_dir`` -- the record sink: :class:`traces.records.RecordWriter` writes
-  ``requests.parquet``, ``rounds.parquet`` and ``run.json`` (``world``, ``settings``, the
-  policy and its resolved knobs, ``metadata``, the environment).  ``None`` keeps the records
-  in memory.  When ``settings`` is given, a directory whose ``run.json`` says ``complete``
-  with the same settings is read back instead of rerun (resume).
+* ``sink`` -- a :class:`RecordSink`: with an ``out_dir``, :class:`traces.records.RecordWriter`
+  writes ``requests.parquet``, ``rounds.parquet`` and ``run.json`` (``world``, ``settings``,
+  the policy and its resolved knobs, ``metadata``, the environment); without one the records
+  stay in memory.  When ``settings`` is given, a directory whose ``run.json`` says
+  ``complete`` with the same settings is read back instead of rerun (resume).
 
 Both return a :class:`RunOutput`.  Design notes: ``docs/design.md``.
 """
@@ -73,7 +73,12 @@ class RunOutput(NamedTuple):
 
 
 @dataclass(frozen=True)
-class RunOptions:
+class RecordSink:
+    """Where a run's records go and what its ``run.json`` says: the same for both worlds."""
+
+    out_dir: Path | None = None  # None: records in memory only
+    settings: Mapping[str, Any] | None = None  # what makes two runs the same (resume); None: never reuse
+    metadata: Mapping[str, Any] | None = None  # more provenance for run.json
     record_rounds: bool = True
     write_csv: bool = False
     progress: bool = False  # a progress bar on stderr
@@ -103,11 +108,7 @@ def run_simulated(
     world: SimWorld,
     policy: PolicyChoice,
     requests: Iterable[Request],
-    out_dir: Path | None = None,
-    *,
-    settings: Mapping[str, Any] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    options: RunOptions = RunOptions(),
+    sink: RecordSink = RecordSink(),
 ) -> RunOutput:
     """Run ``requests`` through the simulated ``world`` (module docstring)."""
     from sim.engine import Simulation
@@ -115,30 +116,30 @@ def run_simulated(
 
     simulated = World(world.cluster, world.scenario)
     markers = scenario_markers(simulated.scenario)
-    reused = finished_run(out_dir, settings, markers)
+    reused = finished_run(sink, markers)
     if reused is not None:
         return reused
     built = build_policy(policy, simulated.truth)
     workload = list(requests)
     started = time.perf_counter()
-    with _progress_bar(len(workload), built.name, options.progress) as bar:
-        if out_dir is None:
-            simulation = Simulation(simulated, built, record_rounds=options.record_rounds, progress=bar)
+    with _progress_bar(len(workload), built.name, sink.progress) as bar:
+        if sink.out_dir is None:
+            simulation = Simulation(simulated, built, record_rounds=sink.record_rounds, progress=bar)
             result = simulation.run(workload)
             records, rounds = result.requests, result.rounds
         else:
-            with _writer(out_dir, "sim", built, policy, settings, metadata, options) as writer:
+            with _writer(sink, sink.out_dir, "sim", built, policy) as writer:
                 result = Simulation(
                     simulated,
                     built,
-                    record_rounds=options.record_rounds,
+                    record_rounds=sink.record_rounds,
                     request_sink=writer.add_request,
                     round_sink=writer.add_round,
                     progress=bar,
                 ).run(workload)
-            records, rounds = _read_back(out_dir, options)
+            records, rounds = _read_back(sink.out_dir, sink)
     return RunOutput(
-        records, rounds, summarize(records), markers, out_dir, rounds_total=result.rounds_total,
+        records, rounds, summarize(records), markers, sink.out_dir, rounds_total=result.rounds_total,
         tokens_total=result.tokens_total, world_seconds=result.sim_seconds,
         wall_seconds=time.perf_counter() - started, policy=built.name,
     )  # fmt: skip
@@ -148,24 +149,21 @@ def run_real(
     world: RealWorld,
     policy: PolicyChoice,
     requests: Iterable[Request],
-    out_dir: Path | None = None,
-    *,
-    settings: Mapping[str, Any] | None = None,
-    metadata: Mapping[str, Any] | None = None,
-    options: RunOptions = RunOptions(),
+    sink: RecordSink = RecordSink(),
 ) -> RunOutput:
     """Replay ``requests`` on the real ladder of ``world`` (module docstring).
 
-    The engine writes through the same :class:`RecordWriter`; with ``out_dir=None`` it writes
+    The engine writes through the same :class:`RecordWriter`; without ``sink.out_dir`` it writes
     into a temporary directory that is read back and removed.
     """
-    reused = finished_run(out_dir, settings)
+    reused = finished_run(sink)
     if reused is not None:
         return reused
-    if out_dir is None:
+    if sink.out_dir is None:
         with tempfile.TemporaryDirectory(prefix="specrouter-real-") as scratch:
-            run = run_real(world, policy, requests, Path(scratch), metadata=metadata, options=options)
-            return run._replace(out_dir=None)
+            scratch_sink = dataclasses.replace(sink, out_dir=Path(scratch), settings=None)
+            return run_real(world, policy, requests, scratch_sink)._replace(out_dir=None)
+    out_dir = sink.out_dir
     from backend.engine import Engine, EngineConfig, replay_executor
     from backend.replay import prompt_source_for
 
@@ -174,10 +172,10 @@ def run_real(
     config = world.engine or EngineConfig(replay="fast")
     # trace budgets: the executor never stops at end-of-sequence, as in the simulator
     executor = replay_executor(world.ladder, world.sampling, world.seed, lean=world.lean)
-    shown = dataclasses.replace(config, progress=options.progress)
+    shown = dataclasses.replace(config, progress=sink.progress)
     engine = Engine(world.ladder, executor, built, prompts, shown)
     started = time.perf_counter()
-    with _writer(out_dir, "real", built, policy, settings, metadata, options) as writer:
+    with _writer(sink, out_dir, "real", built, policy) as writer:
         writer.run_metadata.update(real_world_metadata(world, prompts, config))
         result = engine.run(requests, writer)
         clip = result.clipped
@@ -187,7 +185,7 @@ def run_real(
             "examples": clip.examples,
         }  # fmt: skip
         writer.run_metadata["unknown_domains"] = getattr(prompts, "unknown_domains", {})
-    records, rounds = _read_back(out_dir, options)
+    records, rounds = _read_back(out_dir, sink)
     return RunOutput(
         records, rounds, summarize(records), [], out_dir, rounds_total=result.rounds,
         tokens_total=result.tokens, world_seconds=result.wall_seconds,
@@ -239,10 +237,10 @@ def real_world_metadata(world: RealWorld, prompts: Any, config: Any) -> dict[str
     }
 
 
-def finished_run(
-    run_dir: Path | None, settings: Mapping[str, Any] | None, markers: list[Marker] | None = None
-) -> RunOutput | None:
-    """The records of a completed run with the same ``settings``, or None (no settings: never)."""
+def finished_run(sink: RecordSink, markers: list[Marker] | None = None) -> RunOutput | None:
+    """The records of a completed run in ``sink.out_dir`` with the same settings, or None
+    (without settings: never)."""
+    run_dir, settings = sink.out_dir, sink.settings
     if run_dir is None or settings is None or not (run_dir / "run.json").exists():
         return None
     try:
@@ -271,28 +269,20 @@ def scenario_markers(scenario: Any) -> list[Marker]:
     return sorted(markers, key=lambda marker: (marker.start, marker.label))
 
 
-def _writer(
-    out_dir: Path,
-    world: str,
-    built: Policy,
-    policy: PolicyChoice,
-    settings: Mapping[str, Any] | None,
-    metadata: Mapping[str, Any] | None,
-    options: RunOptions,
-) -> RecordWriter:
+def _writer(sink: RecordSink, out_dir: Path, world: str, built: Policy, policy: PolicyChoice) -> RecordWriter:
     """The record sink both worlds write into, with the run's provenance in ``run.json``."""
     from policies.registry import policy_knobs
 
     knobs = policy_knobs(policy) if isinstance(policy, str) else {}
     provenance = {"world": world, "policy": built.name, "policy_knobs": knobs}
-    if settings is not None:
-        provenance["settings"] = _jsonable(settings)
-    provenance.update(metadata or {})
-    return RecordWriter(out_dir, provenance, write_csv=options.write_csv, record_rounds=options.record_rounds)
+    if sink.settings is not None:
+        provenance["settings"] = _jsonable(sink.settings)
+    provenance.update(sink.metadata or {})
+    return RecordWriter(out_dir, provenance, write_csv=sink.write_csv, record_rounds=sink.record_rounds)
 
 
-def _read_back(out_dir: Path, options: RunOptions) -> tuple[list[RequestRecord], list[RoundRecord]]:
-    records = read_records(out_dir, rounds=options.record_rounds)
+def _read_back(out_dir: Path, sink: RecordSink) -> tuple[list[RequestRecord], list[RoundRecord]]:
+    records = read_records(out_dir, rounds=sink.record_rounds)
     return records.requests, records.rounds
 
 

@@ -33,7 +33,7 @@ import numpy as np
 
 from specrouter.experiments.fidelity import fidelity_rows, write_table
 from specrouter.experiments.profiled import cluster_for_profile
-from specrouter.experiments.runs import RealWorld, RunOutput, SimWorld, run_real, run_simulated
+from specrouter.experiments.runs import RealWorld, RecordSink, RunOutput, SimWorld, run_real, run_simulated
 from traces.jsonfile import read_json_document
 from traces.request import Request
 
@@ -224,12 +224,13 @@ def validate(config: ValidateConfig, progress: Progress | None = None, plot: boo
     cluster = cluster_for_profile(sim_profile, config.max_batch, config.ladder, max_running=config.max_batch)
     context = config.prompt_tokens + config.output_tokens // 2  # what the oracle's pass times assume
     scenario = Scenario(seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
-    sim = run_simulated(SimWorld(cluster, scenario), config.policy, requests, out / "sim", settings=settings)
+    simulated = SimWorld(cluster, scenario)
+    sim = run_simulated(simulated, config.policy, requests, RecordSink(out / "sim", settings))
     if progress:
         progress("running the workload on the real backend")
     engine = EngineConfig(max_batch=config.max_batch, replay="fast")
     real_world = RealWorld(ladder, engine, seed=config.seed, lean=config.lean)
-    real = run_real(real_world, config.policy, requests, out / "real", settings=settings)
+    real = run_real(real_world, config.policy, requests, RecordSink(out / "real", settings))
     rows = fidelity_rows(sim.requests, real.requests, sim.rounds, real.rounds)
     write_table(rows, out)
     figures = list(plots.predicted_vs_measured(rows, out / "predicted_vs_measured")) if plot else []
