@@ -60,14 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from policies.registry import check_fits, check_spec, policy_head
-    from specrouter.cli import InputError, refuse_existing_file, require_positive
+    from specrouter.cli import InputError
+    from specrouter.commands.options import check_flags
     from specrouter.experiments.compare import compare, format_comparison
     from specrouter.scenarios import scenario_names
 
-    for flag, value in (("--requests", args.requests), ("--output-tokens", args.output_tokens),
-                        ("--max-batch", args.max_batch)):  # fmt: skip
-        require_positive(value, flag)
-    refuse_existing_file(args.out, "--out")
+    check_flags(args, "--requests", "--output-tokens", "--max-batch")
     scenarios = args.scenario or scenario_names()
     unknown = [s for s in scenarios if s not in scenario_names()]
     if unknown:

@@ -49,17 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from policies.registry import check_spec
-    from specrouter.cli import refuse_existing_file, require_positive
-    from specrouter.commands.options import ladder_dir
+    from specrouter.commands.options import check_flags, ladder_dir
     from specrouter.experiments.compare import format_comparison
     from specrouter.experiments.demo import DemoConfig, run_demo
     from specrouter.experiments.fidelity import format_table
 
-    counts = {"--trace-requests": args.trace_requests, "--validate-requests": args.validate_requests,
-              "--max-batch": args.max_batch, "--output-tokens": args.output_tokens}  # fmt: skip
-    for flag, value in counts.items():
-        require_positive(value, flag)
-    refuse_existing_file(args.out, "--out")
+    check_flags(args, "--trace-requests", "--validate-requests", "--max-batch", "--output-tokens")
     ladder = ladder_dir(args.ladder)
     for policy in args.policy or ():
         check_spec(policy)

@@ -72,3 +72,14 @@ def ladder_dir(value: str | Path | None) -> Path:
             "the embedded ladder with `specrouter zoo build`"
         )
     return path
+
+
+def check_flags(args: argparse.Namespace, *counts: str) -> None:
+    """Refuse, before any work, a count flag (``--requests``, ...) below 1 and an ``--out`` that
+    is an existing file."""
+    from specrouter.cli import refuse_existing_file, require_positive
+
+    for flag in counts:
+        require_positive(getattr(args, flag.removeprefix("--").replace("-", "_")), flag)
+    if getattr(args, "out", None) is not None:
+        refuse_existing_file(args.out, "--out")

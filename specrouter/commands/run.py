@@ -58,15 +58,12 @@ def run(args: argparse.Namespace) -> int:
     from backend.replay import prompt_source_for
     from backend.sampling import SamplingConfig
     from policies.registry import check_fits, check_spec
-    from specrouter.cli import refuse_existing_file, require_positive
-    from specrouter.commands.options import ladder_dir
+    from specrouter.commands.options import check_flags, ladder_dir
     from specrouter.experiments.runs import RealWorld, RecordSink, run_real
     from traces.loaders import file_sha256, load_trace
     from traces.records import format_summary
 
-    require_positive(args.limit, "--limit")
-    require_positive(args.max_batch, "--max-batch")
-    refuse_existing_file(args.out, "--out")
+    check_flags(args, "--limit", "--max-batch")
     directory = ladder_dir(args.ladder)
     check_spec(args.policy, simulated=False)
     # The whole trace is read (and refused on a bad row) before the models load.

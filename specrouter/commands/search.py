@@ -79,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from policies.registry import check_search_range, check_spec
-    from specrouter.cli import InputError, refuse_existing_file, require_positive
+    from specrouter.cli import InputError
+    from specrouter.commands.options import check_flags
     from specrouter.experiments.pools import make_pool
     from specrouter.experiments.search import (
         SearchConfig,
@@ -89,10 +90,7 @@ def run(args: argparse.Namespace) -> int:
         run_search,
     )
 
-    for flag, value in (("--trials", args.trials), ("--requests", args.requests), ("--workers", args.workers),
-                        ("--batch-size", args.batch_size)):  # fmt: skip
-        require_positive(value, flag)
-    refuse_existing_file(args.out, "--out")
+    check_flags(args, "--trials", "--requests", "--workers", "--batch-size")
     check_spec(args.policy)
     try:
         knobs = {k.name: k for k in default_knobs(args.policy)}

@@ -122,14 +122,11 @@ def run(args: argparse.Namespace) -> int:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """The flags that need no file: refused before the cluster, the trace or the policy is read."""
-    from specrouter.cli import refuse_existing_file, require_positive
+    from specrouter.commands.options import check_flags
     from specrouter.commands.trace import check_format
 
-    require_positive(args.limit, "--limit")
-    require_positive(args.max_tokens, "--max-tokens")
+    check_flags(args, "--limit", "--max-tokens")
     check_format(args.format)
-    if args.out is not None:
-        refuse_existing_file(args.out, "--out")
 
 
 def load_requests(args: argparse.Namespace, world: SimWorld) -> tuple[list[Any], dict[str, Any]]:

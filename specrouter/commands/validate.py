@@ -40,16 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from specrouter.cli import refuse_existing_file, require_positive
-    from specrouter.commands.options import ladder_dir
+    from specrouter.commands.options import check_flags, ladder_dir
     from specrouter.experiments.fidelity import format_table
     from specrouter.experiments.validate import ValidateConfig, validate
 
-    counts = {"--requests": args.requests, "--output-tokens": args.output_tokens,
-              "--max-batch": args.max_batch, "--prompt-tokens": args.prompt_tokens}  # fmt: skip
-    for flag, value in counts.items():
-        require_positive(value, flag)
-    refuse_existing_file(args.out, "--out")
+    check_flags(args, "--requests", "--output-tokens", "--max-batch", "--prompt-tokens")
     config = ValidateConfig(
         ladder=str(ladder_dir(args.ladder)),
         policy=args.policy,
