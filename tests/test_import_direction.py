@@ -1,4 +1,4 @@
-"""DESIGN.md §2: imports flow specrouter -> sim, backend -> policies, traces; never back.
+"""docs/design.md §2: imports flow specrouter -> sim, backend -> policies, traces; never back.
 
 The rule is checked statically, by parsing every module's import statements, so it also
 catches imports inside functions and modules the test suite never executes.

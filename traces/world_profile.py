@@ -1,6 +1,6 @@
 """The world profile: what the backend profiler measured, in a form the simulator replays.
 
-A *world profile* is a versioned JSON document (DESIGN.md §5, "profile -> simulate -> run
+A *world profile* is a versioned JSON document (docs/design.md §5, "profile -> simulate -> run
 for real -> compare").  The backend profiler writes it; the simulator's table latency model
 (:mod:`sim.latency`) and empirical acceptance mode (:mod:`sim.acceptance`) read it.  This
 module is pure Python + JSON so both worlds can import it.
