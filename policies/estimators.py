@@ -514,6 +514,7 @@ class LoadTracker:
         self.live: dict[int, int] = {}  # request -> round count at its last finished round
         self.rounds = 0
         self._committed = 0
+        self.committed_total = 0
         self._prompts = 0
         self._clock = 0.0
         self._sums = [0.0, 0.0, 0.0]  # discounted committed tokens, seconds, prompt positions
@@ -535,7 +536,9 @@ class LoadTracker:
             self.live.pop(feedback.request_id, None)
         else:
             self.live[feedback.request_id] = rounds
-        self._committed += feedback.levels[-1].emitted
+        emitted = feedback.levels[-1].emitted
+        self._committed += emitted
+        self.committed_total += emitted
         if rounds & 7:
             return
         if not rounds & 4095:  # a live request finishes a round about once per R rounds

@@ -131,6 +131,7 @@ class SpecRouter:
         load_aware: bool = True,
         objective: str = "system",
         width_steps: int = 3,
+        saturation_probe: bool = True,
         learn_every: int = 3,
         per_domain: bool = True,
         name: str | None = None,
@@ -184,6 +185,8 @@ class SpecRouter:
         self.rounds = 0
         self.replans = 0
         self.replan_causes = {"periodic": 0, "acceptance": 0, "timing": 0}
+        self.saturation_probe = saturation_probe
+        self._backlog = BacklogProbe()
 
     # -- the contract --------------------------------------------------------------------
 
@@ -194,6 +197,8 @@ class SpecRouter:
         state = self._domains.get(view.domain if self.per_domain else None)
         if state is None:
             state = self._domain(view.domain, view.ladder)
+        if self._backlog.plain:
+            return self._backlog.route(view.ladder.target)
         plan = state.plans.get(self._load_key)
         if plan is None or plan.version != state.version or plan.epoch != self._epoch:
             plan = self._replan(state)
@@ -202,8 +207,11 @@ class SpecRouter:
 
     def observe(self, feedback: RoundFeedback) -> None:
         self.rounds += 1
-        if self.tracker is not None:
-            self.tracker.see_round(feedback)
+        tracker = self.tracker
+        if tracker is not None:
+            tracker.see_round(feedback)
+            if self.saturation_probe and not self.rounds & 2047:
+                self._backlog.step(tracker, feedback.finished)
         state = self._domains.get(feedback.domain if self.per_domain else None)
         profile = self.profile
         if state is None or profile is None:
@@ -419,6 +427,58 @@ class SpecRouter:
         state.chain = best.route.chain
         state.planned_at = state.pairs.rounds
         return _Plan(best.route, best.t_eff, state.version, self._epoch)
+
+
+class BacklogProbe:
+    """Under a backlog, measure whether plain decoding commits more tokens per second.
+
+    The cost model can be wrong exactly where it matters most: at the admission limit a
+    route's own speculation fills the batches it is priced in.  The objective there is the
+    committed-token rate ``Lambda`` of the whole system, which can simply be measured:
+    every window of 2,048 rounds the rate is compared with the window before; when the
+    server is backlogged (requests in flight within 10% of the most seen, at least 16) and no
+    probe ran in the last 8 windows, the next window routes everything target-only.  If that
+    window committed more than 5% more tokens per second, plain decoding holds until the
+    backlog clears (in flight below half the most seen); otherwise routing resumes.
+    """
+
+    WINDOWS_BETWEEN_PROBES = 8
+
+    def __init__(self) -> None:
+        self.plain = False  # route everything target-only (probing or holding)
+        self.holding = False
+        self.windows_since_probe = self.WINDOWS_BETWEEN_PROBES
+        self.last_rate = 0.0
+        self._mark: tuple[float, float] | None = None  # (committed tokens, clock) at the window start
+        self._routes: dict[int, Route] = {}
+        self.probes = self.holds = 0
+
+    def route(self, target: int) -> Route:
+        route = self._routes.get(target)
+        if route is None:
+            route = self._routes[target] = Route.target_only(target)
+        return route
+
+    def step(self, tracker: LoadTracker, now: float) -> None:
+        """Close a window: compare its committed-token rate and decide the next one."""
+        mark, self._mark = self._mark, (float(tracker.committed_total), now)
+        if mark is None or now <= mark[1]:
+            return
+        rate = (tracker.committed_total - mark[0]) / (now - mark[1])
+        backlog = tracker.most_in_flight >= 16 and tracker.in_flight >= 0.9 * tracker.most_in_flight
+        self.windows_since_probe += 1
+        if self.holding:
+            if tracker.in_flight < 0.5 * tracker.most_in_flight:
+                self.plain = self.holding = False
+        elif self.plain:  # the probe window just ended
+            self.holding = rate > 1.05 * self.last_rate
+            self.plain = self.holding
+            self.holds += self.holding
+        elif backlog and self.windows_since_probe >= self.WINDOWS_BETWEEN_PROBES:
+            self.plain = True
+            self.windows_since_probe = 0
+            self.probes += 1
+        self.last_rate = rate
 
 
 def _half_octave(batch: float) -> int:

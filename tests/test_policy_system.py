@@ -148,3 +148,32 @@ def test_cube_reads_the_grid_log_linearly() -> None:
     between = cube.read(np.array([3]), np.array([1.5]), 4)[0, 1]
     assert linear(3, 1, 1.0) < between < linear(3, 1, 2.0)
     assert isinstance(cube, PassCube)
+
+
+def test_backlog_probe_holds_plain_decoding_only_when_it_commits_more() -> None:
+    from policies.specrouter_policy import BacklogProbe
+
+    class Tracker:
+        def __init__(self) -> None:
+            self.committed_total = 0
+            self.in_flight = 250.0
+            self.most_in_flight = 256
+            self.now = 0.0
+
+    def run(probe: BacklogProbe, tracker: Tracker, rates: list[float]) -> list[bool]:
+        plain = []
+        for rate in rates:  # one window of one second each
+            tracker.now += 1.0
+            tracker.committed_total += int(rate)
+            probe.step(tracker, tracker.now)  # type: ignore[arg-type]
+            plain.append(probe.plain)
+        return plain
+
+    faster, tracker = BacklogProbe(), Tracker()
+    states = run(faster, tracker, [1000.0, 1000.0, 2000.0])  # the probe (third) window commits 2x
+    assert states == [False, True, True] and faster.holding
+    tracker.in_flight = 100.0  # the backlog cleared: routing resumes
+    assert run(faster, tracker, [2000.0]) == [False]
+    slower, tracker = BacklogProbe(), Tracker()
+    assert run(slower, tracker, [1000.0, 1000.0, 800.0, 1000.0]) == [False, True, False, False]
+    assert slower.probes == 1 and slower.holds == 0
