@@ -68,7 +68,7 @@ class EngineConfig:
 class EngineResult:
     """What a run did: counts, clock, clipping, and (with ``keep_outputs``) the generated ids."""
 
-    requests: int = 0
+    requests_done: int = 0
     rounds: int = 0
     tokens: int = 0
     wall_seconds: float = 0.0
@@ -152,7 +152,7 @@ class Engine:
             self.executor.remove(slot.request_id)
             if writer is not None:
                 writer.add_request(record)
-            result.requests += 1
+            result.requests_done += 1
             bar.update()
 
         def feedback(round_feedback: RoundFeedback) -> None:

@@ -9,7 +9,7 @@ import torch
 
 from backend.kv_state import ModelKV, ScoreRequest
 from backend.ladder import Ladder
-from backend.lean import LeanKV
+from backend.lean import LeanKV, kv_state
 from backend.replay import context_window
 from backend.sampling import (
     SamplingConfig,
@@ -99,10 +99,8 @@ class MultiLevelExecutor:
         self.seed = seed
         self.rule = rule
         self.eos_token_id = eos_token_id if eos_token_id is not None else ladder.eos_token_id
-        self.states: list[ModelKV | LeanKV] = [
-            LeanKV(model, ladder.vocab_size) if lean else ModelKV(model, ladder.vocab_size)
-            for model in ladder.models
-        ]
+        vocab = ladder.vocab_size
+        self.states: list[ModelKV | LeanKV] = [kv_state(model, vocab, lean) for model in ladder.models]
         self.serving = serving or ServingConfig(slots=0)
         self.window = context_window(ladder.models)
         self.prompt_for: PromptFor | None = None

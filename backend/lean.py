@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from backend.hf_compat import HFModel
-from backend.kv_state import ScoreRequest, ScoreResult, kept_positions
+from backend.kv_state import ModelKV, ScoreRequest, ScoreResult, kept_positions
 
 SUPPORTED_TYPES = {"llama", "qwen2", "mistral"}
 
@@ -233,3 +233,9 @@ class LeanKV:
         hidden = _rms_norm(hidden[:, first:], self.model.model.norm.weight, self.eps)
         logits = _linear(hidden, self.model.lm_head)
         return logits[..., : self.vocab_size].to(self.logits_dtype)
+
+
+def kv_state(model: HFModel, vocab_size: int, lean: bool) -> ModelKV | LeanKV:
+    """The per-model KV state, chosen once for the executor and the profiler: the lean path or
+    the Hugging Face forward (:class:`backend.kv_state.ModelKV`), same ``score`` interface."""
+    return LeanKV(model, vocab_size) if lean else ModelKV(model, vocab_size)

@@ -1,4 +1,4 @@
-"""Measure a real ladder and write the world profile the simulator replays (DESIGN.md §5).
+"""Measure a real ladder and write the world profile the simulator replays (docs/design.md §5).
 
 Two measurements, both under ``torch.inference_mode``:
 
@@ -64,9 +64,9 @@ import torch
 from tqdm import tqdm
 
 from backend.hf_compat import KVLayers, forward_with_cache
-from backend.kv_state import ModelKV, ScoreRequest
+from backend.kv_state import ScoreRequest
 from backend.ladder import Ladder
-from backend.lean import LeanKV
+from backend.lean import kv_state
 from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, WorldProfile
 
 TV_SAMPLES_KEPT = 2000  # per (pair, domain, mode); enough for the simulator's empirical draws
@@ -139,11 +139,6 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 def max_context(model: torch.nn.Module) -> int:
     return int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
-
-
-def kv_state(model: torch.nn.Module, vocab_size: int, lean: bool) -> ModelKV | LeanKV:
-    """The per-model KV state the executor would use (Hugging Face path or lean path)."""
-    return LeanKV(model, vocab_size) if lean else ModelKV(model, vocab_size)
 
 
 def measure_pass_times(

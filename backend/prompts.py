@@ -1,6 +1,6 @@
 """The prompt corpus: held-out text, tagged by domain, from which trace prompts are materialised.
 
-Traces carry lengths, not text (DESIGN.md §6). :class:`PromptCorpus` holds chunks of held-out text
+Traces carry lengths, not text (docs/design.md §6). :class:`PromptCorpus` holds chunks of held-out text
 (never trained on) from ``backend/zoo/default/prompts.jsonl``, one JSON object per line::
 
     {"domain": "code" | "prose" | ..., "source": "stdlib/foo.py", "text": "..."}

@@ -1,6 +1,6 @@
 """Trace replay helpers of the batched engine: prompts of a requested length, context clipping.
 
-Traces hold lengths, not text (DESIGN.md §6).  A :class:`PromptSource` turns a
+Traces hold lengths, not text (docs/design.md §6).  A :class:`PromptSource` turns a
 :class:`traces.request.Request` into prompt token ids of exactly ``prompt_tokens`` tokens:
 
 * :class:`CorpusPrompts` -- text from the prompt corpus of :mod:`backend.prompts` (held-out

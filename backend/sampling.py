@@ -1,4 +1,4 @@
-"""The lossless verification rule of DESIGN.md §1 as small pure functions.
+"""The lossless verification rule of docs/design.md §1 as small pure functions.
 
 Every level turns its logits into a distribution with the *same* processing
 (:func:`processed_probs`: temperature, then top-k, then top-p), so "the target's distribution"

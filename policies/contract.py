@@ -1,4 +1,4 @@
-"""The contract between routing policies and the two worlds (DESIGN.md §3).
+"""The contract between routing policies and the two worlds (docs/design.md §3).
 
 A policy is driven by whichever world runs it -- the SimPy simulator or the real torch
 backend -- through two calls:
@@ -33,7 +33,7 @@ class Route:
     ``lookaheads[j]`` for an intermediate member is how many tokens it must have emitted
     (accepted candidates plus its own correction / bonus tokens, collected over as many
     sub-rounds of the levels below as needed) before it hands them up.  An intermediate
-    lookahead of 1 means "verify once and hand up", the DESIGN.md §1 cost model.  See
+    lookahead of 1 means "verify once and hand up", the docs/design.md §1 cost model.  See
     :mod:`policies.plan` for the exact sequence of model calls a route implies.
 
     ``target`` -- the ladder's target index; the chain must end there.
@@ -175,7 +175,7 @@ class PairTV(NamedTuple):
 
 
 class RoundFeedback(NamedTuple):
-    """Everything a policy learns from one finished round (DESIGN.md §3)."""
+    """Everything a policy learns from one finished round (docs/design.md §3)."""
 
     request_id: int
     domain: str | None

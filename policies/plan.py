@@ -1,6 +1,6 @@
 """A multi-level round written once, as the sequence of model calls both worlds execute.
 
-DESIGN.md §3 asks that the simulator and the backend make the same model calls, in the
+docs/design.md §3 asks that the simulator and the backend make the same model calls, in the
 same order and number, for the same route and the same acceptance outcomes.  This module
 is that single definition.  :func:`round_calls` is a generator: it yields one call at a
 time and the driving world sends back the outcome.

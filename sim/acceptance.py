@@ -99,11 +99,6 @@ class RandomPool:
             self.e = 0
         self.normals_size, self.exponentials_size = len(self.normals), len(self.exponentials)
 
-    def normal(self) -> float:
-        self.reserve(1, 0)
-        self.n += 1
-        return self.normals[self.n - 1]
-
 
 class AcceptanceModel:
     """Per-pair, per-domain, time-varying acceptance with level-consistent verdicts."""
@@ -172,12 +167,6 @@ class AcceptanceModel:
         if shift == 0.0 or base in (0.0, 1.0):
             return base
         return 1.0 / (1.0 + math.exp(-(_logit(base) + shift)))
-
-    def thresholds(
-        self, lower: int, upper: int, domain: str | None, now: float, lookahead: int = 0
-    ) -> tuple[float, ...]:
-        """``Phi^{-1}`` of the acceptance of candidate ``k`` (last entry repeats)."""
-        return self._limits(lower, upper, domain, now, lookahead)[0]
 
     def _limits(
         self, lower: int, upper: int, domain: str | None, now: float, lookahead: int = 0

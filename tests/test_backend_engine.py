@@ -76,7 +76,7 @@ POLICIES = [
 def test_greedy_replay_equals_target_only_greedy(policy: object) -> None:
     requests = workload()
     result = replay(LADDER, policy, requests, PROMPTS, QUIET)  # type: ignore[arg-type]
-    assert result.requests == len(requests)
+    assert result.requests_done == len(requests)
     for request in requests:
         expected = reference_greedy(PROMPTS.prompt_ids(request), request.output_tokens)
         assert result.outputs[request.request_id] == expected, f"request {request.request_id} under {policy}"
@@ -160,7 +160,7 @@ def test_replay_modes_respect_arrivals(mode: str) -> None:
     config = EngineConfig(max_batch=4, replay=mode, time_scale=2.0, progress=False)
     engine = Engine(LADDER, replay_executor(LADDER), TargetOnly(), PROMPTS, config, clock, clock.sleep)
     result = engine.run(requests)
-    assert result.requests == 2
+    assert result.requests_done == 2
     if mode == "wall":
         assert len(clock.slept) == 1 and clock.slept[0] == pytest.approx(
             100.0, abs=1.0
