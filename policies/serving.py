@@ -344,16 +344,34 @@ def take_row(
     feeds.append(fed)
 
 
+WIDE_FEED = 16
+"""A row feeding more positions than this (a prefill, a long catch-up) is *wide*.  Wide and
+narrow rows never share a pass: ragged rows are padded to the widest, so one 500-token prefill
+in a pass of 8 decode rows would cost the pass 8 x 500 positions instead of 500 + 8 x 5."""
+
+
 def fits(rows: int, width: int, fed: int, max_rows: int, max_tokens: int) -> bool:
-    """Can a row feeding ``fed`` join a pass of ``rows`` rows of padded ``width``?"""
+    """Can a row feeding ``fed`` join a pass of ``rows`` rows of padded ``width``?
+
+    (Row and padded-position limits; whether it is of the pass's kind is :func:`same_kind`.)
+    """
     if rows == 0:
         return True
     wider = fed if fed > width else width
     return rows < max_rows and wider * (rows + 1) <= max_tokens
 
 
+def same_kind(width: int, fed: int) -> bool:
+    """Is a row feeding ``fed`` of the kind (wide or narrow) of a pass of padded ``width``?"""
+    return (fed > WIDE_FEED) == (width > WIDE_FEED)
+
+
 def next_pass(open_slots: Iterable[Slot], config: ServingConfig, collect: bool) -> Pass | None:
-    """The cheapest model with pending calls, with every pending call on it that fits, in slot order."""
+    """The cheapest model with pending calls, with the pending calls on it that fit, in slot order.
+
+    The first such call sets the pass's kind (wide or narrow, :data:`WIDE_FEED`); calls of the
+    other kind wait for the next pass.
+    """
     pending = [slot for slot in open_slots]
     if not pending:
         return None
@@ -366,6 +384,8 @@ def next_pass(open_slots: Iterable[Slot], config: ServingConfig, collect: bool) 
         if slot.call_model != model:
             continue
         keep, fed = slot.feed()
+        if rows and not same_kind(width, fed):
+            continue
         if not fits(len(rows), width, fed, config.max_pass_rows, config.max_pass_tokens):
             break
         take_row(model, slot, keep, fed, rows, keeps, feeds)

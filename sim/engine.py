@@ -33,6 +33,7 @@ from policies.contract import LadderInfo, Policy, RoundFeedback
 from policies.plan import Call
 from policies.serving import (
     DRAFT,
+    WIDE_FEED,
     Idle,
     Pass,
     ServingConfig,
@@ -169,8 +170,12 @@ class Server:
                 slot = queue[0]
                 keep, fed = slot.feed()
                 size = len(rows)
-                # policies.serving.fits, inline (per row): row and padded-position limits
-                if size and (size >= max_rows or (fed if fed > width else width) * (size + 1) > max_tokens):
+                # policies.serving.fits and same_kind, inline (per row); FIFO: the head waits
+                if size and (
+                    size >= max_rows
+                    or (fed if fed > width else width) * (size + 1) > max_tokens
+                    or (fed > WIDE_FEED) != (width > WIDE_FEED)
+                ):
                     break
                 queue.popleft()
                 slot.valid[model] = keep + fed  # take_row, inline: this loop runs per row

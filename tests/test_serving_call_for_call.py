@@ -66,7 +66,7 @@ class RotatingRouter:
 def workload() -> list[Request]:
     lengths = [(6, 9), (3, 4), (11, 13), (5, 2), (8, 7)]
     requests = [Request(i, 0.0, p, o, None) for i, (p, o) in enumerate(lengths)]
-    requests.append(Request(5, 24 * TICK, 4, 6, None))  # arrives while others decode
+    requests.append(Request(5, 24 * TICK, 40, 6, None))  # arrives while others decode: a wide prefill
     requests.append(Request(6, 4096.0, 7, 5, None))  # arrives after everything finished: idle gap
     return requests
 
@@ -187,3 +187,17 @@ def test_simulator_makes_the_backends_passes(slots: int, make_ladder: Any) -> No
         full = [f for f in real_router.feedback if f.levels[-1].proposed and
                 f.levels[-1].accepted == f.levels[-1].proposed]  # fmt: skip
         assert len(full) >= 5, "the agreeing ladder should give fully accepted rounds"
+
+
+def test_prefill_and_decode_rows_run_in_separate_passes() -> None:
+    """A wide row (a prefill) never shares a pass with narrow ones: padding would charge every
+    decode row the prefill's width."""
+    from policies.serving import WIDE_FEED
+
+    ladder = agreeing_ladder(3, seed=1)
+    passes, _, _ = run_backend(ladder, 4)
+    mixed = [
+        p for p in passes if len({fed > WIDE_FEED for _, _, _, fed in p[1]}) > 1
+    ]
+    assert mixed == []
+    assert any(fed > WIDE_FEED for p in passes for *_, fed in p[1])  # the workload has prefills
