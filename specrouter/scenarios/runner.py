@@ -10,8 +10,8 @@ A config (``specrouter/scenarios/<name>.json``) has four keys::
     }
 
 ``trace.source`` is a file path or ``azure-code`` / ``azure-conv``: the Azure LLM inference
-2023 trace found in ``$SPECROUTER_TRACE_DIR``, ``/work/shared/traces`` or
-``../shared/traces`` next to the checkout, else the 1,000-row sample bundled in
+2023 trace in the folder :func:`trace_folder` finds (``$SPECROUTER_TRACE_DIR`` if set, else
+``../shared/traces`` beside the repository if it exists), else the 1,000-row sample bundled in
 ``specrouter/experiments/data`` (a warning says so).  Other ``trace`` keys are options of
 :func:`traces.loaders.load_trace` (``rate_scale``, ``domain``, ``limit``, ``start``, ``end``),
 plus ``max_prompt_tokens``, which clips prompt lengths: the simulator runs a prefill as
@@ -33,7 +33,6 @@ scenario serves like a production engine, up to 256 sequences per pass.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -47,10 +46,12 @@ from policies.contract import Policy, WorldTruth
 from policies.cost_model import enumerate_chains
 from policies.oracle import Oracle
 from policies.registry import make_policy, static_spec
+from traces.jsonfile import read_json_document
 from traces.request import Request
 
 SCENARIO_DIR = Path(__file__).resolve().parent
 REPO_ROOT = SCENARIO_DIR.parents[1]
+BUNDLED_TRACES = SCENARIO_DIR.parent / "experiments" / "data"  # samples shipped in the package
 TRACE_SOURCES = {
     "azure-code": ("AzureLLMInferenceTrace_code.csv", "azure_code_2023_sample.csv"),
     "azure-conv": ("AzureLLMInferenceTrace_conv.csv", "azure_conv_2023_sample.csv"),
@@ -103,10 +104,7 @@ def load_scenario_config(name_or_path: str | os.PathLike[str]) -> ScenarioConfig
         raise ScenarioError(
             f"scenario {str(name_or_path)!r}: no file {path} (shipped: {', '.join(scenario_names())})"
         )
-    try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ScenarioError(f"{path}: line {err.lineno}: not valid JSON ({err.msg})") from err
+    raw = read_json_document(path, ScenarioError)
     if not isinstance(raw, dict):
         raise ScenarioError(f"{path}: expected a JSON object")
     for key in raw:
@@ -151,18 +149,22 @@ def trace_path(source: str) -> Path:
             raise ScenarioError(f"trace.source: no trace file {path}")
         return path
     full, sample = TRACE_SOURCES[source]
-    folders = [
-        os.environ.get("SPECROUTER_TRACE_DIR"),
-        "/work/shared/traces",
-        str(REPO_ROOT.parent / "shared/traces"),
-    ]
-    for folder in filter(None, folders):
-        candidate = Path(folder) / full
-        if candidate.is_file():
-            return candidate
-    bundled = REPO_ROOT / "specrouter" / "experiments" / "data" / sample
+    folder = trace_folder()
+    if folder is not None and (folder / full).is_file():
+        return folder / full
+    bundled = BUNDLED_TRACES / sample
     warnings.warn(f"{full} not found; using the bundled sample {bundled}", UserWarning, stacklevel=3)
     return bundled
+
+
+def trace_folder() -> Path | None:
+    """The folder holding the full traces: ``$SPECROUTER_TRACE_DIR`` if set, else
+    ``../shared/traces`` beside the repository if it exists, else None (the bundled samples)."""
+    configured = os.environ.get("SPECROUTER_TRACE_DIR")
+    if configured:
+        return Path(configured).expanduser()
+    beside = REPO_ROOT.parent / "shared" / "traces"
+    return beside if beside.is_dir() else None
 
 
 def load_requests(config: ScenarioConfig, limit: int | None = None) -> list[Request]:
