@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -310,37 +309,28 @@ def run_scenario(
     a policy object (used as is: pass a fresh one), or ``callable(world_truth) -> policy``.
     ``limit`` keeps the first requests of the trace (time fractions scale with it).
     """
-    from sim.engine import Simulation
-    from traces.summary import summarize
+    from specrouter.experiments.runs import RecordSink, SimWorld, build_policy, run_simulated
 
     config = load_scenario_config(name)
     world, requests = build_world(config, limit, seed)
-    if isinstance(policy, str):
-        built = make_policy(policy, world=world.truth)
-    elif callable(policy) and not hasattr(policy, "route"):
-        built = policy(world.truth)
-    else:
-        built = policy  # type: ignore[assignment]
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    built: list[Policy] = []
 
-        bar = tqdm(total=len(requests), desc=f"{config.name}:{built.name}", unit="req", leave=False)
-    started = time.perf_counter()
-    result = Simulation(world, built, record_rounds=False, progress=bar.update if bar else None).run(requests)
-    wall = time.perf_counter() - started
-    if bar is not None:
-        bar.close()
+    def chosen(truth: WorldTruth | None) -> Policy:
+        built.append(build_policy(policy, truth))  # type: ignore[arg-type]
+        return built[-1]
+
+    sink = RecordSink(record_rounds=False, progress=progress)
+    run = run_simulated(SimWorld(world.cluster, world.scenario), chosen, requests, sink)
     return ScenarioResult(
         config.name,
-        built.name,
-        summarize(result.requests),
-        result.rounds_total,
-        result.tokens_total,
-        result.sim_seconds,
-        wall,
-        built,
-        result.requests,
+        run.policy,
+        run.summary,
+        run.rounds_total,
+        run.tokens_total,
+        run.world_seconds,
+        run.wall_seconds,
+        built[0],
+        run.requests,
     )
 
 
