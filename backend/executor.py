@@ -267,7 +267,7 @@ class MultiLevelExecutor:
                 float(total_variation(entry.dists[lower], probs[i])) for i, entry in enumerate(candidates)
             )
         # an accepted candidate is now *emitted by this level*: the level above must use this
-        # model's distribution as q for it (docs/design.md, "Lossless"), not the drafter's
+        # model's distribution as q for it (docs/design.md §1, "Lossless rule"), not the drafter's
         kept = [
             _Entry(e.token, model, {**e.dists, model: probs[i]})
             for i, e in enumerate(candidates[: verdict.accepted])

@@ -7,7 +7,7 @@ Usage::
 
 Measured per model: parameters; held-out loss (nats/token) per domain; the time of one decode step
 at batch 1 on top of a ``--prompt``-token KV cache (median of ``--repeats``); the time to score 4 and
-8 tokens in one pass on the same cache (``V(4)``, ``V(8)`` of docs/design.md's cost model).
+8 tokens in one pass on the same cache (``V(4)``, ``V(8)`` of the cost model, docs/design.md §1).
 
 Measured per ordered pair ``(i, j)``, ``i`` cheaper, at every position of ``--windows`` held-out windows
 of ``--context`` tokens per domain (teacher forcing on real text, temperature 1):

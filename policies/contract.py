@@ -106,7 +106,7 @@ class LadderInfo(NamedTuple):
 
 
 class RouteView(NamedTuple):
-    """What a real server could know at the start of a round (docs/design.md, "Contract").
+    """What a real server could know at the start of a round (docs/design.md §3).
 
     ``batch_sizes`` / ``queue_lengths`` have one entry per ladder model: ``batch_sizes[m]``
     is the number of sequences in model ``m``'s latest pass (0 before its first, or while

@@ -1,4 +1,4 @@
-"""Predicted time per target token of a route (DESIGN.md §1, "Cost model").
+"""Predicted time per target token of a route (docs/design.md §1, "Cost model").
 
 Notation for a chain ``C = (M_1 .. M_N)`` with per-pair acceptance ``alpha_j`` between
 ``M_{j-1}`` and ``M_j``:

@@ -1,4 +1,4 @@
-"""Online estimators SpecRouter learns from round feedback (DESIGN.md §1).
+"""Online estimators SpecRouter learns from round feedback (docs/design.md §1).
 
 * :class:`PassTimeProfile` -- per model, ``V_j(n, b)``: the wall time of a pass feeding
   ``n`` positions per sequence with ``b`` sequences in the batch, as a robust (median)

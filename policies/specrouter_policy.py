@@ -1,4 +1,4 @@
-"""SpecRouter: adaptive chain routing learned from round feedback (DESIGN.md §1).
+"""SpecRouter: adaptive chain routing learned from round feedback (docs/design.md §1).
 
 Per round the policy answers from a cache; the work happens at re-plan time.  Learning
 is sampled: ``observe`` folds every ``learn_every``-th round (default 3) into the

@@ -22,7 +22,7 @@ world through exactly one of these, with the same arguments and the same record 
   stay in memory.  When ``settings`` is given, a directory whose ``run.json`` says
   ``complete`` with the same settings is read back instead of rerun (resume).
 
-Both return a :class:`RunOutput`.  Design notes: ``docs/design.md``.
+Both return a :class:`RunOutput`.  Design notes: ``docs/design.md §7``.
 """
 
 from __future__ import annotations
