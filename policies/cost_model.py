@@ -357,8 +357,3 @@ def leviathan_speedup(alpha: float, gamma: int, cost_ratio: float) -> float:
 def constant_pass_time(per_model: Sequence[float]) -> PassTimeFn:
     """A ``pass_time`` where a pass costs the same however many positions it feeds."""
     return lambda model, _tokens: per_model[model]
-
-
-def alpha_from_matrix(matrix: Sequence[Sequence[float]]) -> AlphaFn:
-    """An ``alpha`` callable reading ``matrix[lower][upper]``."""
-    return lambda lower, upper: matrix[lower][upper]

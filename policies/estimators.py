@@ -307,8 +307,11 @@ class PairStats:
     def add_acceptance(self, lower: int, upper: int, proposed: int, accepted: int, emitted: int) -> int:
         """Fold in one level's counts of a round; returns its acceptance trials.
 
-        The trials are exact for a single verify (see :func:`acceptance_trials`); a level
-        that verified several times goes to the pooled method-of-moments sums.
+        Every verify emits its accepted prefix plus one token, so ``emitted - accepted`` is
+        the number of verifies, each stopping at its first rejection unless it accepted all
+        of its candidates: the trials are exact (``accepted`` plus one rejection unless all
+        were accepted) for a single verify; a level that verified several times goes to the
+        pooled method-of-moments sums.
         """
         key = lower * self.ladder_size + upper
         keep = self.keep
@@ -380,21 +383,6 @@ def round_acceptance(level: LevelFeedbackLike, trials: int) -> float:
     if verifies <= 1 or level.accepted >= level.proposed:
         return level.accepted / trials
     return _solve_truncated_geometric(level.accepted / verifies, level.proposed / verifies)
-
-
-def acceptance_trials(proposed: int, accepted: int, emitted: int) -> int:
-    """Bernoulli acceptance trials behind ``accepted`` of ``proposed`` candidates.
-
-    Every verify emits its accepted prefix plus one token, so ``emitted - accepted`` is
-    the number of verify passes; each stops at its first rejection unless it accepted
-    all of its candidates.  The rejections are therefore exactly ``0`` when everything
-    was accepted, exactly ``1`` after a single verify, and at most one per verify and
-    at most the rejected count otherwise.
-    """
-    if accepted >= proposed:
-        return accepted
-    verifies = max(emitted - accepted, 1)
-    return accepted + min(verifies, proposed - accepted)
 
 
 class AcceptanceMap:

@@ -34,13 +34,13 @@ collects more tokens before handing them up only lengthens the run the target ma
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
 from policies.contract import Route
-from policies.cost_model import LATENCY_SHOW_THROUGH, AlphaFn, PassTimeFn, SystemLoad, enumerate_chains
+from policies.cost_model import LATENCY_SHOW_THROUGH, SystemLoad, enumerate_chains
 
 FloatArray = np.ndarray
 
@@ -163,16 +163,6 @@ class PassCube(NamedTuple):
         weight = (position - low)[:, None]
         cube = self.seconds
         return cube[models, low, :columns] * (1.0 - weight) + cube[models, low + 1, :columns] * weight
-
-
-def cube_from(pass_time: Callable[[int, int, float], float], ladder_size: int, columns: int) -> PassCube:
-    """Tabulate ``pass_time(model, positions, width)`` on the width grid (truth, tests)."""
-    seconds = np.zeros((ladder_size, len(WIDTH_GRID), columns))
-    for model in range(ladder_size):
-        for w, width in enumerate(WIDTH_GRID):
-            for n in range(1, columns):
-                seconds[model, w, n] = pass_time(model, n, float(width))
-    return PassCube(seconds)
 
 
 def evaluate_route_parts_at(
@@ -405,21 +395,3 @@ class RoutePlanner:
             chain = tuple(int(m) for m in members[row])
             route = self._routes[key] = Route(chain, tuple(int(g) for g in grid[row]), self.target)
         return route
-
-
-def pass_table_from(pass_time: PassTimeFn, ladder_size: int, columns: int) -> FloatArray:
-    """Tabulate a ``pass_time(model, positions)`` callable into a ``(K, columns)`` array."""
-    table = np.zeros((ladder_size, columns))
-    for model in range(ladder_size):
-        for positions in range(1, columns):
-            table[model, positions] = pass_time(model, positions)
-    return table
-
-
-def alpha_array(alpha: AlphaFn, ladder_size: int) -> FloatArray:
-    """Tabulate an ``alpha(lower, upper)`` callable into a ``(K, K)`` array (upper triangle)."""
-    matrix = np.ones((ladder_size, ladder_size))
-    for lower in range(ladder_size):
-        for upper in range(lower + 1, ladder_size):
-            matrix[lower, upper] = alpha(lower, upper)
-    return matrix

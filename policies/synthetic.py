@@ -1,4 +1,6 @@
-"""A minimal world with known truth, for unit tests and the policy's own speed benchmark.
+"""A minimal world with known truth, for unit tests and the policy's own speed benchmark,
+and the tabulations that turn callables into the planner's inputs (:func:`pass_table_from`,
+:func:`alpha_array`, :func:`cube_from`).
 
 Requests are decoded one round at a time on a single simulated clock; every model call of
 :mod:`policies.plan` costs ``pass_time(model, positions, batch, now)`` and every
@@ -29,7 +31,9 @@ from policies.contract import (
     Route,
     RouteView,
 )
+from policies.cost_model import AlphaFn, PassTimeFn
 from policies.plan import DraftStep, Verify, round_calls
+from policies.planner import WIDTH_GRID, FloatArray, PassCube
 
 TruthAlpha = Callable[[int, int, "str | None", float], float]
 TruthTime = Callable[[int, int, int, float], float]
@@ -167,3 +171,34 @@ def matrix_alpha(matrix: Sequence[Sequence[float]]) -> TruthAlpha:
 def linear_pass_time(decode: Sequence[float], per_position: Sequence[float]) -> TruthTime:
     """``decode[m] + per_position[m] * (positions * batch - 1)``: a memory floor plus compute."""
     return lambda model, tokens, batch, _now: decode[model] + per_position[model] * (tokens * batch - 1)
+
+
+# Planner inputs from callables (tests; the oracle tabulates its truth itself).
+
+
+def cube_from(pass_time: Callable[[int, int, float], float], ladder_size: int, columns: int) -> PassCube:
+    """Tabulate ``pass_time(model, positions, width)`` on the planner's width grid."""
+    seconds = np.zeros((ladder_size, len(WIDTH_GRID), columns))
+    for model in range(ladder_size):
+        for w, width in enumerate(WIDTH_GRID):
+            for n in range(1, columns):
+                seconds[model, w, n] = pass_time(model, n, float(width))
+    return PassCube(seconds)
+
+
+def pass_table_from(pass_time: PassTimeFn, ladder_size: int, columns: int) -> FloatArray:
+    """Tabulate a ``pass_time(model, positions)`` callable into a ``(K, columns)`` array."""
+    table = np.zeros((ladder_size, columns))
+    for model in range(ladder_size):
+        for positions in range(1, columns):
+            table[model, positions] = pass_time(model, positions)
+    return table
+
+
+def alpha_array(alpha: AlphaFn, ladder_size: int) -> FloatArray:
+    """Tabulate an ``alpha(lower, upper)`` callable into a ``(K, K)`` array (upper triangle)."""
+    matrix = np.ones((ladder_size, ladder_size))
+    for lower in range(ladder_size):
+        for upper in range(lower + 1, ladder_size):
+            matrix[lower, upper] = alpha(lower, upper)
+    return matrix

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from policies.contract import Route
 from policies.cost_model import estimate_round
-from policies.planner import RoutePlanner, alpha_array, evaluate_routes, lookahead_grid, pass_table_from
+from policies.planner import RoutePlanner, evaluate_routes, lookahead_grid
+from policies.synthetic import alpha_array, pass_table_from
 
 
 def random_world(k: int, seed: int) -> tuple[np.ndarray, np.ndarray, RoutePlanner]:

@@ -8,9 +8,9 @@ import math
 import numpy as np
 
 from policies.cost_model import estimate_round
-from policies.planner import RoutePlanner, alpha_array, pass_table_from
+from policies.planner import RoutePlanner
 from policies.specrouter_policy import SpecRouter
-from policies.synthetic import SyntheticWorld, linear_pass_time, matrix_alpha
+from policies.synthetic import SyntheticWorld, alpha_array, linear_pass_time, matrix_alpha, pass_table_from
 
 DECODE = (0.35, 1.1, 5.5, 42.0)
 PER_POSITION = (0.005, 0.02, 0.08, 0.6)

@@ -7,15 +7,10 @@ import pytest
 
 from policies.baselines import StaticChain
 from policies.contract import LadderInfo, Route, RouteView
-from policies.cost_model import (
-    SystemLoad,
-    alpha_from_matrix,
-    enumerate_chains,
-    estimate_round,
-    estimate_system,
-)
+from policies.cost_model import AlphaFn, SystemLoad, enumerate_chains, estimate_round, estimate_system
 from policies.oracle import PhasedRouter
-from policies.planner import PassCube, RoutePlanner, cube_from, pass_table_from
+from policies.planner import PassCube, RoutePlanner
+from policies.synthetic import cube_from, pass_table_from
 from specrouter.scenarios import (
     CandidateRun,
     candidate_run,
@@ -46,6 +41,10 @@ def random_routes(rng: np.random.Generator, count: int) -> list[Route]:
         lookaheads = tuple(int(rng.integers(1, 5)) for _ in chain[:-1])
         routes.append(Route(chain, lookaheads, 3))
     return routes
+
+
+def alpha_from_matrix(matrix: np.ndarray) -> AlphaFn:
+    return lambda lower, upper: matrix[lower][upper]
 
 
 def random_alpha(rng: np.random.Generator) -> np.ndarray:
