@@ -7,7 +7,8 @@ TV samples, feedback) that no pass timing covers; on small models that is most o
 This module runs a short calibration workload through :class:`backend.engine.Engine` -- the
 serving loop the simulator runs too -- with every pass clocked (``PassClock``), and derives:
 
-* per model ``m``, ``factor_m = median over m's passes of (forward seconds / table seconds)``,
+* per model ``m`` and pass kind (narrow, or wide: more than ``WIDE_FEED`` positions per row,
+  i.e. prefills), ``factor_m = median over those passes of (forward seconds / table seconds)``,
   the table read bilinearly in ``(b, n)`` at the pass's rows and padded width on its
   :func:`monotone_envelope` (the median: a drafter pass is a fraction of a millisecond, and a
   few scheduler hiccups must not scale the whole table);
@@ -36,6 +37,7 @@ from scipy.optimize import nnls
 from backend.executor import PassClock
 from backend.ladder import Ladder
 from policies.contract import RoundFeedback, Route, RouteView
+from policies.serving import WIDE_FEED
 from traces.request import Request
 from traces.world_profile import LOOP_OVERHEAD_KEY, WorldProfile
 
@@ -55,10 +57,11 @@ class LoopOverhead(NamedTuple):
 class InRunCalibration:
     """Per-model pass-time factors and the loop overhead measured in engine runs."""
 
-    factors: tuple[float, ...]
+    factors: tuple[float, ...]  # narrow passes (<= WIDE_FEED positions per row)
     overhead: LoopOverhead
     passes: tuple[float, ...]  # passes per model
     rounds: int
+    wide_factors: tuple[float, ...] = ()  # wide passes (prefills); empty: the narrow factors
 
 
 def monotone_envelope(seconds: Sequence[Sequence[float]]) -> list[list[float]]:
@@ -176,16 +179,22 @@ def calibration_from_clocks(
 ) -> InRunCalibration:
     """Per-model factors against ``tables[m] = (seconds, batch_sizes, tokens)`` and the loop overhead."""
     envelopes = [(monotone_envelope(seconds), batches, tokens) for seconds, batches, tokens in tables]
-    ratios: list[list[float]] = [[] for _ in tables]
+    narrow: list[list[float]] = [[] for _ in tables]
+    wide: list[list[float]] = [[] for _ in tables]
     for clock in clocks:
         seconds, batches, tokens = envelopes[clock.model]
         expected = table_seconds(seconds, batches, tokens, clock.rows, clock.width)
         if expected > 0:
-            ratios[clock.model].append(clock.forward_s / expected)
-    factors = tuple(float(np.median(r)) if r else 1.0 for r in ratios)
-    passes = tuple(float(len(r)) for r in ratios)
+            kind = wide if clock.width > WIDE_FEED else narrow
+            kind[clock.model].append(clock.forward_s / expected)
+    # measured apart: a decode pass of a few positions pays the framework's fixed costs the
+    # isolated timing amortises (factor 1.3-1.6 on the embedded ladder), a prefill pass does
+    # not (0.8-0.96); one factor for both over-predicted every prefill, hence TTFT
+    factors = tuple(float(np.median(n or w)) if n or w else 1.0 for n, w in zip(narrow, wide))
+    wide_factors = tuple(float(np.median(w)) if w else f for w, f in zip(wide, factors))
+    passes = tuple(float(len(n) + len(w)) for n, w in zip(narrow, wide))
     rounds = sum(clock.rounds_ending for clock in clocks)
-    return InRunCalibration(factors, fit_loop_overhead(clocks), passes, rounds)
+    return InRunCalibration(factors, fit_loop_overhead(clocks), passes, rounds, wide_factors)
 
 
 def measure_in_run(
@@ -203,16 +212,29 @@ def measure_in_run(
 
 
 def calibrated_seconds(
-    seconds: Sequence[Sequence[Sequence[float]]], factor: float
+    seconds: Sequence[Sequence[Sequence[float]]],
+    factor: float,
+    tokens: Sequence[int] | None = None,
+    wide_factor: float | None = None,
 ) -> list[list[list[float]]]:
-    """``factor · envelope(V)`` for every (batch × tokens) plane of a grid."""
-    return [[[factor * v for v in row] for row in monotone_envelope(plane)] for plane in seconds]
+    """``factor · envelope(V)`` for every (batch × tokens) plane of a grid; with the grid's
+    ``tokens`` axis, columns wider than ``WIDE_FEED`` take ``wide_factor`` instead."""
+
+    def scale(column: int) -> float:
+        if tokens is None or wide_factor is None or tokens[column] <= WIDE_FEED:
+            return factor
+        return wide_factor
+
+    return [
+        [[scale(j) * v for j, v in enumerate(row)] for row in monotone_envelope(plane)] for plane in seconds
+    ]
 
 
 def calibration_meta(calibration: InRunCalibration, names: Sequence[str]) -> Mapping[str, object]:
     """What the profile's ``meta["in_run_calibration"]`` records."""
     return {
         "factors": {name: round(f, 4) for name, f in zip(names, calibration.factors)},
+        "wide_factors": {name: round(f, 4) for name, f in zip(names, calibration.wide_factors)},
         "passes": {name: round(p, 2) for name, p in zip(names, calibration.passes)},
         "rounds": calibration.rounds,
         "applied": "pass_time tables and meta.pass_time_grid hold factor * envelope(measured); "
@@ -227,10 +249,11 @@ def apply_calibration(profile: WorldProfile, calibration: InRunCalibration) -> W
     The isolated measurements stay in ``meta.pass_time_grid_isolated``; the loop overhead goes
     to ``meta["loop_overhead"]``.
     """
+    wide_factors = calibration.wide_factors or calibration.factors
     models = []
-    for model, factor in zip(profile.models, calibration.factors):
+    for model, factor, wide_factor in zip(profile.models, calibration.factors, wide_factors):
         table = model.pass_time
-        seconds = calibrated_seconds([table.seconds], factor)[0]
+        seconds = calibrated_seconds([table.seconds], factor, table.tokens, wide_factor)[0]
         models.append(
             dataclasses.replace(
                 model, pass_time=dataclasses.replace(table, seconds=tuple(tuple(r) for r in seconds))
@@ -240,8 +263,8 @@ def apply_calibration(profile: WorldProfile, calibration: InRunCalibration) -> W
     grids = meta.get("pass_time_grid", {})
     meta["pass_time_grid_isolated"] = grids
     meta["pass_time_grid"] = {
-        name: {**grid, "seconds": calibrated_seconds(grid["seconds"], factor)}
-        for (name, grid), factor in zip(grids.items(), calibration.factors)
+        name: {**grid, "seconds": calibrated_seconds(grid["seconds"], factor, grid.get("tokens"), wide)}
+        for (name, grid), factor, wide in zip(grids.items(), calibration.factors, wide_factors)
     }
     meta["in_run_calibration"] = calibration_meta(calibration, profile.names)
     meta[LOOP_OVERHEAD_KEY] = calibration.overhead._asdict()

@@ -277,3 +277,19 @@ def test_loop_overhead_fit_recovers_known_costs_and_ignores_hiccups() -> None:
     assert fitted.per_row_s == pytest.approx(0.0001, rel=1e-3)
     assert fitted.per_round_s == pytest.approx(0.0003, rel=1e-3)
     assert fitted.seconds(4, 3) == pytest.approx(0.0005 + 0.0004 + 0.0009, rel=1e-3)
+
+
+def test_prefill_passes_get_their_own_factor() -> None:
+    """Narrow (decode) and wide (prefill) passes are calibrated apart; the wide factor scales the
+    table's columns wider than WIDE_FEED only."""
+    from backend.executor import PassClock
+    from backend.profile_calibration import calibrated_seconds, calibration_from_clocks
+    from policies.serving import WIDE_FEED
+
+    table = ([[0.001, 0.002, 0.01]], (1,), (1, WIDE_FEED, 64))  # seconds at 1, 16 and 64 positions
+    clocks = [PassClock(0, 1, 1, 0, 2 * 0.001, 0.0, 0.0) for _ in range(9)]  # decode: 2x the table
+    clocks += [PassClock(0, 1, 64, 1, 0.5 * 0.01, 0.0, 0.0) for _ in range(3)]  # prefill: 0.5x
+    calibration = calibration_from_clocks(clocks, [table])
+    assert calibration.factors == pytest.approx((2.0,)) and calibration.wide_factors == pytest.approx((0.5,))
+    scaled = calibrated_seconds([table[0]], 2.0, table[2], 0.5)[0][0]
+    assert scaled == pytest.approx([0.002, 0.004, 0.005])
