@@ -29,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import NamedTuple
 
 import numpy as np
@@ -215,9 +216,8 @@ def measure_in_run(
     a few seconds (factors 1.5 vs 2.9 for the drafter in two profiles minutes apart), which a
     median within the run cannot see; the fastest whole run can.
     """
-    runs = [
-        clock_calibration_workload(ladder, prompts, output_tokens, slots, lean, seed) for _ in range(max(1, repeats))
-    ]
+    serve_once = partial(clock_calibration_workload, ladder, prompts, output_tokens, slots, lean, seed)
+    runs = [serve_once() for _ in range(max(1, repeats))]
     fastest = min(runs, key=lambda clocks: clocks[-1].ended - clocks[0].started if clocks else 0.0)
     return calibration_from_clocks(fastest, tables)
 
