@@ -385,6 +385,20 @@ def round_acceptance(level: LevelFeedbackLike, trials: int) -> float:
     return _solve_truncated_geometric(level.accepted / verifies, level.proposed / verifies)
 
 
+class _FitSums:
+    """Discounted sums of the fitted map's weighted least squares (weight ``w``, similarity
+    ``s``, acceptance ``y``)."""
+
+    __slots__ = ("w", "ws", "wy", "wss", "wsy")
+
+    def __init__(self) -> None:
+        self.w = 0.0  # sum w
+        self.ws = 0.0  # sum w s
+        self.wy = 0.0  # sum w y
+        self.wss = 0.0  # sum w s^2
+        self.wsy = 0.0  # sum w s y
+
+
 class AcceptanceMap:
     """``f``: similarity -> acceptance.  ``mode`` is ``"sampling"`` (identity) or ``"fitted"``.
 
@@ -399,7 +413,7 @@ class AcceptanceMap:
         self.mode = mode
         self.ridge = ridge
         self.keep = 1.0 - rate
-        self._sums = [0.0] * 5  # w, w s, w y, w s^2, w s y
+        self._sums = _FitSums()
         self.intercept, self.slope = 0.0, 1.0
 
     def add(self, similarity: float, acceptance: float, weight: float) -> None:
@@ -408,17 +422,18 @@ class AcceptanceMap:
         k = self.keep
         s = self._sums
         ws = weight * similarity
-        s[0] = s[0] * k + weight
-        s[1] = s[1] * k + ws
-        s[2] = s[2] * k + weight * acceptance
-        s[3] = s[3] * k + ws * similarity
-        s[4] = s[4] * k + ws * acceptance
+        s.w = s.w * k + weight
+        s.ws = s.ws * k + ws
+        s.wy = s.wy * k + weight * acceptance
+        s.wss = s.wss * k + ws * similarity
+        s.wsy = s.wsy * k + ws * acceptance
 
     def refit(self) -> None:
         """Solve the ridge normal equations (done at re-plan time, not per round)."""
         if self.mode == "sampling":
             return
-        w, ws, wy, wss, wsy = self._sums
+        sums = self._sums
+        w, ws, wy, wss, wsy = sums.w, sums.ws, sums.wy, sums.wss, sums.wsy
         lam = self.ridge
         matrix = np.array([[w + lam, ws], [ws, wss + lam]])
         rhs = np.array([wy, wsy + lam])
@@ -505,7 +520,9 @@ class LoadTracker:
         self.committed_total = 0
         self._prompts = 0
         self._clock = 0.0
-        self._sums = [0.0, 0.0, 0.0]  # discounted committed tokens, seconds, prompt positions
+        self._token_sum = 0.0  # discounted committed tokens,
+        self._second_sum = 0.0  # seconds,
+        self._prompt_sum = 0.0  # and prompt positions
 
     def see_view(self, view: RouteView) -> None:
         """A round starts: a new request's prompt will be prefilled."""
@@ -538,20 +555,19 @@ class LoadTracker:
         elapsed = feedback.finished - self._clock
         if elapsed > 0:
             keep = 1.0 - self.rate
-            sums = self._sums
-            sums[0] = keep * sums[0] + self._committed
-            sums[1] = keep * sums[1] + elapsed
-            sums[2] = keep * sums[2] + self._prompts
+            self._token_sum = keep * self._token_sum + self._committed
+            self._second_sum = keep * self._second_sum + elapsed
+            self._prompt_sum = keep * self._prompt_sum + self._prompts
             self._committed = self._prompts = 0
             self._clock = feedback.finished
 
     @property
     def token_rate(self) -> float:
-        return self._sums[0] / self._sums[1] if self._sums[1] > 0 else 0.0
+        return self._token_sum / self._second_sum if self._second_sum > 0 else 0.0
 
     @property
     def prefill_rate(self) -> float:
-        return self._sums[2] / self._sums[1] if self._sums[1] > 0 else 0.0
+        return self._prompt_sum / self._second_sum if self._second_sum > 0 else 0.0
 
     def system_load(self, iterations: int) -> SystemLoad:
         """The :class:`SystemLoad` the planner prices routes in (widths from the experienced

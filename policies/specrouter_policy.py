@@ -75,6 +75,9 @@ from policies.estimators import (
 from policies.planner import WIDTH_GRID, ChainPlan, PassCube, RoutePlanner
 
 FEED_RATE = 0.25  # EMA rate of the mean feed per model: it must follow a change of route within a few passes
+SLOW_FEED_EVERY = 4  # of the learned rounds, 1 in this many also feeds the slow estimates (waits, f)
+LOAD_KEY_EVERY = 16  # the load key (which cached plan applies) is re-read once per this many rounds
+BACKLOG_EVERY = 2048  # rounds between two steps of the saturation probe
 
 
 class _Plan(NamedTuple):
@@ -82,6 +85,19 @@ class _Plan(NamedTuple):
     t_eff: float
     version: int
     epoch: int
+
+
+class _AcceptanceWatch:
+    """Fast (rate 0.05) and slow (rate 0.005) discounted sums of one level's accepted tokens
+    and acceptance trials: the change detector of :meth:`SpecRouter._watch`."""
+
+    __slots__ = ("fast_accepted", "fast_trials", "slow_accepted", "slow_trials")
+
+    def __init__(self) -> None:
+        self.fast_accepted = 0.0
+        self.fast_trials = 0.0
+        self.slow_accepted = 0.0
+        self.slow_trials = 0.0
 
 
 class _DomainState:
@@ -95,7 +111,8 @@ class _DomainState:
         self.planned_at = 0
         self.watch_route: Route | None = None  # route the change detector follows
         self.watch_rounds = 0
-        self.watch = [0.0] * 8  # per watched level: fast accepted, fast trials, slow accepted, slow trials
+        self.watch_target = _AcceptanceWatch()  # the chain's target level
+        self.watch_first = _AcceptanceWatch()  # its level 1 (idle on a two-level chain)
         self.followups = 0  # re-plans still due while the estimates settle after a change
 
 
@@ -210,7 +227,7 @@ class SpecRouter:
         tracker = self.tracker
         if tracker is not None:
             tracker.see_round(feedback)
-            if self.saturation_probe and not self.rounds & 2047:
+            if self.saturation_probe and not self.rounds % BACKLOG_EVERY:
                 self._backlog.step(tracker, feedback.finished)
         state = self._domains.get(feedback.domain if self.per_domain else None)
         profile = self.profile
@@ -229,7 +246,7 @@ class SpecRouter:
         feed = self._feed
         max_feed = profile.max_positions
         prefill_rate = tracker.prefill_rate
-        sampled = (self.rounds // self.learn_every) & 3 == 0  # 1 in 4 also feeds the slow estimates
+        sampled = (self.rounds // self.learn_every) % SLOW_FEED_EVERY == 0
         spent = 0.0
         for level in levels:
             passes = level.passes
@@ -248,7 +265,7 @@ class SpecRouter:
             self.overhead.add(chain, feedback.finished - feedback.started, spent)
         fmap = self.acceptance_map
         size = pairs.ladder_size
-        watched = [0, 0, 0, 0]  # accepted and trials of the target's level, then of level 1
+        target_accepted = target_trials = first_accepted = first_trials = 0
         top = len(levels) - 1
         for j in range(1, len(levels)):
             level = levels[j]
@@ -256,16 +273,16 @@ class SpecRouter:
                 lower = chain[j - 1]
                 trials = pairs.add_acceptance(lower, chain[j], level.proposed, level.accepted, level.emitted)
                 if j == top:
-                    watched[0], watched[1] = level.accepted, trials
+                    target_accepted, target_trials = level.accepted, trials
                 elif j == 1:
-                    watched[2], watched[3] = level.accepted, trials
+                    first_accepted, first_trials = level.accepted, trials
                 if sampled and fmap.mode == "fitted" and trials:
                     key = lower * size + chain[j]
                     if pairs.similarity_weight[key] > 0:
                         fmap.add(pairs.similarity[key], round_acceptance(level, trials), trials)
         for sample in feedback.tv:
             pairs.add_tv(sample.lower, sample.upper, sample.values)
-        if self.rounds & 15 < self.learn_every:
+        if self.rounds % LOAD_KEY_EVERY < self.learn_every:
             self._load_key = (*[_half_octave(b) for b in tracker.widths], _half_octave(tracker.in_flight))
         since_epoch = self.rounds - self._epoch_round
         # A settled cell that moved (a slowdown) re-plans soon; a newly known part of the
@@ -281,7 +298,7 @@ class SpecRouter:
             self.replan_causes["timing"] += 1
             for domain_state in self._domains.values():
                 domain_state.followups = self.followups
-        self._watch(state, feedback.route, watched)
+        self._watch(state, feedback.route, target_accepted, target_trials, first_accepted, first_trials)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -304,11 +321,20 @@ class SpecRouter:
         self._domains[domain if self.per_domain else None] = state
         return state
 
-    def _watch(self, state: _DomainState, route: Route, counts: list[int]) -> None:
+    def _watch(
+        self,
+        state: _DomainState,
+        route: Route,
+        target_accepted: int,
+        target_trials: int,
+        first_accepted: int,
+        first_trials: int,
+    ) -> None:
         """Change detector on the acceptance of the chosen route's target level and level 1.
 
-        ``counts`` = accepted and trials of the target's verification, then of level 1
-        (zeros for a two-level chain).  For each, fast (rate 0.05) and slow (rate 0.005)
+        The counts are the accepted tokens and trials of this round's verification at the
+        target's level and at level 1 (zeros for a two-level chain).  For each, an
+        :class:`_AcceptanceWatch`: fast (rate 0.05) and slow (rate 0.005)
         discounted sums of accepted tokens and trials; when the two rates part by more
         than ``surprise`` (relative) the acceptance moved under the plan and the domain
         re-plans.  Levels are watched apart because pooling them lets a busy lower level
@@ -328,19 +354,22 @@ class SpecRouter:
             return
         if route is not state.watch_route:
             return
-        watch = state.watch
-        for i in (0, 2):
-            base = 2 * i
-            watch[base] = watch[base] * 0.95 + counts[i]
-            watch[base + 1] = watch[base + 1] * 0.95 + counts[i + 1]
-            watch[base + 2] = watch[base + 2] * 0.995 + counts[i]
-            watch[base + 3] = watch[base + 3] * 0.995 + counts[i + 1]
+        top, first = state.watch_target, state.watch_first
+        top.fast_accepted = top.fast_accepted * 0.95 + target_accepted
+        top.fast_trials = top.fast_trials * 0.95 + target_trials
+        top.slow_accepted = top.slow_accepted * 0.995 + target_accepted
+        top.slow_trials = top.slow_trials * 0.995 + target_trials
+        first.fast_accepted = first.fast_accepted * 0.95 + first_accepted
+        first.fast_trials = first.fast_trials * 0.95 + first_trials
+        first.slow_accepted = first.slow_accepted * 0.995 + first_accepted
+        first.slow_trials = first.slow_trials * 0.995 + first_trials
         state.watch_rounds += 1
         if state.watch_rounds < 40 or since < self.min_replan_gap:
             return
-        for base in (0, 4):
-            if watch[base + 1] > 0 and watch[base + 3] > 0:
-                fast, slow = watch[base] / watch[base + 1], watch[base + 2] / watch[base + 3]
+        for watch in (top, first):
+            if watch.fast_trials > 0 and watch.slow_trials > 0:
+                fast = watch.fast_accepted / watch.fast_trials
+                slow = watch.slow_accepted / watch.slow_trials
                 if abs(fast - slow) > self.surprise * slow:
                     state.version += 1
                     state.followups = self.followups
@@ -421,7 +450,7 @@ class SpecRouter:
         if best.route != state.watch_route:
             state.watch_route = best.route
             state.watch_rounds = 0
-            state.watch[:] = [0.0] * 8
+            state.watch_target, state.watch_first = _AcceptanceWatch(), _AcceptanceWatch()
         elif state.watch_route is not None:
             best = best._replace(route=state.watch_route)  # keep the object the detector follows
         state.chain = best.route.chain
