@@ -1,4 +1,4 @@
-"""Scenario settings: noise, acceptance, slowdowns and workload hooks of one simulation.
+"""Scenario settings: noise, acceptance, slowdowns of one simulation, and its workload transforms.
 
 A scenario is a plain dict / JSON object (all keys optional)::
 
@@ -20,39 +20,24 @@ A scenario is a plain dict / JSON object (all keys optional)::
       "truth_context": 1024                  # context the oracle's pass_time assumes per sequence
     }
 
-Workload hooks (:func:`apply_workload_hooks`) transform any ``Request`` iterator:
-``load_ramps`` compress inter-arrival gaps after ``at`` by ``factor`` (cumulative), and
-``domain_shifts`` re-tag every request arriving after ``at`` with a domain drawn (seeded)
-from ``mix``.  Errors name the key path (``scenario.slowdowns[0].factor: ...``).
+``load_ramps`` and ``domain_shifts`` change the workload, not the world: they are parsed here
+with the rest of a scenario, and applied by :class:`traces.transforms.WorkloadTransforms`
+(``scenario.workload.apply(requests)``), the same in both worlds.  Errors name the key path
+(``scenario.slowdowns[0].factor: ...``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 from sim.acceptance import AlphaOverride
 from sim.config import ConfigError
 from sim.latency import Slowdown
 from traces.jsonfile import read_json_document
-from traces.request import Request
-
-
-@dataclass(frozen=True)
-class LoadRamp:
-    at: float
-    factor: float
-
-
-@dataclass(frozen=True)
-class DomainShift:
-    at: float
-    mix: tuple[tuple[str, float], ...]
+from traces.transforms import DomainShift, LoadRamp, WorkloadTransforms
 
 
 @dataclass(frozen=True)
@@ -72,6 +57,11 @@ class Scenario:
     acceptance_mode: str = "parametric"
     record_rounds: bool = True
     truth_context: int = 1024
+
+    @property
+    def workload(self) -> WorkloadTransforms:
+        """What this scenario does to the requests (applied the same way in both worlds)."""
+        return WorkloadTransforms(self.load_ramps, self.domain_shifts, self.seed)
 
 
 KNOWN_KEYS = {
@@ -203,32 +193,3 @@ def load_scenario(path: str | Path) -> Scenario:
     return scenario_from_dict(read_json_document(path, ConfigError), str(path))
 
 
-def ramp_time(arrival: float, ramps: tuple[LoadRamp, ...]) -> float:
-    """Arrival time after the load ramps: gaps after ``ramp.at`` shrink by ``ramp.factor``."""
-    shifted, speed, previous = 0.0, 1.0, 0.0
-    for ramp in ramps:
-        if arrival <= ramp.at:
-            break
-        shifted += (ramp.at - previous) / speed
-        speed *= ramp.factor
-        previous = ramp.at
-    return shifted + (arrival - previous) / speed
-
-
-def apply_workload_hooks(requests: Iterable[Request], scenario: Scenario) -> Iterator[Request]:
-    """Apply ``load_ramps`` (on original arrival times) then ``domain_shifts`` (on new times)."""
-    rng = np.random.default_rng([scenario.seed, 11])
-    mixes = [
-        (s.at, [name for name, _ in s.mix], np.cumsum([w for _, w in s.mix]) / sum(w for _, w in s.mix))
-        for s in scenario.domain_shifts
-    ]
-    for request in requests:
-        arrival = ramp_time(request.arrival, scenario.load_ramps) if scenario.load_ramps else request.arrival
-        domain = request.domain
-        active = [m for m in mixes if m[0] <= arrival]
-        if active:
-            _, names, cumulative = active[-1]
-            domain = names[min(int(np.searchsorted(cumulative, rng.random(), side="right")), len(names) - 1)]
-        if arrival != request.arrival or domain != request.domain:
-            request = request._replace(arrival=arrival, domain=domain)
-        yield request

@@ -14,9 +14,10 @@ from sim.config import ConfigError, cluster_from_dict, load_cluster
 from sim.engine import Simulation
 from sim.latency import LatencyModel, Slowdown, random_slowdowns, table_lookup
 from sim.presets import PRESETS, preset
-from sim.scenario import Scenario, apply_workload_hooks, ramp_time, scenario_from_dict
+from sim.scenario import Scenario, scenario_from_dict
 from sim.world import World
 from traces.request import Request
+from traces.transforms import ramp_time
 from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, WorldProfile
 
 LLAMA_PARAMS = [m.params for m in preset("llama").models]
@@ -166,7 +167,7 @@ def test_scenario_errors_and_hooks() -> None:
     )
     assert ramp_time(30.0, scenario.load_ramps) == pytest.approx(20.0)
     requests = [Request(i, float(i), 10, 10, "chat") for i in range(30)]
-    shifted = list(apply_workload_hooks(requests, scenario))
+    shifted = list(scenario.workload.apply(requests))
     assert [r.domain for r in shifted[:6]] == ["chat"] * 5 + ["code"]
     assert shifted[-1].arrival == pytest.approx(10 + 19 / 2)
     assert all(b.arrival >= a.arrival for a, b in zip(shifted, shifted[1:]))

@@ -134,7 +134,7 @@ def real_runner(args: argparse.Namespace) -> tuple[Runner, int]:
             clip_to_context(
                 r._replace(output_tokens=min(r.output_tokens, args.output_tokens)), window, report
             )
-            # the scenario's workload hooks (domain shifts, load ramps) apply as in the simulator
+            # the scenario's workload transforms (domain shifts, load ramps) apply as in the simulator
             for r in shipped_scenario(scenario, limit, args.seed)[1]
         ]
         settings = {

@@ -130,10 +130,9 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def load_requests(args: argparse.Namespace, world: SimWorld) -> tuple[list[Any], dict[str, Any]]:
-    """The trace's requests (workload hooks applied, clipped to ``--max-tokens``) and what the
+    """The trace's requests (workload transforms applied, clipped to ``--max-tokens``) and what the
     load did, for ``run.json``; dropped, skipped and clipped requests are reported on stderr."""
     from backend.replay import ClipReport, clip_to_context
-    from sim.scenario import apply_workload_hooks
     from specrouter.commands.trace import failed_requests_line, load_with_warnings
     from traces.loaders import file_sha256
 
@@ -151,7 +150,7 @@ def load_requests(args: argparse.Namespace, world: SimWorld) -> tuple[list[Any],
     if failed:
         print(f"{args.trace}: {failed}", file=sys.stderr)
     clip = ClipReport(args.max_tokens)
-    hooked = apply_workload_hooks(loaded, world.scenario) if world.scenario else loaded
+    hooked = world.scenario.workload.apply(loaded) if world.scenario else loaded
     requests = [clip_to_context(request, args.max_tokens, clip) for request in hooked]
     if clip.any:
         print(

@@ -14,7 +14,7 @@ world through exactly one of these, with the same arguments and the same record 
 * ``policy`` -- a registry name (``"specrouter:hysteresis=0.1"``, checked by
   :mod:`policies.registry`), a policy object (used as is: pass a fresh one), or a factory
   ``truth -> policy`` (the simulator passes its world's truth, the backend ``None``).
-* ``requests`` -- the workload as both worlds see it: workload hooks and clipping are the
+* ``requests`` -- the workload as both worlds see it: workload transforms and clipping are the
   caller's (the engine still clips to the ladder's context window, and says so).
 * ``sink`` -- a :class:`RecordSink`: with an ``out_dir``, :class:`traces.records.RecordWriter`
   writes ``requests.parquet``, ``rounds.parquet`` and ``run.json`` (``world``, ``settings``,
@@ -197,7 +197,7 @@ def shipped_scenario(
     name: str, limit: int | None = None, seed: int | None = None
 ) -> tuple[SimWorld, list[Request]]:
     """A shipped experiment scenario (``specrouter/scenarios/<name>.json``) as a world and its
-    workload (the first ``limit`` requests, workload hooks applied), ready for either run function."""
+    workload (the first ``limit`` requests, workload transforms applied), ready for either run function."""
     from specrouter.scenarios import load_scenario_config
     from specrouter.scenarios.runner import build_world
 

@@ -225,7 +225,8 @@ def resolve_scenario(config: ScenarioConfig, requests: Sequence[Request]) -> dic
     other events happen in simulated time, after the ramps reshaped the arrivals.
     """
     from sim.config import ConfigError
-    from sim.scenario import ramp_time, scenario_from_dict
+    from sim.scenario import scenario_from_dict
+    from traces.transforms import ramp_time
 
     where = f"{config.path}: scenario"
     raw_arrivals = [r.arrival for r in requests]
@@ -261,7 +262,7 @@ def build_world(
 ) -> tuple[Any, list[Request]]:
     """The simulated world of a scenario and its workload (hooks applied)."""
     from sim.config import ConfigError
-    from sim.scenario import apply_workload_hooks, scenario_from_dict
+    from sim.scenario import scenario_from_dict
     from sim.world import World
 
     requests = load_requests(config, limit)
@@ -272,7 +273,7 @@ def build_world(
         world = World(build_cluster(config), scenario_from_dict(raw, f"{config.path}: scenario"))
     except ConfigError as err:
         raise ScenarioError(str(err)) from err
-    return world, list(apply_workload_hooks(requests, world.scenario))
+    return world, list(world.scenario.workload.apply(requests))
 
 
 def phase_boundaries(world: Any) -> list[float]:
@@ -282,7 +283,7 @@ def phase_boundaries(world: Any) -> list[float]:
     acceptance overrides: the phases between them are where a hindsight router may pick
     a different route.  Sorted, positive, finite, without duplicates.
     """
-    from sim.scenario import ramp_time
+    from traces.transforms import ramp_time
 
     scenario = world.scenario
     times: set[float] = set()
