@@ -18,7 +18,7 @@ serving loop the simulator runs too -- with every pass clocked (``PassClock``), 
 
 The calibration workload is the profiler's own (its prompts, a fixed output length, routes
 cycling over :func:`calibration_routes`), never the run a prediction is compared with; it is
-served three times and the fastest run is the calibration.
+served three times and each number is the median of the three runs.
 :func:`apply_calibration` stores ``factor_m * envelope(V_m)`` as the tables and the overhead
 under ``meta["loop_overhead"]`` (:func:`sim.latency.loop_overhead` reads it), so the simulator
 charges each pass ``factor * V(b, n) + per_pass + per_row * b + per_round * rounds``.
@@ -209,17 +209,29 @@ def measure_in_run(
     seed: int = 0,
     repeats: int = 3,
 ) -> InRunCalibration:
-    """:func:`clock_calibration_workload` ``repeats`` times, then :func:`calibration_from_clocks`
-    against ``tables`` on the fastest run.
+    """:func:`clock_calibration_workload` ``repeats`` times, :func:`calibration_from_clocks` against
+    ``tables`` for each run, and per factor and overhead coefficient the median over the runs.
 
-    Contention only ever adds time, and on a shared machine a busy spell covers a whole run of
-    a few seconds (factors 1.5 vs 2.9 for the drafter in two profiles minutes apart), which a
-    median within the run cannot see; the fastest whole run can.
+    On a shared machine a busy spell covers a whole run of a few seconds (drafter factor 1.5 vs
+    2.9 in two profiles minutes apart), which a median within one run cannot see.  The median of
+    three runs drops one such run; the fastest run would drop the contention the real runs meet
+    too (measured: it under-predicted every cell by 4-26%).
     """
     serve_once = partial(clock_calibration_workload, ladder, prompts, output_tokens, slots, lean, seed)
-    runs = [serve_once() for _ in range(max(1, repeats))]
-    fastest = min(runs, key=lambda clocks: clocks[-1].ended - clocks[0].started if clocks else 0.0)
-    return calibration_from_clocks(fastest, tables)
+    runs = [calibration_from_clocks(serve_once(), tables) for _ in range(max(1, repeats))]
+    return median_calibration(runs)
+
+
+def median_calibration(runs: Sequence[InRunCalibration]) -> InRunCalibration:
+    """Per field, the median over calibration runs (passes and rounds: the first run's)."""
+
+    def median_of(values: Sequence[tuple[float, ...]]) -> tuple[float, ...]:
+        return tuple(float(np.median(column)) for column in zip(*values))
+
+    overhead = LoopOverhead(*median_of([tuple(run.overhead) for run in runs]))
+    wide = median_of([run.wide_factors or run.factors for run in runs])
+    factors = median_of([run.factors for run in runs])
+    return InRunCalibration(factors, overhead, runs[0].passes, runs[0].rounds, wide)
 
 
 def calibrated_seconds(

@@ -293,3 +293,17 @@ def test_prefill_passes_get_their_own_factor() -> None:
     assert calibration.factors == pytest.approx((2.0,)) and calibration.wide_factors == pytest.approx((0.5,))
     scaled = calibrated_seconds([table[0]], 2.0, table[2], 0.5)[0][0]
     assert scaled == pytest.approx([0.002, 0.004, 0.005])
+
+
+def test_calibration_runs_combine_by_their_median() -> None:
+    from backend.profile_calibration import InRunCalibration, LoopOverhead, median_calibration
+
+    runs = [
+        InRunCalibration((1.0, 2.0), LoopOverhead(1e-5, 2e-5, 3e-5), (5.0, 6.0), 7, (0.5, 0.9)),
+        InRunCalibration((3.0, 2.2), LoopOverhead(9e-5, 2e-5, 3e-5), (5.0, 6.0), 7, (0.6, 0.8)),  # a busy run
+        InRunCalibration((1.2, 2.1), LoopOverhead(2e-5, 1e-5, 4e-5), (5.0, 6.0), 7, (0.4, 1.0)),
+    ]
+    combined = median_calibration(runs)
+    assert combined.factors == pytest.approx((1.2, 2.1))
+    assert combined.wide_factors == pytest.approx((0.5, 0.9))
+    assert tuple(combined.overhead) == pytest.approx((2e-5, 2e-5, 3e-5))
