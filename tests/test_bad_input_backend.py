@@ -12,19 +12,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from cli_helpers import error_line
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from backend.testing import save_tiny_ladder, tiny_tokenizer
 from specrouter.cli import main
-
-
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("specrouter ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,17 +11,10 @@ import re
 from pathlib import Path
 
 import pytest
+from cli_helpers import error_line
 
 from specrouter.cli import main
 from traces.records import read_records
-
-
-def error_line(capsys: pytest.CaptureFixture[str]) -> str:
-    err = capsys.readouterr().err.strip()
-    assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("specrouter ")]
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.fixture()
