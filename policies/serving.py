@@ -539,7 +539,7 @@ def serve(
             while waiting and (not limit or len(running) + len(admitted) < limit):
                 admitted.append(Slot(waiting.popleft(), size))
             for slot in admitted:
-                view = _view(slot, now, ladder, batch_sizes, queued, len(waiting))
+                view = route_view(slot, now, ladder, batch_sizes, queued, len(waiting))
                 start_round(slot, policy, view, target, collect)
                 queued[slot.call_model] += 1
             running.extend(admitted)
@@ -577,7 +577,7 @@ def serve(
                 while upcoming is not None and upcoming.arrival <= now:
                     waiting.append(upcoming)
                     upcoming = next(arrivals, None)
-                view = _view(slot, now, ladder, batch_sizes, queued, len(waiting))
+                view = route_view(slot, now, ladder, batch_sizes, queued, len(waiting))
                 start_round(slot, policy, view, target, collect)
                 queued[slot.call_model] += 1
 
@@ -589,9 +589,10 @@ def _pending_calls(running: Sequence[Slot], size: int) -> list[int]:
     return counts
 
 
-def _view(
+def route_view(
     slot: Slot, now: float, ladder: LadderInfo, batch_sizes: list[int], queued: list[int], waiting: int
 ) -> RouteView:
+    """What ``slot``'s policy sees when its round starts (the module docstring's "Views")."""
     return _new_tuple(
         RouteView,
         (slot.request_id, slot.prompt_tokens, slot.generated, slot.budget, slot.domain, now, ladder,

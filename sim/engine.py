@@ -42,10 +42,10 @@ from policies.serving import (
     request_record,
     resolve_pass,
     round_feedback,
+    route_view,
     serve,
     start_round,
 )
-from policies.serving import _view as route_view
 from sim.world import World
 from traces.records import RequestRecord, RoundRecord, round_record_from_feedback
 from traces.request import Request
