@@ -372,7 +372,7 @@ def next_pass(open_slots: Iterable[Slot], config: ServingConfig, collect: bool) 
     The first such call sets the pass's kind (wide or narrow, :data:`WIDE_FEED`); calls of the
     other kind wait for the next pass.
     """
-    pending = [slot for slot in open_slots]
+    pending = list(open_slots)
     if not pending:
         return None
     model = min(slot.call_model for slot in pending)
@@ -529,10 +529,32 @@ def serve(
     observe = policy.observe
     rounds = tokens = passes = finished_requests = 0
     now = start
+    ended: list[Slot] = []  # rounds the latest pass finished, closed once arrivals are in
     while True:
         while upcoming is not None and upcoming.arrival <= now:
             waiting.append(upcoming)
             upcoming = next(arrivals, None)
+        if ended:
+            queued = _pending_calls(running, size)
+            for slot in ended:
+                committed = slot.commit(now)
+                rounds += 1
+                tokens += committed
+                if collect:
+                    feedback = round_feedback(slot, now, committed)
+                    observe(feedback)
+                    if sinks.feedback is not None:
+                        sinks.feedback(feedback)
+                if slot.done:
+                    running.remove(slot)
+                    finished_requests += 1
+                    if sinks.request is not None:
+                        sinks.request(request_record(slot), slot)
+                else:
+                    view = route_view(slot, now, ladder, batch_sizes, queued, len(waiting))
+                    start_round(slot, policy, view, target, collect)
+                    queued[slot.call_model] += 1
+            ended = []
         if waiting and (not limit or len(running) < limit):
             queued = _pending_calls(running, size)
             admitted: list[Slot] = []
@@ -556,30 +578,6 @@ def serve(
         if sinks.passes is not None:
             sinks.passes(step)
         ended = resolve_pass(step)
-        if not ended:
-            continue
-        queued = _pending_calls(running, size)
-        for slot in ended:
-            committed = slot.commit(now)
-            rounds += 1
-            tokens += committed
-            if collect:
-                feedback = round_feedback(slot, now, committed)
-                observe(feedback)
-                if sinks.feedback is not None:
-                    sinks.feedback(feedback)
-            if slot.done:
-                running.remove(slot)
-                finished_requests += 1
-                if sinks.request is not None:
-                    sinks.request(request_record(slot), slot)
-            else:
-                while upcoming is not None and upcoming.arrival <= now:
-                    waiting.append(upcoming)
-                    upcoming = next(arrivals, None)
-                view = route_view(slot, now, ladder, batch_sizes, queued, len(waiting))
-                start_round(slot, policy, view, target, collect)
-                queued[slot.call_model] += 1
 
 
 def _pending_calls(running: Sequence[Slot], size: int) -> list[int]:
