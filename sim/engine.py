@@ -301,7 +301,7 @@ class Simulation:
             request=self._record_request,
             passes=self._trace if self.trace_calls else None,
         )
-        loop = serve(self._checked(requests), self.policy, self.ladder, self.serving, sinks, self.collect)
+        loop = serve(requests, self.policy, self.ladder, self.serving, sinks, self.collect)
         run_pass = self.passes.run
         timeout = env.timeout
         try:
@@ -317,20 +317,11 @@ class Simulation:
             stats = stop.value
             self.rounds_total, self.tokens_total = stats.rounds, stats.tokens
 
-    def _checked(self, requests: Iterable[Request]) -> Iterable[Request]:
-        for request in requests:
-            if request.output_tokens < 1 or request.prompt_tokens < 1:
-                raise ValueError(
-                    f"request {request.request_id}: needs prompt_tokens >= 1 and output_tokens >= 1, "
-                    f"got {request.prompt_tokens} and {request.output_tokens}"
-                )
-            yield request
-
     # -- pipelined: one server per model ---------------------------------------------------
     def _arrivals(self, requests: Iterable[Request]) -> Any:
         env = self.env
         limit = self.serving.slots
-        for request in self._checked(requests):
+        for request in requests:  # a request without prompt or output is refused by Slot
             if request.arrival > env.now:
                 yield env.timeout(request.arrival - env.now)
             self.active += 1
