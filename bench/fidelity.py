@@ -33,9 +33,14 @@ import numpy as np
 
 from policies.registry import check_fits
 from specrouter.experiments.fidelity import fidelity_rows, format_table, relative_error, write_table
-from specrouter.experiments.profiled import cluster_for_profile
-from specrouter.experiments.runs import RealWorld, RecordSink, SimWorld, run_real, run_simulated
-from specrouter.experiments.validate import ValidateConfig, ensure_profile, mode_profile, workload
+from specrouter.experiments.runs import RecordSink, run_real, run_simulated
+from specrouter.experiments.validate import (
+    ValidateConfig,
+    ensure_profile,
+    real_world,
+    simulated_world,
+    workload,
+)
 
 POLICIES = ("static:0>2:4", "static:0>1>2:4,1", "specrouter")
 BATCHES = (1, 4, 8)
@@ -90,9 +95,7 @@ def run_cell(
     ladder: Any, ladder_dir: Path, profile: Path, policy: str, max_batch: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     """Real A -> simulate -> real B for one (policy, batch) cell."""
-    from backend.engine import EngineConfig
     from backend.replay import context_window, prompt_source_for, source_domains
-    from sim.scenario import Scenario
 
     out = args.out / f"{policy.replace(':', '_').replace('>', '-')}_b{max_batch}"
     config = ValidateConfig(
@@ -105,20 +108,18 @@ def run_cell(
     )
     settings = config.settings()
     load_before = load_average()
-    real_world = RealWorld(ladder, EngineConfig(max_batch=max_batch, replay="fast"), seed=args.seed)
+    real = real_world(config, ladder)
+
     # progress=True: the engine's progress bar, as before the run functions
     def real_run(index: int) -> Any:
         name = "real_a" if index == 0 else "real_b" if index == 1 else f"real_{index + 1}"
-        return run_real(real_world, policy, requests, RecordSink(out / name, settings, progress=True))
+        return run_real(real, policy, requests, RecordSink(out / name, settings, progress=True))
 
     # real runs on both sides of the simulation, so the machine's drift hits both
     before = (args.repeats + 1) // 2
     reals = [real_run(i) for i in range(before)]
-    sim_profile = mode_profile(profile, "greedy", out / "sim_profile.json")
-    cluster = cluster_for_profile(sim_profile, max_batch, ladder_dir, max_running=max_batch)
-    context = args.prompt_tokens + args.output_tokens // 2  # what the oracle's pass times assume
-    scenario = Scenario(seed=args.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
-    sim = run_simulated(SimWorld(cluster, scenario), policy, requests, RecordSink(out / "sim", settings))
+    simulated = simulated_world(config, profile)
+    sim = run_simulated(simulated, policy, requests, RecordSink(out / "sim", settings))
     reals += [real_run(i) for i in range(before, args.repeats)]
     real_a = reals[0]
     rows = fidelity_rows(sim.requests, real_a.requests, sim.rounds, real_a.rounds)

@@ -200,13 +200,31 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
     return path
 
 
+def simulated_world(config: ValidateConfig, profile_path: Path) -> SimWorld:
+    """The simulator calibrated from the profile (module doc, step 3): the profile's greedy
+    entries (``OUT/sim_profile.json``), one device, the engine's ``max_batch`` slots."""
+    from sim.scenario import Scenario
+
+    sim_profile = mode_profile(profile_path, "greedy", Path(config.out) / "sim_profile.json")
+    cluster = cluster_for_profile(sim_profile, config.max_batch, config.ladder, max_running=config.max_batch)
+    context = config.prompt_tokens + config.output_tokens // 2  # what the oracle's pass times assume
+    scenario = Scenario(seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
+    return SimWorld(cluster, scenario)
+
+
+def real_world(config: ValidateConfig, ladder: Any) -> RealWorld:
+    """The real engine the simulated one predicts (module doc, step 4)."""
+    from backend.engine import EngineConfig
+
+    engine = EngineConfig(max_batch=config.max_batch, replay="fast")
+    return RealWorld(ladder, engine, seed=config.seed, lean=config.lean)
+
+
 def validate(config: ValidateConfig, progress: Progress | None = None, plot: bool = True) -> Validation:
     """Run the five steps of the module docstring."""
-    from backend.engine import EngineConfig
     from backend.ladder import ladder_paths, load_ladder
     from backend.replay import context_window, prompt_source_for, source_domains
     from policies.registry import check_fits, check_spec
-    from sim.scenario import Scenario
     from specrouter import plots
 
     check_spec(config.policy, simulated=False)  # both worlds run it: the oracle cannot
@@ -214,23 +232,17 @@ def validate(config: ValidateConfig, progress: Progress | None = None, plot: boo
     out = Path(config.out)
     ladder = load_ladder(config.ladder, device=config.device)
     profile_path = ensure_profile(config, ladder, progress)
-    sim_profile = mode_profile(profile_path, "greedy", out / "sim_profile.json")
     requests = workload(
         config, source_domains(prompt_source_for(ladder, config.seed)), context_window(ladder.models)
     )
     settings = config.settings()
     if progress:
         progress("simulating the workload from the profile")
-    cluster = cluster_for_profile(sim_profile, config.max_batch, config.ladder, max_running=config.max_batch)
-    context = config.prompt_tokens + config.output_tokens // 2  # what the oracle's pass times assume
-    scenario = Scenario(seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=context)
-    simulated = SimWorld(cluster, scenario)
+    simulated = simulated_world(config, profile_path)
     sim = run_simulated(simulated, config.policy, requests, RecordSink(out / "sim", settings))
     if progress:
         progress("running the workload on the real backend")
-    engine = EngineConfig(max_batch=config.max_batch, replay="fast")
-    real_world = RealWorld(ladder, engine, seed=config.seed, lean=config.lean)
-    real = run_real(real_world, config.policy, requests, RecordSink(out / "real", settings))
+    real = run_real(real_world(config, ladder), config.policy, requests, RecordSink(out / "real", settings))
     rows = fidelity_rows(sim.requests, real.requests, sim.rounds, real.rounds)
     write_table(rows, out)
     figures = list(plots.predicted_vs_measured(rows, out / "predicted_vs_measured")) if plot else []
