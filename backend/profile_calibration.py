@@ -30,7 +30,6 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -41,18 +40,7 @@ from backend.ladder import Ladder
 from policies.contract import RoundFeedback, Route, RouteView
 from policies.serving import WIDE_FEED
 from traces.request import Request
-from traces.world_profile import LOOP_OVERHEAD_KEY, WorldProfile
-
-
-class LoopOverhead(NamedTuple):
-    """Seconds the engine spends outside forward passes, per pass, per row and per finished round."""
-
-    per_pass_s: float
-    per_row_s: float
-    per_round_s: float
-
-    def seconds(self, rows: int, rounds_ending: int) -> float:
-        return self.per_pass_s + self.per_row_s * rows + self.per_round_s * rounds_ending
+from traces.world_profile import LOOP_OVERHEAD_KEY, LoopOverhead, WorldProfile
 
 
 @dataclass(frozen=True)

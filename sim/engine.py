@@ -69,6 +69,7 @@ class WorldPasses:
         self.padded = cluster.padded_batches
         self.pass_time = world.latency.pass_time
         self.overhead = world.latency.loop_overhead
+        self.charges_overhead = any(self.overhead)  # GPU clusters: none, and no per-pass work for it
         self.verify = world.acceptance.verify
 
     def run(self, step: Pass, now: float) -> float:
@@ -80,10 +81,9 @@ class WorldPasses:
         attention = sum([fed * (keep + fed) for keep, fed in zip(keeps, feeds)])
         seconds = self.pass_time(model, tokens, size, context, attention, now)
         step.seconds = seconds
-        per_pass, per_row, per_round = self.overhead
         spent = seconds
-        if per_pass or per_row or per_round:
-            spent += per_pass + per_row * size + per_round * step.rounds_ending()
+        if self.charges_overhead:
+            spent += self.overhead.seconds(size, step.rounds_ending())
         end = now + spent
         verify, accepted, collect = self.verify, step.accepted, step.collect
         for index, slot in enumerate(rows):

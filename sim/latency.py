@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from sim.config import ClusterConfig
-from traces.world_profile import LOOP_OVERHEAD_KEY, PassTimeTable, WorldProfile
+from traces.world_profile import PassTimeTable, WorldProfile, loop_overhead
 
 
 class Slowdown(NamedTuple):
@@ -120,24 +120,6 @@ def table_lookup(table: PassTimeTable, batch: float, tokens: float) -> float:
 
     value = row_value(bi) * (1.0 - bw) + row_value(bj) * bw
     return max(value, min(min(row) for row in rows))
-
-
-def loop_overhead(profile: WorldProfile | None) -> tuple[float, float, float]:
-    """``(per pass, per row, per finished round)`` seconds the engine spends outside forward passes.
-
-    Measured by the profiler on the ladder (``backend.profile_calibration``); zero without a
-    profile (the roofline's GPU clusters model a server whose scheduling overlaps its passes).
-    """
-    if profile is None:
-        return (0.0, 0.0, 0.0)
-    raw = profile.meta.get(LOOP_OVERHEAD_KEY)
-    if not isinstance(raw, dict):
-        return (0.0, 0.0, 0.0)
-    return (
-        float(raw.get("per_pass_s", 0.0)),
-        float(raw.get("per_row_s", 0.0)),
-        float(raw.get("per_round_s", 0.0)),
-    )
 
 
 class LatencyModel:

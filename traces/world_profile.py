@@ -42,7 +42,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from traces.jsonfile import read_json_document
 
@@ -299,3 +299,27 @@ def save_world_profile(profile: WorldProfile, path: str | Path) -> None:
     document = world_profile_to_dict(profile)
     validate_world_profile(document, str(path))
     Path(path).write_text(json.dumps(document, indent=1) + "\n")
+
+
+class LoopOverhead(NamedTuple):
+    """Seconds the engine spends outside forward passes, per pass, per row and per finished round
+    (``meta[LOOP_OVERHEAD_KEY]``: measured by ``backend.profile_calibration``, charged by the simulator)."""
+
+    per_pass_s: float
+    per_row_s: float
+    per_round_s: float
+
+    def seconds(self, rows: int, rounds_ending: int) -> float:
+        return self.per_pass_s + self.per_row_s * rows + self.per_round_s * rounds_ending
+
+
+NO_LOOP_OVERHEAD = LoopOverhead(0.0, 0.0, 0.0)
+
+
+def loop_overhead(profile: WorldProfile | None) -> LoopOverhead:
+    """The profile's loop overhead; zero without one (a roofline GPU cluster's scheduling overlaps
+    its passes) or for a profile that was not calibrated in the engine."""
+    raw = profile.meta.get(LOOP_OVERHEAD_KEY) if profile is not None else None
+    if not isinstance(raw, dict):
+        return NO_LOOP_OVERHEAD
+    return LoopOverhead(*(float(raw.get(name, 0.0)) for name in LoopOverhead._fields))
