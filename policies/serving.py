@@ -491,6 +491,24 @@ class Sinks(NamedTuple):
     """Every pass, after it ran and before its outcomes are applied (call traces, tests)."""
 
 
+def close_round(
+    slot: Slot,
+    now: float,
+    policy: Policy,
+    collect: bool,
+    on_feedback: Callable[[RoundFeedback], None] | None = None,
+) -> int:
+    """Commit ``slot``'s finished round; with ``collect``, build its feedback for the policy (and
+    ``on_feedback``).  Returns the tokens committed."""
+    committed = slot.commit(now)
+    if collect:
+        feedback = round_feedback(slot, now, committed)
+        policy.observe(feedback)
+        if on_feedback is not None:
+            on_feedback(feedback)
+    return committed
+
+
 def start_round(slot: Slot, policy: Policy, view: RouteView, target: int, collect: bool) -> None:
     """Ask the policy for ``slot``'s next route and open the round."""
     route = policy.route(view)
@@ -526,7 +544,6 @@ def serve(
     running: list[Slot] = []
     batch_sizes = [0] * size
     limit = config.slots
-    observe = policy.observe
     rounds = tokens = passes = finished_requests = 0
     now = start
     ended: list[Slot] = []  # rounds the latest pass finished, closed once arrivals are in
@@ -537,14 +554,8 @@ def serve(
         if ended:
             queued = _pending_calls(running, size)
             for slot in ended:
-                committed = slot.commit(now)
                 rounds += 1
-                tokens += committed
-                if collect:
-                    feedback = round_feedback(slot, now, committed)
-                    observe(feedback)
-                    if sinks.feedback is not None:
-                        sinks.feedback(feedback)
+                tokens += close_round(slot, now, policy, collect, sinks.feedback)
                 if slot.done:
                     running.remove(slot)
                     finished_requests += 1

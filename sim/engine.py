@@ -39,9 +39,9 @@ from policies.serving import (
     ServingConfig,
     Sinks,
     Slot,
+    close_round,
     request_record,
     resolve_pass,
-    round_feedback,
     route_view,
     serve,
     start_round,
@@ -272,12 +272,12 @@ class Simulation:
 
     # -- the records both schedulers write -------------------------------------------------
     def _record_round(self, feedback: RoundFeedback) -> None:
-        if self.record_rounds:
-            record = round_record_from_feedback(feedback)
-            if self.round_sink is not None:
-                self.round_sink(record)
-            else:
-                self.round_records.append(record)
+        """A round record (the schedulers call this only when rounds are recorded)."""
+        record = round_record_from_feedback(feedback)
+        if self.round_sink is not None:
+            self.round_sink(record)
+        else:
+            self.round_records.append(record)
 
     def _record_request(self, record: RequestRecord, slot: Slot | None = None) -> None:
         if self.request_sink is not None:
@@ -351,14 +351,10 @@ class Simulation:
             else:
                 servers[slot.call_model].submit(slot)
         now = self.env.now
+        record_round = self._record_round if self.record_rounds else None
         for slot in ended:
-            committed = slot.commit(now)
             self.rounds_total += 1
-            self.tokens_total += committed
-            if self.collect:
-                feedback = round_feedback(slot, now, committed)
-                self.policy.observe(feedback)
-                self._record_round(feedback)
+            self.tokens_total += close_round(slot, now, self.policy, self.collect, record_round)
             if not slot.done:
                 self._start(slot)
                 continue
