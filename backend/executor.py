@@ -250,8 +250,7 @@ class MultiLevelExecutor:
         model, level = slot.call_model, slot.call_level
         buffers = sequence.buffers
         base = len(buffers[level])
-        source = buffers[level - 1] if level > 0 else buffers[0]
-        candidates = source[base:]
+        candidates = buffers[slot.source_level()][base:]
         probs = processed_probs(logits, self.sampling)
         tokens = [entry.token for entry in candidates]
         if self.sampling.greedy:
