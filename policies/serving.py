@@ -18,8 +18,9 @@ for pass.  The story of one run (:func:`serve`):
    Running the cheapest model first lets the calls waiting for an expensive model accumulate,
    so the target verifies every running request in one pass.
 5. **Resolution** -- each row's outcome (accepted candidates) moves its round on; a round ends
-   with the target's verification, and the loop builds its :class:`RoundFeedback`
-   (:func:`round_feedback`, the one builder) for ``policy.observe`` and the records.
+   with the target's verification, and :func:`close_round` commits it and builds its
+   :class:`RoundFeedback` (:func:`round_feedback`, the one builder) for ``policy.observe`` and
+   the records (the pipelined simulator closes its rounds with the same function).
 6. **Completion** -- a request that reached its output budget (or, where a world stops at an
    end-of-sequence token, ended) frees its slot and writes its :class:`RequestRecord`.
 
