@@ -347,10 +347,12 @@ def t_eff(route: Route, alpha: AlphaFn, pass_time: PassTimeFn) -> float:
 def leviathan_speedup(alpha: float, gamma: int, cost_ratio: float) -> float:
     """Leviathan et al. (2023), Theorem 3.8: expected walltime improvement factor.
 
-    ``(1 - alpha^{gamma+1}) / ((1 - alpha) (gamma c + 1))``; the ``alpha = 1`` limit is
-    ``(gamma + 1) / (gamma c + 1)``.
+    ``(1 - alpha^{gamma+1}) / ((1 - alpha) (gamma c + 1))``.  The expected tokens per round,
+    ``(1 - alpha^{gamma+1}) / (1 - alpha)``, is summed as ``1 + alpha + ... + alpha^gamma``:
+    the closed form cancels catastrophically near ``alpha = 1`` (off by 1e-12 relative at
+    ``alpha = 0.99999``) and needs a special case at 1, the sum neither.
     """
-    tokens = gamma + 1.0 if alpha == 1.0 else (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+    tokens = math.fsum(alpha**k for k in range(gamma + 1))
     return tokens / (gamma * cost_ratio + 1.0)
 
 
