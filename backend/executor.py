@@ -10,6 +10,7 @@ import torch
 from backend.kv_state import ModelKV, ScoreRequest
 from backend.ladder import Ladder
 from backend.lean import LeanKV, kv_state
+from backend.ngram import point_mass
 from backend.replay import context_window
 from backend.sampling import (
     SamplingConfig,
@@ -20,7 +21,7 @@ from backend.sampling import (
     verify_sampled,
 )
 from policies.contract import RoundFeedback, Route
-from policies.serving import DRAFT, Pass, ServingConfig, Slot, run_rounds
+from policies.serving import DRAFT, LOOKUP, Pass, ServingConfig, Slot, run_rounds
 from traces.request import Request
 
 
@@ -100,7 +101,10 @@ class MultiLevelExecutor:
         self.rule = rule
         self.eos_token_id = eos_token_id if eos_token_id is not None else ladder.eos_token_id
         vocab = ladder.vocab_size
-        self.states: list[ModelKV | LeanKV] = [kv_state(model, vocab, lean) for model in ladder.models]
+        # per ladder member; the model-free lookup drafter (member 0, if any) has no KV state
+        self.states: list[ModelKV | LeanKV | None] = [None] * ladder.offset
+        self.states.extend(kv_state(model, vocab, lean) for model in ladder.models)
+        self.model_free = ladder.info.model_free
         self.serving = serving or ServingConfig(slots=0)
         self.window = context_window(ladder.models)
         self.prompt_for: PromptFor | None = None
@@ -138,7 +142,8 @@ class MultiLevelExecutor:
     def remove(self, seq_id: int) -> None:
         self._sequences.pop(seq_id, None)
         for state in self.states:
-            state.remove(seq_id)
+            if state is not None:
+                state.remove(seq_id)
 
     def __contains__(self, seq_id: int) -> bool:
         return seq_id in self._sequences
@@ -172,7 +177,7 @@ class MultiLevelExecutor:
             slot = sequence.slot
             if slot is None:
                 request = Request(seq_id, 0.0, len(sequence.tokens), room, sequence.domain)
-                slot = sequence.slot = Slot(request, len(self.states))
+                slot = sequence.slot = Slot(request, len(self.states), self.model_free)
             slot.budget = slot.generated + room
             slot.stop_at = 0
             slot.begin_round(route, room, started)
@@ -186,6 +191,10 @@ class MultiLevelExecutor:
         """Run one batched pass of ``step.model`` over ``step.rows``; fill its outcomes and time."""
         began = time.perf_counter()
         model = step.model
+        state = self.states[model]
+        if state is None:
+            self._run_lookup(step, began)
+            return
         requests = []
         for slot, keep in zip(step.rows, step.keeps):
             sequence = self._sequence(slot)
@@ -202,7 +211,7 @@ class MultiLevelExecutor:
         if self._sync:
             torch.cuda.synchronize()
         forward_began = time.perf_counter()
-        results = self.states[model].score(requests)
+        results = state.score(requests)
         if self._sync:
             torch.cuda.synchronize()
         step.seconds = time.perf_counter() - forward_began
@@ -223,6 +232,28 @@ class MultiLevelExecutor:
             ended = time.perf_counter()
             clock = PassClock(model, step.size, step.width, step.rounds_ending(), step.seconds, began, ended)
             self.pass_clocks.append(clock)
+
+    def _run_lookup(self, step: Pass, began: float) -> None:
+        """A pass of the model-free drafter: each row proposes up to ``slot.drafted`` tokens.
+
+        Its distribution is a point mass at each proposed token (``q`` of the lossless rule);
+        ``accepted`` carries the number proposed (0: the level above decodes by itself).
+        """
+        lookup = self.ladder.lookup
+        assert lookup is not None
+        vocab, model = self.ladder.vocab_size, step.model
+        for index, slot in enumerate(step.rows):
+            if slot.call_candidates != LOOKUP:
+                raise RuntimeError(f"sequence {slot.request_id}: model-free M{model} was asked to score")
+            sequence = self._sequence(slot)
+            buffer = sequence.buffers[0]
+            proposal = lookup.propose(sequence.tokens + [entry.token for entry in buffer], slot.drafted)
+            buffer.extend(_Entry(token, model, {model: point_mass(token, vocab)}) for token in proposal)
+            step.accepted[index] = len(proposal)
+        ended = time.perf_counter()
+        step.seconds = ended - began
+        if self.record_passes:
+            self.pass_clocks.append(PassClock(model, step.size, step.width, 0, step.seconds, began, ended))
 
     def _sequence(self, slot: Slot) -> _Sequence:
         """The sequence of ``slot``, registered from the engine's prompts on its first pass."""

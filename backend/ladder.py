@@ -14,6 +14,7 @@ truncated or corrupt file is refused by name.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import struct
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoTokenizer
 
 from backend.hf_compat import HFModel, load_causal_lm
+from backend.ngram import NgramDrafter
 from policies.contract import LadderInfo
 
 LADDER_FILE = "ladder.json"
@@ -49,6 +51,11 @@ class Ladder:
     embedding size in the ladder (models of one family sometimes pad their embeddings
     differently; ids past the tokenizer's vocabulary are never produced by it).  ``tokenizer``
     is None in token-id-only mode (tests with in-memory random models).
+
+    ``lookup`` (optional) puts a model-free n-gram drafter (:mod:`backend.ngram`) at the
+    bottom: the ladder's *members* are then ``[lookup] + models`` and member ``m >= 1`` is
+    ``models[m - 1]``.  ``models``, ``names`` and ``params`` always describe the networks;
+    ``size``, ``target`` and ``info`` count members (what routes and profiles index).
     """
 
     models: list[HFModel]
@@ -57,6 +64,7 @@ class Ladder:
     params: tuple[float, ...] | None = None
     eos_token_id: int | None = None
     vocab_size: int = field(default=0)
+    lookup: NgramDrafter | None = None
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -72,12 +80,32 @@ class Ladder:
             model.eval()
 
     @property
+    def offset(self) -> int:
+        """Members below the first network: 1 with a lookup drafter, else 0."""
+        return 1 if self.lookup is not None else 0
+
+    @property
     def size(self) -> int:
-        return len(self.models)
+        """Members: the networks plus the lookup drafter, if any."""
+        return len(self.models) + self.offset
 
     @property
     def target(self) -> int:
-        return len(self.models) - 1
+        return self.size - 1
+
+    def network(self, member: int) -> HFModel:
+        """The network of ladder member ``member`` (not the lookup drafter)."""
+        if member < self.offset:
+            raise ValueError(f"ladder member {member} is the model-free {self.names_of_members[member]!r}")
+        return self.models[member - self.offset]
+
+    @property
+    def names_of_members(self) -> tuple[str, ...]:
+        return ((self.lookup.name,) if self.lookup is not None else ()) + self.names
+
+    def with_lookup(self, lookup: NgramDrafter | None) -> Ladder:
+        """The same networks with ``lookup`` as the bottom member (None: without one)."""
+        return dataclasses.replace(self, lookup=lookup)
 
     @property
     def device(self) -> torch.device:
@@ -89,7 +117,10 @@ class Ladder:
 
     @property
     def info(self) -> LadderInfo:
-        return LadderInfo(self.names, self.params)
+        if self.lookup is None:
+            return LadderInfo(self.names, self.params)
+        params = (0.0, *self.params) if self.params is not None else None
+        return LadderInfo(self.names_of_members, params, model_free=(0,))
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

@@ -73,9 +73,12 @@ def main() -> None:
         executor.step({0: (route, 6)})
     tokens = executor.tokens(0)
     kv_error = 0.0
-    for model, state in enumerate(executor.states):
+    for member, state in enumerate(executor.states):
+        if state is None:  # the model-free lookup drafter keeps no KV
+            continue
         cached = state.score([ScoreRequest(0, tokens, 1)])[0].logits
-        fresh = ModelKV(ladder.models[model], ladder.vocab_size).score([ScoreRequest(1, tokens, 1)])[0].logits
+        network = ladder.network(member)
+        fresh = ModelKV(network, ladder.vocab_size).score([ScoreRequest(1, tokens, 1)])[0].logits
         kv_error = max(kv_error, float((cached - fresh).abs().max()))
     goals = {
         f"greedy equals argmax loop: {name}": {"value": count, "target": "== 0", "met": count == 0}

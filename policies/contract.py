@@ -90,11 +90,14 @@ class LadderInfo(NamedTuple):
     """What a policy knows about the ladder: model names ordered by cost, target last.
 
     ``params`` (optional, same order) lets a policy form cold-start priors before it has
-    measured anything.
+    measured anything.  ``model_free`` lists the members with no weights and no KV cache (an
+    n-gram prompt-lookup drafter): they propose but cannot verify, so they may only be a
+    chain's first member (:meth:`allows`).
     """
 
     names: tuple[str, ...]
     params: tuple[float, ...] | None = None
+    model_free: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:
@@ -103,6 +106,10 @@ class LadderInfo(NamedTuple):
     @property
     def target(self) -> int:
         return len(self.names) - 1
+
+    def allows(self, chain: tuple[int, ...]) -> bool:
+        """Can ``chain`` run on this ladder?  A model-free member cannot verify: first or absent."""
+        return not any(member in self.model_free for member in chain[1:])
 
 
 class RouteView(NamedTuple):

@@ -12,10 +12,16 @@ time and the driving world sends back the outcome.
   a prefix by the lossless rule and emits one more token (residual resample on a
   rejection, bonus token when all were accepted).  The world sends back the number of
   candidates accepted (``0 .. candidates``).  ``candidates == 0`` is a plain decode step.
+* ``Lookup(level, model, limit)`` -- a *model-free* drafter (no weights, no KV cache: an
+  n-gram prompt lookup) proposes up to ``limit`` tokens at once from the request's own
+  context.  The world sends back how many it proposed (``0 .. limit``); with 0 the level
+  above verifies no candidates, i.e. decodes one token itself: the round falls back to the
+  next member.  A model-free member can only be a chain's first member.
 
 Semantics of a route ``chain = (m_0 .. m_{N-1})``, ``lookaheads = (g_0 .. g_{N-2})``:
 
-* a level-0 sub-round drafts ``g_0`` tokens;
+* a level-0 sub-round drafts ``g_0`` tokens (one ``DraftStep`` each; a model-free drafter
+  proposes up to ``g_0`` in one ``Lookup``);
 * a level-j sub-round (``0 < j < N-1``) repeats [level-(j-1) sub-round, then ``Verify`` on
   ``m_j``] until ``m_j`` has emitted at least ``g_j`` tokens;
 * the round is one level-(N-2) sub-round followed by the target's ``Verify``.
@@ -28,7 +34,7 @@ round is a single target decode).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Collection, Generator
 from typing import NamedTuple
 
 from policies.contract import Route
@@ -45,7 +51,13 @@ class Verify(NamedTuple):
     candidates: int
 
 
-Call = DraftStep | Verify
+class Lookup(NamedTuple):
+    level: int
+    model: int
+    limit: int
+
+
+Call = DraftStep | Verify | Lookup
 RoundGen = Generator[Call, int | None, "RoundCounts"]
 
 
@@ -57,10 +69,11 @@ class RoundCounts(NamedTuple):
     emitted: tuple[int, ...]
 
 
-def round_calls(route: Route, room: int) -> RoundGen:
+def round_calls(route: Route, room: int, model_free: Collection[int] = ()) -> RoundGen:
     """Yield the model calls of one round of ``route``; return the per-level counts.
 
-    ``room`` is the number of output tokens the request may still produce (>= 1).
+    ``room`` is the number of output tokens the request may still produce (>= 1);
+    ``model_free`` the ladder members that draft by :class:`Lookup` (``LadderInfo.model_free``).
     """
     if room < 1:
         raise ValueError(f"round_calls needs room >= 1 output token, got {room}")
@@ -74,6 +87,13 @@ def round_calls(route: Route, room: int) -> RoundGen:
         model = route.chain[level]
         if level == 0:
             drafted = min(route.lookaheads[0], level_room)
+            if model in model_free:
+                if drafted <= 0:
+                    return 0
+                answer = yield Lookup(0, model, drafted)
+                drafted = _checked_acceptance(answer, drafted, 0, "proposed")
+                emitted[0] += drafted
+                return drafted
             for _ in range(drafted):
                 yield DraftStep(0, model)
             emitted[0] += drafted
@@ -100,19 +120,21 @@ def round_calls(route: Route, room: int) -> RoundGen:
     return RoundCounts(tuple(proposed), tuple(accepted), tuple(emitted))
 
 
-def _checked_acceptance(took: int | None, candidates: int, level: int) -> int:
+def _checked_acceptance(took: int | None, candidates: int, level: int, what: str = "accepted") -> int:
     if took is None or not 0 <= took <= candidates:
+        call = "Lookup" if what == "proposed" else "Verify"
         raise ValueError(
-            f"world answered Verify at level {level} with {took!r} accepted; "
-            f"expected an int in 0..{candidates}"
+            f"world answered {call} at level {level} with {took!r} {what}; expected an int in 0..{candidates}"
         )
     return took
 
 
-def drive(route: Route, room: int, answer: Callable[[Call], int | None]) -> tuple[list[Call], RoundCounts]:
+def drive(
+    route: Route, room: int, answer: Callable[[Call], int | None], model_free: Collection[int] = ()
+) -> tuple[list[Call], RoundCounts]:
     """Run a plan with a synchronous ``answer(call) -> accepted`` (tests, simple worlds)."""
     calls: list[Call] = []
-    gen = round_calls(route, room)
+    gen = round_calls(route, room, model_free)
     try:
         call = next(gen)
         while True:

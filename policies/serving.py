@@ -62,12 +62,14 @@ from policies.contract import (
     Route,
     RouteView,
 )
-from policies.plan import Call, DraftStep, Verify
+from policies.plan import Call, DraftStep, Lookup, Verify
 from traces.records import RequestRecord
 from traces.request import Request
 
 DRAFT = -1
 """``Slot.call_candidates`` of a draft step (a ``Verify`` has ``k >= 0`` candidates)."""
+LOOKUP = -2
+"""``Slot.call_candidates`` of a model-free drafter's :class:`~policies.plan.Lookup`."""
 
 _new_tuple = tuple.__new__  # builds a NamedTuple without its Python-level __new__ frame
 
@@ -99,7 +101,8 @@ class Slot:
     The round is an explicit state machine with the semantics of
     :func:`policies.plan.round_calls` (a generator costs a microsecond per resumed call; this
     runs a few hundred thousand rounds a second).  Current call: ``call_model``,
-    ``call_level`` and ``call_candidates`` (:data:`DRAFT` or ``k >= 0``).
+    ``call_level`` and ``call_candidates`` (:data:`DRAFT`, :data:`LOOKUP` or ``k >= 0``).
+    ``model_free``: the ladder members that draft by lookup (``LadderInfo.model_free``).
     """
 
     __slots__ = (
@@ -108,9 +111,10 @@ class Slot:
         "route", "chain", "lookaheads", "top", "round_started", "latent", "passes", "tv", "buffer",
         "call_model", "call_level", "call_candidates",
         "proposed", "accepted", "emitted", "produced", "goal", "room", "drafts_left", "drafted",
+        "model_free",
     )  # fmt: skip
 
-    def __init__(self, request: Request, ladder_size: int) -> None:
+    def __init__(self, request: Request, ladder_size: int, model_free: tuple[int, ...] = ()) -> None:
         if request.prompt_tokens < 1 or request.output_tokens < 1:
             raise ValueError(
                 f"request {request.request_id}: needs prompt_tokens >= 1 and output_tokens >= 1, "
@@ -145,6 +149,7 @@ class Slot:
         self.goal = [0] * ladder_size
         self.room = [0] * ladder_size
         self.drafts_left = self.drafted = 0
+        self.model_free = model_free
 
     # -- the round plan (same semantics as policies.plan.round_calls) ---------------------
     def begin_round(self, route: Route, room: int, now: float, collect: bool = True) -> None:
@@ -193,7 +198,7 @@ class Slot:
         self.drafted = self.drafts_left = drafted
         self.call_model = self.chain[0]
         self.call_level = 0
-        self.call_candidates = DRAFT
+        self.call_candidates = LOOKUP if self.model_free and self.call_model in self.model_free else DRAFT
 
     def _verify(self, level: int, candidates: int) -> None:
         self.call_model = self.chain[level]
@@ -212,6 +217,11 @@ class Slot:
                 return False
             self.emitted[0] += self.drafted
             self._verify(1, self.drafted)
+            return False
+        if below == LOOKUP:  # ``took`` = tokens proposed, 0 .. drafted
+            buffer[0] += took
+            self.emitted[0] += took
+            self._verify(1, took)
             return False
         base = buffer[level]
         if took < below:  # a rejection: nothing past the accepted prefix holds in any cache
@@ -242,17 +252,24 @@ class Slot:
         """The current call as :mod:`policies.plan` writes it."""
         if self.call_candidates == DRAFT:
             return DraftStep(self.call_level, self.call_model)
+        if self.call_candidates == LOOKUP:
+            return Lookup(self.call_level, self.call_model, self.drafted)
         return Verify(self.call_level, self.call_model, self.call_candidates)
 
     # -- KV positions --------------------------------------------------------------------
     def source_level(self) -> int:
         """The chain level whose buffer the current call scores."""
         level = self.call_level
-        return level - 1 if self.call_candidates != DRAFT and level > 0 else 0
+        return level - 1 if self.call_candidates >= 0 and level > 0 else 0
 
     def feed(self) -> tuple[int, int]:
-        """``(keep, fed)`` for the current call's pass on ``call_model`` (module docstring)."""
+        """``(keep, fed)`` for the current call's pass on ``call_model`` (module docstring).
+
+        A lookup reads the request's tokens and feeds no model: ``(0, 0)``.
+        """
         candidates = self.call_candidates
+        if candidates == LOOKUP:
+            return 0, 0
         if candidates == DRAFT:  # scores the drafter's buffer, one logits row
             length = self.committed + self.buffer[0]
             rows = 1
@@ -518,6 +535,12 @@ def start_round(slot: Slot, policy: Policy, view: RouteView, target: int, collec
             f"policy {policy.name!r} routed to target {route.target}, but the ladder's "
             f"target is model {target} ({target + 1} models)"
         )
+    ladder = view.ladder
+    if ladder.model_free and not ladder.allows(route.chain):
+        raise ValueError(
+            f"policy {policy.name!r} routed {route}: model-free member(s) "
+            f"{', '.join(f'M{m}' for m in ladder.model_free)} cannot verify, only draft first"
+        )
     slot.begin_round(route, slot.budget - slot.generated, view.now, collect)
 
 
@@ -571,7 +594,7 @@ def serve(
             queued = _pending_calls(running, size)
             admitted: list[Slot] = []
             while waiting and (not limit or len(running) + len(admitted) < limit):
-                admitted.append(Slot(waiting.popleft(), size))
+                admitted.append(Slot(waiting.popleft(), size, ladder.model_free))
             for slot in admitted:
                 view = route_view(slot, now, ladder, batch_sizes, queued, len(waiting))
                 start_round(slot, policy, view, target, collect)

@@ -32,7 +32,7 @@ from policies.contract import (
     RouteView,
 )
 from policies.cost_model import AlphaFn, PassTimeFn
-from policies.plan import DraftStep, Verify, round_calls
+from policies.plan import Verify, round_calls
 from policies.planner import WIDTH_GRID, FloatArray, PassCube
 
 TruthAlpha = Callable[[int, int, "str | None", float], float]
@@ -109,7 +109,7 @@ class SyntheticWorld:
                 seconds = self.pass_time(call.model, positions, self.batch_size, self.now)
                 passes[call.level].append(PassTiming(call.model, positions, self.batch_size, seconds))
                 self.now += seconds
-                reply = None if isinstance(call, DraftStep) else self._accept(route, call, domain)
+                reply = self._accept(route, call, domain) if isinstance(call, Verify) else None
                 call = gen.send(reply)
         except StopIteration as stop:
             counts = stop.value

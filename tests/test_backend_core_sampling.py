@@ -47,12 +47,14 @@ HOT_TOP_K_TOP_P = SamplingConfig(temperature=1.5, top_k=6, top_p=0.9)
 WARM_TOP_K = SamplingConfig(temperature=0.8, top_k=4)
 
 
-def exact_target_distribution(ladder: Ladder, config: SamplingConfig) -> np.ndarray:
+def exact_target_distribution(
+    ladder: Ladder, config: SamplingConfig, prompt: list[int] = PROMPT
+) -> np.ndarray:
     """P(first FIRST tokens = c) for every continuation c, by enumeration (row-major over c)."""
     continuations = list(itertools.product(range(VOCAB), repeat=FIRST))
     with torch.inference_mode():
-        inputs = torch.tensor([PROMPT + list(c) for c in continuations])
-        logits = ladder.models[-1](input_ids=inputs).logits[:, len(PROMPT) - 1 : -1]
+        inputs = torch.tensor([prompt + list(c) for c in continuations])
+        logits = ladder.models[-1](input_ids=inputs).logits[:, len(prompt) - 1 : -1]
     probs = processed_probs(logits, config)
     out = np.ones(len(continuations))
     for row, continuation in enumerate(continuations):
@@ -70,12 +72,17 @@ class ChainRun(NamedTuple):
 
 
 def chain_run(
-    ladder: Ladder, route: Route, config: SamplingConfig, rule: VerifyRule, seed: int = 0
+    ladder: Ladder,
+    route: Route,
+    config: SamplingConfig,
+    rule: VerifyRule,
+    seed: int = 0,
+    prompt: list[int] = PROMPT,
 ) -> ChainRun:
     executor = MultiLevelExecutor(ladder, config, seed=seed, rule=rule, eos_token_id=-1)
     produced = dict.fromkeys(range(SAMPLES), 0)
     for seq_id in produced:
-        executor.add(seq_id, PROMPT)
+        executor.add(seq_id, prompt)
     proposed = accepted = full = 0
     while any(n < FIRST for n in produced.values()):
         # room 6: long enough that drafter tokens reach the target through every level
@@ -88,11 +95,10 @@ def chain_run(
             full += all(level.accepted == level.proposed for level in verifiers)
     counts = np.zeros(VOCAB**FIRST)
     for seq_id in produced:
-        first = executor.tokens(seq_id)[len(PROMPT) : len(PROMPT) + FIRST]
+        first = executor.tokens(seq_id)[len(prompt) : len(prompt) + FIRST]
         counts[int(np.ravel_multi_index(first, (VOCAB,) * FIRST))] += 1
-    return ChainRun(
-        chi_square_p_value(counts, exact_target_distribution(ladder, config)), accepted / proposed, full
-    )
+    exact = exact_target_distribution(ladder, config, prompt)
+    return ChainRun(chi_square_p_value(counts, exact), accepted / max(proposed, 1), full)
 
 
 def chi_square_p_value(counts: np.ndarray, probabilities: np.ndarray) -> float:
