@@ -9,6 +9,11 @@ Methods, all greedy, all on the same prompts and output length:
     ``ours_2level``    -- our engine with every 2-level chain ``M_d[g] > target``;
     ``ours_3level``    -- and every 3-level chain ``M_a[g0] > M_b[g1] > target``;
 (d) ``ours_adaptive``  -- the registry's adaptive policy (``specrouter``) when it exists.
+(e) **model-free drafter** (issue 15), per domain -- ``--copy-domain`` (copying pays: ``edit``)
+    and ``--plain-domain`` (it does not: ``prose``): the best chain of the plain ladder, the best
+    chain that starts with the n-gram lookup (``ladder.with_lookup``, member 0), Hugging Face
+    prompt lookup decoding (``generate(prompt_lookup_num_tokens=K)``, best K), and SpecRouter
+    with and without the lookup member.
 
 Batch 1 unless told: requests run one after another (``max_batch = 1``), like ``generate``.
 Then **batch scaling**: all prompts at once with ``max_batch`` in ``--batches`` for the target
@@ -78,6 +83,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--hf-path", action="store_true", help="run our engine on the Hugging Face forward path"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--only", choices=("all", "ngram"), default="all", help="ngram: only the model-free section (e)"
+    )
+    parser.add_argument("--copy-domain", default="edit", help="domain where copying pays (default edit)")
+    parser.add_argument("--plain-domain", default="prose", help="domain where it does not (default prose)")
+    parser.add_argument(
+        "--ngram", default="2:4", help="the lookup drafter's MIN:MAX n-gram sizes (default 2:4; 'off' skips)"
+    )
     return parser.parse_args(argv)
 
 
@@ -97,12 +110,17 @@ def build_ladder(path: str | None, dtype: str = "float32", device: str = "cpu") 
     return tiny_ladder(3, seed=0, dtype=torch.float32), note
 
 
-def hf_generate(ladder: Ladder, prompts: Outputs, new_tokens: int, assistant: int | None) -> Outputs:
-    """Greedy ``generate`` of the target (with ``assistant_model`` when given), one prompt at a time."""
+def hf_generate(
+    ladder: Ladder, prompts: Outputs, new_tokens: int, assistant: int | None, prompt_lookup: int = 0
+) -> Outputs:
+    """Greedy ``generate`` of the target, one prompt at a time: with ``assistant_model`` (network
+    ``assistant``) or prompt lookup decoding (``prompt_lookup`` tokens) when given."""
     target = ladder.models[-1]
     kwargs: dict[str, Any] = {"max_new_tokens": new_tokens, "do_sample": False}
     if assistant is not None:
         kwargs["assistant_model"] = ladder.models[assistant]
+    if prompt_lookup:
+        kwargs["prompt_lookup_num_tokens"] = prompt_lookup
     pad = ladder.eos_token_id if ladder.eos_token_id is not None else 0
     outputs = []
     with torch.inference_mode():
@@ -203,8 +221,106 @@ def ours_outputs(
     return ours(ladder, policy, prompts or [], new_tokens, batch, lean)[0]
 
 
-def hf_outputs(ladder: Ladder, new_tokens: int, assistant: int | None, prompts: Outputs) -> Outputs:
-    return hf_generate(ladder, prompts, new_tokens, assistant)
+def hf_outputs(
+    ladder: Ladder, new_tokens: int, assistant: int | None, prompts: Outputs, prompt_lookup: int = 0
+) -> Outputs:
+    return hf_generate(ladder, prompts, new_tokens, assistant, prompt_lookup)
+
+
+def lookup_chains(ladder: Ladder, quick: bool) -> list[Policy]:
+    """Static chains that start with the lookup drafter (member 0 of ``ladder``)."""
+    target = ladder.target
+    drafts = (4, 8) if quick else (3, 4, 6, 8, 12)
+    policies: list[Policy] = [StaticChain((0, target), (g,)) for g in drafts]
+    for middle in range(1, target):
+        grid = ((4, 2), (8, 3)) if quick else ((3, 1), (4, 2), (6, 2), (8, 3), (12, 4))
+        policies += [StaticChain((0, middle, target), g) for g in grid]
+    return policies
+
+
+def lookup_section(
+    ladder: Ladder, source: Any, args: argparse.Namespace, prompt_tokens: int, new_tokens: int, repeats: int
+) -> dict[str, Any]:
+    """Issue 15's comparison per domain, side by side in this run (module docstring, (e))."""
+    from backend.ngram import NgramDrafter
+    from backend.replay import source_domains
+
+    low, _, high = args.ngram.partition(":")
+    with_lookup = ladder.with_lookup(NgramDrafter(int(low), int(high or low)))
+    available = set(source_domains(source))
+    count = args.prompts or (3 if args.quick else 8)
+    out: dict[str, Any] = {"ngram": args.ngram, "domains": {}}
+    for role, domain in (("copy", args.copy_domain), ("plain", args.plain_domain)):
+        if domain not in available:
+            out["domains"][domain] = {"role": role, "missing": f"no {domain!r} prompts in the corpus"}
+            continue
+        prompts = prompt_set(source, count, prompt_tokens, [domain], first_id=10_000)[domain]
+        reference = Method("hf_target", partial(hf_outputs, ladder, new_tokens, None))
+        plain = chain_methods(ladder, prompts, new_tokens, args.quick)
+        lookups = [
+            Method(f"ngram|{p.name}", partial(ours_outputs, with_lookup, p, new_tokens, 1))
+            for p in lookup_chains(with_lookup, args.quick)
+        ]
+        hf_lookup = [
+            Method(f"hf_prompt_lookup:{k}", partial(hf_outputs, ladder, new_tokens, None, prompt_lookup=k))
+            for k in ((4, 10) if args.quick else (2, 4, 6, 10))
+        ]
+        routers = [
+            Method(label, partial(ours_outputs, lad, policy, new_tokens, 1))
+            for label, lad in (("specrouter", ladder), ("specrouter|ngram", with_lookup))
+            if (policy := adaptive_policy()) is not None
+        ]
+        methods = [reference, *plain, *lookups, *hf_lookup, *routers]
+        measure_all(methods, prompts, repeats, f"lookup {domain}")
+        best = {
+            "chain": max(plain, key=lambda m: m.tokens_per_s),
+            "ngram_chain": max(lookups, key=lambda m: m.tokens_per_s),
+            "hf_prompt_lookup": max(hf_lookup, key=lambda m: m.tokens_per_s),
+        }
+        row: dict[str, Any] = {
+            "role": role,
+            "target_tokens_per_s": round(reference.tokens_per_s, 2),
+            **{key: {"name": m.name, "tokens_per_s": round(m.tokens_per_s, 2)} for key, m in best.items()},
+            **{m.name: round(m.tokens_per_s, 2) for m in routers},
+            "all": {m.name: round(m.tokens_per_s, 2) for m in methods},
+            "greedy_mismatches": sum(mismatches(m.outputs, reference.outputs) for m in methods),
+        }
+        out["domains"][domain] = row
+    return out
+
+
+def lookup_goals(section: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """Issue 15: on the copy domain the best n-gram chain >= 1.3x the best plain chain and
+    >= 1.3x HF prompt lookup; on the plain domain SpecRouter with the lookup member no slower
+    than without it (<= 1.02x the time, i.e. >= 0.98x the speed); outputs identical."""
+
+    def goal(value: float | None, target: float, why: str) -> dict[str, Any]:
+        if value is None:
+            return {"value": None, "target": f">= {target}", "met": None, "why": why}
+        return {"value": round(value, 3), "target": f">= {target}", "met": value >= target}
+
+    goals: dict[str, dict[str, Any]] = {}
+    if section is None:
+        return {"n-gram member": {"value": None, "target": "measured", "met": None, "why": "--ngram off"}}
+    for domain, row in section["domains"].items():
+        missing = row.get("missing")
+        if row["role"] == "copy":
+            ngram = row.get("ngram_chain", {}).get("tokens_per_s")
+            for key, label in (("chain", "best plain chain"), ("hf_prompt_lookup", "HF prompt lookup")):
+                other = row.get(key, {}).get("tokens_per_s")
+                goals[f"{domain}: best n-gram chain / {label}"] = goal(
+                    ngram / other if ngram and other else None, 1.3, missing or "not measured"
+                )
+        else:
+            with_lookup, without = row.get("specrouter|ngram"), row.get("specrouter")
+            goals[f"{domain}: specrouter with n-gram / without"] = goal(
+                with_lookup / without if with_lookup and without else None, 0.98, missing or "no adaptive run"
+            )
+        if missing is None:
+            goals[f"{domain}: greedy outputs identical (n-gram section)"] = {
+                "value": row["greedy_mismatches"], "target": "== 0", "met": row["greedy_mismatches"] == 0,
+            }  # fmt: skip
+    return goals
 
 
 def adaptive_policy() -> Policy | None:
@@ -237,6 +353,22 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     LEAN["on"] = not args.hf_path and not reasons
     if reasons and not args.hf_path:
         print(f"note: lean path unsupported ({reasons[0]}); using the Hugging Face path", file=sys.stderr)
+    if args.only == "ngram":
+        hf_generate(ladder, prompts[:1], 8, None)  # warm-up
+        ours(ladder, TargetOnly(), prompts[:1], 8, 1)
+        section = lookup_section(ladder, source, args, prompt_tokens, new_tokens, repeats)
+        only = {
+            "ladder": ladder_note,
+            "models": list(ladder.names),
+            "machine": f"{platform.machine()} {torch.get_num_threads()} threads, torch {torch.__version__}",
+            "prompt_tokens": prompt_tokens,
+            "new_tokens": new_tokens,
+            "repeats": repeats,
+            "forward_path": "lean" if LEAN["on"] else "huggingface",
+            "ngram": section,
+            "wall_s": round(time.perf_counter() - started, 1),
+        }
+        return {"goals": lookup_goals(section), **only}
 
     base = [
         Method("hf_target", partial(hf_outputs, ladder, new_tokens, None)),
@@ -312,9 +444,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "greedy_identical": all(
             mismatches(m.outputs, reference) == 0 for m in base + assisted + chains + adaptive
         ),
-        "wall_s": round(time.perf_counter() - started, 1),
     }
-    return {"goals": speed_goals(result, best_chain, best_hf, base[0], adaptive), **result}
+    section = (
+        None
+        if args.ngram == "off"
+        else lookup_section(ladder, source, args, prompt_tokens, new_tokens, repeats)
+    )
+    result["ngram"] = section
+    result["wall_s"] = round(time.perf_counter() - started, 1)
+    goals = {**speed_goals(result, best_chain, best_hf, base[0], adaptive), **lookup_goals(section)}
+    return {"goals": goals, **result}
 
 
 def speed_goals(
@@ -363,7 +502,7 @@ def print_table(result: dict[str, Any]) -> None:
         "ours_3level_best",
         "ours_adaptive",
     ):
-        row = result[key]
+        row = result.get(key)
         if row:
             ratio_hf = row.get("vs_hf_assisted", float("nan"))
             print(
@@ -372,8 +511,20 @@ def print_table(result: dict[str, Any]) -> None:
                 f"mismatches {row['greedy_mismatches']}",
                 file=sys.stderr,
             )
-    for label, row in result["batch_scaling_tokens_per_s"].items():
+    for label, row in result.get("batch_scaling_tokens_per_s", {}).items():
         print(f"batch scaling {label}: {row}", file=sys.stderr)
+    for domain, row in ((result.get("ngram") or {}).get("domains") or {}).items():
+        if "missing" in row:
+            print(f"n-gram {domain}: {row['missing']}", file=sys.stderr)
+            continue
+        picks = "  ".join(
+            f"{key} {row[key]['name']} {row[key]['tokens_per_s']:.1f}"
+            for key in ("chain", "ngram_chain", "hf_prompt_lookup")
+        )
+        print(
+            f"n-gram {domain} ({row['role']}): target {row['target_tokens_per_s']:.1f}  {picks}",
+            file=sys.stderr,
+        )
 
 
 if __name__ == "__main__":

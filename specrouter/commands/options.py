@@ -36,6 +36,11 @@ SHARED_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         "action": "store_true", "help": "lean forward path (Llama-family weights; see docs/backend.md)",
     }),
     "csv": ("--csv", {"action": "store_true", "help": "also write CSV copies of the records"}),
+    "ngram": ("--ngram", {
+        "metavar": "MIN:MAX",
+        "help": "add a model-free n-gram prompt-lookup drafter as ladder member 0 (the networks move "
+                "up by one), matching suffixes of MIN..MAX tokens, e.g. 2:4 (default: none)",
+    }),
 }  # fmt: skip
 
 
@@ -72,6 +77,23 @@ def ladder_dir(value: str | Path | None) -> Path:
             "the embedded ladder with `specrouter zoo build`"
         )
     return path
+
+
+def lookup_from_args(args: argparse.Namespace) -> Any:
+    """``--ngram MIN:MAX`` as a :class:`backend.ngram.NgramDrafter`, or None without the flag."""
+    from backend.ngram import NgramDrafter
+    from specrouter.cli import InputError
+
+    value = getattr(args, "ngram", None)
+    if value is None:
+        return None
+    low, colon, high = str(value).partition(":")
+    try:
+        return NgramDrafter(int(low), int(high)) if colon else NgramDrafter(int(low), int(low))
+    except ValueError:
+        raise InputError(
+            f"--ngram {value}: expected MIN:MAX n-gram sizes with 1 <= MIN <= MAX, e.g. 2:4"
+        ) from None
 
 
 def check_flags(args: argparse.Namespace, *counts: str) -> None:

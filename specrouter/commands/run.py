@@ -35,7 +35,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--trace", required=True, help="workload file (Azure/BurstGPT CSV, Mooncake JSONL, ...)"
     )
     add_options(
-        parser, "ladder", "limit", "rate_scale", "device", "dtype", "lean", "csv",
+        parser, "ladder", "limit", "rate_scale", "device", "dtype", "lean", "csv", "ngram",
         policy={"default": "target-only"},
         out={"required": True, "help": "directory for the records"},
         max_batch={"default": 8},
@@ -58,19 +58,21 @@ def run(args: argparse.Namespace) -> int:
     from backend.replay import prompt_source_for
     from backend.sampling import SamplingConfig
     from policies.registry import check_fits, check_spec
-    from specrouter.commands.options import check_flags, ladder_dir
+    from specrouter.commands.options import check_flags, ladder_dir, lookup_from_args
     from specrouter.experiments.runs import RealWorld, RecordSink, run_real
     from traces.loaders import file_sha256, load_trace
     from traces.records import format_summary
 
     check_flags(args, "--limit", "--max-batch")
+    lookup = lookup_from_args(args)
     directory = ladder_dir(args.ladder)
     check_spec(args.policy, simulated=False)
     # The whole trace is read (and refused on a bad row) before the models load.
     reader = load_trace(args.trace, limit=args.limit, rate_scale=args.rate_scale, domain=args.domain)
     requests = list(reader)
-    check_fits(args.policy, len(ladder_paths(directory)))  # from ladder.json, before any weights
-    ladder = load_ladder(directory, device=args.device, dtype=args.dtype)
+    members = len(ladder_paths(directory)) + (lookup is not None)
+    check_fits(args.policy, members)  # from ladder.json, before any weights
+    ladder = load_ladder(directory, device=args.device, dtype=args.dtype).with_lookup(lookup)
     prompts = prompt_source_for(ladder, args.seed, directory)
     world = RealWorld(
         ladder,
@@ -88,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
         "trace_load": reader.report.as_dict(),
     }
     print(
-        f"replaying {len(requests)} requests on {'/'.join(ladder.names)} with {args.policy} "
+        f"replaying {len(requests)} requests on {'/'.join(ladder.info.names)} with {args.policy} "
         f"({args.replay} clock, batch <= {args.max_batch})",
         file=sys.stderr,
     )

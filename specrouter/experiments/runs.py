@@ -219,10 +219,13 @@ def build_policy(policy: PolicyChoice, truth: WorldTruth | None) -> Policy:
 def real_world_metadata(world: RealWorld, prompts: Any, config: Any) -> dict[str, Any]:
     """What ``run.json`` records about a real world: ladder, engine, sampling, device."""
     ladder = world.ladder
+    info = ladder.info
     sampling = world.sampling
+    lookup = ladder.lookup
     return {
-        "models": list(ladder.names),
-        "ladder_parameters": {"names": list(ladder.names), "params": list(ladder.params or ())},
+        "models": list(info.names),
+        "ladder_parameters": {"names": list(info.names), "params": list(info.params or ())},
+        "lookup": None if lookup is None else {"member": 0, "min_n": lookup.min_n, "max_n": lookup.max_n},
         "seed": world.seed,
         "sampling": {
             "temperature": sampling.temperature if sampling else 0.0,
