@@ -155,7 +155,8 @@ class LevelFeedback(NamedTuple):
     """What one chain member did during a round.
 
     ``proposed`` -- candidate tokens handed up to this member by the level below and
-    scored by it (0 for the drafter); ``accepted`` -- how many of those it accepted;
+    scored by it (0 for a model drafter; for a model-free drafter, which may propose fewer
+    tokens than asked or none, the tokens it was asked for); ``accepted`` -- how many of those it accepted;
     ``emitted`` -- tokens it produced (drafted tokens for the drafter; accepted candidates
     plus correction / bonus tokens for a verifier).  The acceptance rate of the pair
     ``(chain[j-1], chain[j])`` in this round is ``levels[j].accepted / levels[j].proposed``.

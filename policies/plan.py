@@ -62,7 +62,7 @@ RoundGen = Generator[Call, int | None, "RoundCounts"]
 
 
 class RoundCounts(NamedTuple):
-    """Per chain level: candidates scored, candidates accepted, tokens emitted."""
+    """Per chain level: candidates scored (a model-free drafter: tokens asked for), accepted, emitted."""
 
     proposed: tuple[int, ...]
     accepted: tuple[int, ...]
@@ -91,6 +91,7 @@ def round_calls(route: Route, room: int, model_free: Collection[int] = ()) -> Ro
                 if drafted <= 0:
                     return 0
                 answer = yield Lookup(0, model, drafted)
+                proposed[0] += drafted  # asked for; it proposed ``answer`` of them
                 drafted = _checked_acceptance(answer, drafted, 0, "proposed")
                 emitted[0] += drafted
                 return drafted

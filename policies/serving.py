@@ -220,6 +220,7 @@ class Slot:
             return False
         if below == LOOKUP:  # ``took`` = tokens proposed, 0 .. drafted
             buffer[0] += took
+            self.proposed[0] += self.drafted  # a model-free drafter's "proposed": tokens asked for
             self.emitted[0] += took
             self._verify(1, took)
             return False
