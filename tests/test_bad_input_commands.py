@@ -176,3 +176,34 @@ def test_tpot_cdf_gives_every_policy_its_own_colour() -> None:
     assert styles["target-only"][0] != styles["specrouter"][0]
     assert styles["specrouter"] == (NAMED_COLOURS["specrouter"], "-")
     assert policy_colours(list(reversed(labels))) == styles  # the same in every figure of a run
+
+
+@pytest.mark.parametrize("value", ["5:2", "0:3", "two:four", "2:x"])
+def test_a_bad_ngram_flag_is_refused_before_the_ladder_loads(
+    tmp_path: Path, trace: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    out = tmp_path / "run"
+    code = main(["run", "--trace", str(trace), "--ngram", value, "--out", str(out)])
+    assert code == 2
+    line = error_line(capsys)
+    assert f"--ngram {value}: expected MIN:MAX" in line, line
+    assert not out.exists()
+
+
+def test_ngram_with_the_simulated_compare_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["compare", "--ngram", "2:4", "--scenario", "stationary", "--out", str(tmp_path / "c")])
+    assert code == 2
+    assert "--ngram: only with --backend real" in error_line(capsys)
+
+
+def test_a_policy_that_does_not_fit_the_ladder_with_its_lookup_member_is_refused(
+    tmp_path: Path, trace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "run"
+    code = main(
+        ["run", "--trace", str(trace), "--ngram", "2:4", "--policy", "static:0>4:4", "--out", str(out)]
+    )
+    assert code == 2
+    assert "does not fit the 4-model ladder" in error_line(capsys)

@@ -47,6 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         output_tokens={"help": "--backend real: cap on tokens per request (default %(default)s)"},
         max_batch={"help": "--backend real: running requests at most (default %(default)s)"},
         out={"default": Path("runs/compare")},
+        ngram={"help": "--backend real: add a model-free n-gram lookup drafter as member 0 (MIN:MAX "
+               "n-gram sizes, e.g. 2:4; the networks move up one index)"},
     )  # fmt: skip
     parser.add_argument(
         "--scenario", action="append", default=None, help="scenario (repeatable); default: all"
@@ -71,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     if unknown:
         raise InputError(f"unknown scenario(s) {', '.join(unknown)}; shipped: {', '.join(scenario_names())}")
     real = args.backend == "real"
+    if args.ngram is not None and not real:
+        raise InputError("--ngram: only with --backend real (the simulator's ladder is its cluster)")
     requested = args.policy or list(DEFAULT_POLICIES)
     for policy in expand_policies(requested, None, real):  # names and knobs: before any world loads
         check_spec(policy, simulated=not real)
@@ -119,11 +123,12 @@ def real_runner(args: argparse.Namespace) -> tuple[Runner, int]:
     from backend.engine import EngineConfig
     from backend.ladder import load_ladder
     from backend.replay import ClipReport, clip_to_context, context_window
-    from specrouter.commands.options import ladder_dir
+    from specrouter.commands.options import ladder_dir, lookup_from_args
     from specrouter.experiments.runs import RealWorld, RecordSink, run_real, shipped_scenario
 
+    lookup = lookup_from_args(args)
     directory = ladder_dir(args.ladder)
-    ladder = load_ladder(directory)
+    ladder = load_ladder(directory).with_lookup(lookup)
     window = context_window(ladder.models)
     limit = args.requests or 6
     world = RealWorld(ladder, EngineConfig(max_batch=args.max_batch, replay="fast"), seed=args.seed)
@@ -144,6 +149,7 @@ def real_runner(args: argparse.Namespace) -> tuple[Runner, int]:
             "limit": limit,
             "ladder": str(directory.resolve()),
             "output_tokens": args.output_tokens,
+            "ngram": args.ngram,
         }
         return run_real(world, policy, requests, RecordSink(run_dir, settings))
 
