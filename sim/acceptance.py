@@ -33,6 +33,16 @@ P(accept k | 0..k-1 accepted) in rounds that draft ``K``; longer drafts than pro
 longest row, and its last value repeats), or ``Phi^{-1}(positions[k])`` (pooled over
 lookaheads) for a profile without per-lookahead rows.  TV samples are replayed from the
 profile's samples.
+
+**Model-free members** (an n-gram prompt lookup, :class:`LookupSpec`).  A lookup call allowed
+``K`` tokens proposes ``n = 0 .. K`` of them: :meth:`AcceptanceModel.propose` draws ``n``
+(seeded, one exponential of the :class:`RandomPool` per lookup row, so runs repeat bit for bit)
+from the profiled pmf of the request's domain (``WorldProfile.proposal``), else from the
+config's per-domain match probability (a match proposes all ``K``).  Its ``n`` candidates are
+then verified like any others; the acceptance of its tokens by ``upper`` is the config's
+per-domain ``accept`` (then domain shift, drift and overrides as above), or the profile's
+``(lookup, upper)`` pair, whose per-lookahead rows are keyed by the number of candidates
+verified (= proposed), the row :meth:`AcceptanceModel.verify` reads.
 """
 
 from __future__ import annotations
@@ -44,7 +54,9 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
-from traces.world_profile import PairProfile, WorldProfile
+from traces.world_profile import PairProfile, ProposalProfile, WorldProfile
+
+ANY_DOMAIN = "*"  # the per-domain maps' entry for domains they do not name (sim.config.ANY_DOMAIN)
 
 
 class AlphaOverride(NamedTuple):
@@ -56,6 +68,25 @@ class AlphaOverride(NamedTuple):
     domain: str | None = None
     start: float = 0.0
     end: float = math.inf
+
+
+class LookupSpec(NamedTuple):
+    """A model-free member's proposals and the acceptance of its tokens.
+
+    ``propose[domain]``: P(the lookup finds a match; it then proposes the whole limit),
+    ``accept[domain]``: the acceptance of its tokens by any upper member (``"*"``: domains not
+    named).  ``profile``: measured proposals (preferred) and ``(lookup, upper)`` pairs, used
+    where the maps are empty.
+    """
+
+    propose: Mapping[str, float]
+    accept: Mapping[str, float]
+    profile: WorldProfile | None = None
+
+
+def _per_domain(values: Mapping[str, float], domain: str | None) -> float | None:
+    value = values.get(domain) if domain is not None else None
+    return value if value is not None else values.get(ANY_DOMAIN)
 
 
 def default_alpha(params_lower: float, params_upper: float) -> float:
@@ -115,15 +146,25 @@ class AcceptanceModel:
         overrides: Sequence[AlphaOverride] = (),
         profile: WorldProfile | None = None,
         seed: int = 0,
+        lookups: Mapping[int, LookupSpec] | None = None,
     ) -> None:
         size = len(params)
+        self.lookups = dict(lookups or {})
+        for member in self.lookups:
+            if not 0 <= member < size - 1:
+                raise ValueError(
+                    f"model-free member {member}: need 0 <= member < {size - 1} (not the target)"
+                )
         if not 0.0 <= correlation <= 1.0:
             raise ValueError(f"acceptance correlation must be in [0, 1], got {correlation}")
         self.size = size
         self.base = [[1.0] * size for _ in range(size)]
         for lower in range(size):
+            if lower in self.lookups:  # per domain: _lookup_alpha, unless pinned below
+                continue
             for upper in range(lower + 1, size):
                 self.base[lower][upper] = default_alpha(params[lower], params[upper])
+        self._pinned = set(alpha or {})
         for (lower, upper), value in (alpha or {}).items():
             if not (0 <= lower < upper < size) or not 0.0 <= value <= 1.0:
                 raise ValueError(f"alpha[{lower}>{upper}] = {value}: need 0 <= lower < upper < {size}, 0..1")
@@ -147,6 +188,7 @@ class AcceptanceModel:
         # per-lookahead acceptance
         self._threshold_cache: dict[tuple[int, int, str | None, int], tuple[tuple[float, ...], float]] = {}
         self._empirical: dict[tuple[int, int, str | None], PairProfile | None] = {}
+        self._proposal_cdf: dict[tuple[int, str | None, int], tuple[float, ...]] = {}
 
     # -- the truth -----------------------------------------------------------------------
     def alpha(self, lower: int, upper: int, domain: str | None, now: float) -> float:
@@ -159,7 +201,10 @@ class AcceptanceModel:
             pair = self.profile.pair(lower, upper, domain)
             if pair is not None:
                 return pair.alpha
-        base = self.base[lower][upper]
+        if self.lookups and lower in self.lookups and (lower, upper) not in self._pinned:
+            base = self._lookup_alpha(self.lookups[lower], lower, upper, domain)
+        else:
+            base = self.base[lower][upper]
         shift = self.domains.get(domain, 0.0) if domain is not None else 0.0
         if self.drift_amplitude:
             phase = self.phase[lower][upper]
@@ -167,6 +212,60 @@ class AcceptanceModel:
         if shift == 0.0 or base in (0.0, 1.0):
             return base
         return 1.0 / (1.0 + math.exp(-(_logit(base) + shift)))
+
+    @staticmethod
+    def _lookup_alpha(spec: LookupSpec, lower: int, upper: int, domain: str | None) -> float:
+        value = _per_domain(spec.accept, domain)
+        if value is not None:
+            return value
+        pair = spec.profile.pair(lower, upper, domain) if spec.profile is not None else None
+        if pair is None:
+            raise ValueError(
+                f"no acceptance for model-free member {lower}'s tokens by member {upper} on domain "
+                f"{domain!r}: give its config an 'accept' entry or profile the ladder with its lookup"
+            )
+        return pair.alpha
+
+    # -- a model-free member's proposals --------------------------------------------------
+    def propose(self, member: int, domain: str | None, limit: int) -> int:
+        """How many of ``limit`` tokens model-free ``member`` proposes (one seeded draw)."""
+        key = (member, domain, limit)
+        cdf = self._proposal_cdf.get(key)
+        if cdf is None:
+            cdf = self._proposal_cdf[key] = self._cumulative(member, domain, limit)
+        pool = self.pool
+        if pool.e >= pool.exponentials_size:
+            pool.reserve(0, 1)
+        uniform = math.exp(-pool.exponentials[pool.e])  # X ~ Exp(1): exp(-X) ~ U(0, 1)
+        pool.e += 1
+        for proposed, below in enumerate(cdf):
+            if uniform < below:
+                return proposed
+        return len(cdf) - 1
+
+    def _cumulative(self, member: int, domain: str | None, limit: int) -> tuple[float, ...]:
+        spec = self.lookups.get(member)
+        if spec is None:
+            raise ValueError(f"member {member} is not model-free: it drafts, it does not look up")
+        measured: ProposalProfile | None = None
+        if spec.profile is not None:
+            measured = spec.profile.proposal(member, domain)
+        if measured is not None:
+            pmf: Sequence[float] = measured.pmf(limit)
+        else:
+            rate = _per_domain(spec.propose, domain)
+            if rate is None:
+                raise ValueError(
+                    f"no proposal statistics for model-free member {member} on domain {domain!r}: "
+                    "give its config a 'propose' entry or profile the ladder with its lookup"
+                )
+            pmf = [1.0 - rate] + [0.0] * (limit - 1) + [rate]
+        total, out = 0.0, []
+        for value in pmf:
+            total += value
+            out.append(total)
+        out[-1] = 1.0
+        return tuple(out)
 
     def _limits(
         self, lower: int, upper: int, domain: str | None, now: float, lookahead: int = 0

@@ -57,10 +57,19 @@ class ModelSpec:
     gpu: str
     bytes_per_weight: float = 2.0
     kv_bytes: float = 2.0
+    kind: str = "network"  # or a model-free kind (MODEL_FREE_KINDS): module docstring
+    propose: dict[str, float] = field(default_factory=dict)  # model-free: P(match) per domain
+    accept: dict[str, float] = field(default_factory=dict)  # model-free: acceptance per domain
+    pass_s: float = 2e-5  # model-free: seconds per lookup pass ...
+    row_s: float = 5e-6  # ... plus seconds per row
+
+    @property
+    def model_free(self) -> bool:
+        return self.kind != "network"
 
     @property
     def head_dim(self) -> int:
-        return self.hidden // self.heads
+        return self.hidden // self.heads if self.heads else 0
 
     @property
     def kv_bytes_per_token(self) -> float:
@@ -73,6 +82,11 @@ class ModelSpec:
 
 
 SCHEDULERS = ("lockstep", "pipelined")
+MODEL_FREE_KINDS = ("ngram",)
+HOST = ""
+"""``ModelSpec.gpu`` of a model-free member placed on no GPU: it contends with nothing."""
+ANY_DOMAIN = "*"
+"""The key of ``propose`` / ``accept`` that covers domains not named (and requests without one)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +115,11 @@ class ClusterConfig:
     def target(self) -> int:
         return len(self.models) - 1
 
+    @property
+    def model_free(self) -> tuple[int, ...]:
+        """Ladder indices of the model-free members (``LadderInfo.model_free``)."""
+        return tuple(i for i, m in enumerate(self.models) if m.model_free)
+
     def gpu_of(self, model: int) -> GPUSpec:
         return self.gpus[self.models[model].gpu]
 
@@ -108,7 +127,8 @@ class ClusterConfig:
         """GPU name -> ladder indices of the models placed on it (only GPUs with >= 2 models)."""
         placed: dict[str, list[int]] = {}
         for index, model in enumerate(self.models):
-            placed.setdefault(model.gpu, []).append(index)
+            if model.gpu != HOST:
+                placed.setdefault(model.gpu, []).append(index)
         return {gpu: tuple(ms) for gpu, ms in placed.items() if len(ms) > 1}
 
 
@@ -168,9 +188,86 @@ def gpu_from_dict(name: str, raw: Any, where: str) -> GPUSpec:
     return GPUSpec(**spec)
 
 
-def model_from_dict(raw: Any, where: str, gpus: dict[str, GPUSpec]) -> ModelSpec:
+MODEL_FREE_KEYS = {"name", "kind", "gpu", "params", "propose", "accept", "pass_s", "row_s"}
+
+
+def _probabilities(raw: Any, key: str, open_low: bool) -> dict[str, float]:
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(f'{key}: expected an object domain -> probability ("*": other domains)')
+    for domain, value in raw.items():
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        if not ok or not (value > 0.0 if open_low else value >= 0.0) or value > 1.0:
+            bounds = "in (0, 1]" if open_low else "in [0, 1]"
+            raise ConfigError(f"{key}.{domain}: expected a probability {bounds}, got {value!r}")
+    return {str(domain): float(value) for domain, value in raw.items()}
+
+
+def model_free_from_dict(
+    raw: dict[str, Any], where: str, gpus: dict[str, GPUSpec], profiled: bool
+) -> ModelSpec:
+    """A model-free member (module docstring); ``profiled``: the cluster has a world profile."""
+    kind = raw["kind"]
+    for key in raw:
+        if key not in MODEL_FREE_KEYS:
+            shape = key in {f.name for f in fields(ModelSpec)}
+            why = "a model-free member has no shape" if shape else "unknown key"
+            takes = ", ".join(sorted(MODEL_FREE_KEYS))
+            raise ConfigError(f"{where}.{key}: {why} (a {kind!r} member takes {takes})")
+    if "name" not in raw:
+        raise ConfigError(f"{where}.name: missing required key")
+    if raw.get("params", 0) != 0:
+        raise ConfigError(
+            f"{where}.params: a model-free member has no weights (0 or absent), got {raw['params']!r}"
+        )
+    gpu = raw.get("gpu", HOST)
+    if gpu != HOST and gpu not in gpus:
+        raise ConfigError(f"{where}.gpu: unknown GPU {gpu!r} (declared: {', '.join(gpus)})")
+    rates: dict[str, dict[str, float]] = {}
+    for key in ("propose", "accept"):
+        if key in raw:
+            rates[key] = _probabilities(raw[key], f"{where}.{key}", open_low=key == "accept")
+        elif not profiled:
+            what = "P(a match) per domain" if key == "propose" else "the acceptance of its tokens per domain"
+            raise ConfigError(
+                f'{where}.{key}: missing required key ({what}, e.g. {{"*": 0.5}}; '
+                "or give the cluster a world profile that has them)"
+            )
+    for key in ("pass_s", "row_s"):
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+                raise ConfigError(f"{where}.{key}: expected seconds >= 0, got {value!r}")
+    costs = {key: float(raw[key]) for key in ("pass_s", "row_s") if key in raw}
+    return ModelSpec(
+        raw["name"], 0.0, 0, 0, 0, 0, gpu, 0.0, 0.0, kind,
+        rates.get("propose", {}), rates.get("accept", {}), **costs,
+    )  # fmt: skip
+
+
+def model_from_dict(
+    raw: Any, where: str, gpus: dict[str, GPUSpec], index: int = 0, size: int = 1, profiled: bool = False
+) -> ModelSpec:
+    """A ladder member of ``size``; ``index`` its position (a model-free member must be first)."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected an object, got {raw!r}")
+    kind = raw.get("kind", "network")
+    if kind != "network":
+        if kind not in MODEL_FREE_KINDS:
+            known = ", ".join(("network",) + MODEL_FREE_KINDS)
+            raise ConfigError(f"{where}.kind: unknown model kind {kind!r} (known: {known})")
+        if index == size - 1:
+            raise ConfigError(
+                f"{where}.kind: the target cannot be model-free ({kind!r} proposes, it cannot verify)"
+            )
+        if index != 0:
+            raise ConfigError(
+                f"{where}.kind: a model-free member ({kind!r}) can only be the first (cheapest) model, "
+                f"it is at index {index}"
+            )
+        return model_free_from_dict(raw, where, gpus, profiled)
+    for key in ("propose", "accept", "pass_s", "row_s"):
+        if key in raw:
+            raise ConfigError(f'{where}.{key}: only a model-free member ("kind": "ngram") takes {key!r}')
     _check_fields(ModelSpec, raw, where, {"name", "params", "layers", "hidden", "heads", "kv_heads", "gpu"})
     for key in ("layers", "hidden", "heads", "kv_heads"):
         _positive(raw[key], f"{where}.{key}", integer=True)
@@ -194,7 +291,11 @@ def cluster_from_dict(raw: Any, source: str = "cluster") -> ClusterConfig:
     gpus = {name: gpu_from_dict(name, spec, f"{source}.gpus.{name}") for name, spec in raw["gpus"].items()}
     if not isinstance(raw["models"], list) or not raw["models"]:
         raise ConfigError(f"{source}.models: expected a non-empty list (cheapest first, target last)")
-    models = tuple(model_from_dict(m, f"{source}.models[{i}]", gpus) for i, m in enumerate(raw["models"]))
+    count, profiled = len(raw["models"]), raw.get("profile") is not None
+    models = tuple(
+        model_from_dict(m, f"{source}.models[{i}]", gpus, i, count, profiled)
+        for i, m in enumerate(raw["models"])
+    )
     for key in ("max_batch_size", "max_batched_tokens"):
         if key in raw:
             _positive(raw[key], f"{source}.{key}", integer=True)

@@ -33,6 +33,7 @@ from policies.contract import LadderInfo, Policy, RoundFeedback
 from policies.plan import Call
 from policies.serving import (
     DRAFT,
+    LOOKUP,
     WIDE_FEED,
     Idle,
     Pass,
@@ -71,10 +72,14 @@ class WorldPasses:
         self.overhead = world.latency.loop_overhead
         self.charges_overhead = any(self.overhead)  # GPU clusters: none, and no per-pass work for it
         self.verify = world.acceptance.verify
+        self.propose = world.acceptance.propose
+        self.model_free = cluster.model_free
 
     def run(self, step: Pass, now: float) -> float:
         """Fill ``step``'s outcomes and forward time; return the time the pass takes in the loop."""
         model, rows, keeps, feeds = step.model, step.rows, step.keeps, step.feeds
+        if self.model_free and model in self.model_free:
+            return self._lookup(step, now)
         size = len(rows)
         tokens = step.width * size if self.padded else sum(feeds)
         context = sum(keeps)
@@ -94,6 +99,21 @@ class WorldPasses:
                     slot.chain[level - 1], model, slot.domain, end, slot.latent, slot.buffer[level],
                     candidates, slot.tv[level] if collect else None,
                 )  # fmt: skip
+        return spent
+
+    def _lookup(self, step: Pass, now: float) -> float:
+        """A model-free member's pass: its profiled (or configured) cost by rows, and per row the
+        number of the ``slot.drafted`` tokens it proposes, drawn per domain (``accepted``)."""
+        model, rows = step.model, step.rows
+        size = len(rows)
+        seconds = self.pass_time(model, 0, size, 0, 0, now)
+        step.seconds = seconds
+        spent = seconds + self.overhead.seconds(size, 0) if self.charges_overhead else seconds
+        propose, accepted = self.propose, step.accepted
+        for index, slot in enumerate(rows):
+            if slot.call_candidates != LOOKUP:
+                raise RuntimeError(f"request {slot.request_id}: model-free M{model} was asked to score")
+            accepted[index] = propose(model, slot.domain, slot.drafted)
         return spent
 
 
@@ -215,7 +235,8 @@ class Simulation:
         self.env = simpy.Environment()
         cluster = world.cluster
         self.cluster = cluster
-        self.ladder = LadderInfo(cluster.names, tuple(m.params for m in cluster.models))
+        params = tuple(m.params for m in cluster.models)
+        self.ladder = LadderInfo(cluster.names, params, model_free=cluster.model_free)
         self.target = cluster.target
         self.serving = ServingConfig(
             cluster.max_running_requests, cluster.max_batch_size, cluster.max_batched_tokens
@@ -329,7 +350,7 @@ class Simulation:
                 self.admission.append(request)
             else:
                 self.running += 1
-                self._start(Slot(request, len(self.servers)))
+                self._start(Slot(request, len(self.servers), self.ladder.model_free))
 
     def _start(self, slot: Slot) -> None:
         queued = list(map(len, self.queues))
@@ -363,7 +384,7 @@ class Simulation:
             self._record_request(request_record(slot))
             if self.admission:
                 self.running += 1
-                self._start(Slot(self.admission.popleft(), len(servers)))
+                self._start(Slot(self.admission.popleft(), len(servers), self.ladder.model_free))
 
 
 def ignores_feedback(policy: Policy) -> bool:

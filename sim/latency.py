@@ -17,6 +17,10 @@ with ``P`` parameters, ``L`` layers, ``d`` hidden size, ``W`` weight bytes,
 Table: ``V(b, n)`` from a world profile, bilinear in (batch size, positions per sequence
 ``n = T / b``), extended linearly beyond the measured grid (a pass never gets cheaper).
 
+A model-free member (an n-gram lookup, ``ModelSpec.model_free``) feeds no positions: a lookup
+pass of ``b`` rows costs ``pass_s + row_s * b`` (its config) in the roofline, or its profiled
+lookup-pass table read at ``b`` rows (``traces.world_profile``: ``tokens == (1,)`` nominal).
+
 Both are multiplied by seeded mean-one lognormal noise ``exp(sigma Z - sigma^2 / 2)`` and by
 the slowdown factor ``k`` of any episode active on the model's GPU at the pass's start.
 """
@@ -24,8 +28,8 @@ the slowdown factor ``k`` of any episode active on the model's GPU at the pass's
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -64,6 +68,9 @@ class Roofline:
     def __init__(self, cluster: ClusterConfig) -> None:
         self.coefficients = []
         for model in cluster.models:
+            if model.model_free:  # priced by LatencyModel's lookup wrapper; no shape to read
+                self.coefficients.append((0.0, 0.0, 0.0, 0.0, model.pass_s))
+                continue
             gpu = cluster.gpus[model.gpu]
             flop_rate = gpu.peak_flops * gpu.count * gpu.flops_efficiency
             byte_rate = gpu.bandwidth * gpu.count * gpu.bandwidth_efficiency
@@ -94,10 +101,17 @@ class TableLatency:
                 f"world profile has {len(profile.models)} models ({', '.join(profile.names)}) but "
                 f"cluster {cluster.name!r} has {len(cluster.models)} ({', '.join(cluster.names)})"
             )
+        for index, (measured, configured) in enumerate(zip(profile.models, cluster.models)):
+            if measured.model_free != configured.model_free:
+                what = "model-free" if measured.model_free else "a network"
+                raise ValueError(
+                    f"world profile member {index} ({measured.name}) is {what} but cluster "
+                    f"{cluster.name!r} member {index} ({configured.name}) is not"
+                )
         self.tables = [m.pass_time for m in profile.models]
 
     def base(self, model: int, tokens: int, batch: int, context: int, attention: int) -> float:
-        return table_lookup(self.tables[model], batch, tokens / batch)
+        return table_lookup(self.tables[model], batch, tokens / batch)  # a lookup: tokens 0, grid (1,)
 
 
 def _bracket(grid: Sequence[int], x: float) -> tuple[int, int, float]:
@@ -122,6 +136,20 @@ def table_lookup(table: PassTimeTable, batch: float, tokens: float) -> float:
     return max(value, min(min(row) for row in rows))
 
 
+def _with_lookup_costs(network: Callable[[int, int, int, int, int], float], cluster: ClusterConfig) -> Any:
+    """``network`` for networks, ``pass_s + row_s * rows`` for the model-free members (only
+    clusters with one get this wrapper: the others' passes pay no extra branch)."""
+    costs = [(m.pass_s, m.row_s) if m.model_free else None for m in cluster.models]
+
+    def base(model: int, tokens: int, batch: int, context: int, attention: int) -> float:
+        cost = costs[model]
+        if cost is None:
+            return network(model, tokens, batch, context, attention)
+        return cost[0] + cost[1] * batch
+
+    return base
+
+
 class LatencyModel:
     """Base latency x noise x slowdown; ``expected`` leaves the noise out (the truth's view)."""
 
@@ -140,6 +168,8 @@ class LatencyModel:
             TableLatency(profile, cluster) if profile is not None else Roofline(cluster)
         )
         self.base = self.base_model.base
+        if cluster.model_free and profile is None:
+            self.base = _with_lookup_costs(self.base, cluster)
         gpus = set(cluster.gpus)
         for episode in slowdowns:
             if episode.gpu not in gpus:

@@ -7,7 +7,7 @@ expected acceptance and pass time (slowdowns and drift included, noise excluded)
 
 from __future__ import annotations
 
-from sim.acceptance import AcceptanceModel
+from sim.acceptance import AcceptanceModel, LookupSpec
 from sim.config import ClusterConfig, ConfigError
 from sim.latency import LatencyModel, random_slowdowns
 from sim.scenario import Scenario
@@ -79,5 +79,27 @@ class World:
             overrides=scenario.acceptance_overrides,
             profile=self.profile if scenario.acceptance_mode == "empirical" else None,
             seed=scenario.seed,
+            lookups=self._lookups(),
         )
         self.truth = SimTruth(self)
+
+    def _lookups(self) -> dict[int, LookupSpec]:
+        """The model-free members: their config's rates, the profile's measurements where it has them."""
+        cluster, profile = self.cluster, self.profile
+        if profile is not None and profile.model_free != cluster.model_free:
+            raise ConfigError(
+                f"cluster {cluster.name!r}: model-free members {list(cluster.model_free)} but its world "
+                f"profile {cluster.profile} has {list(profile.model_free)} ({', '.join(profile.names)})"
+            )
+        lookups = {}
+        for member in cluster.model_free:
+            spec = cluster.models[member]
+            measured_here = profile is not None and profile.proposal(member) is not None
+            if not spec.propose and not measured_here:
+                raise ConfigError(
+                    f"{cluster.name}.models[{member}].propose: the world profile {cluster.profile} has no "
+                    f"proposal statistics for model-free member {member} (profile the ladder with its "
+                    "lookup, e.g. `specrouter profile --ngram 2:4`), and the config gives none"
+                )
+            lookups[member] = LookupSpec(spec.propose, spec.accept, profile)
+        return lookups

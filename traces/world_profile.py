@@ -5,14 +5,15 @@ for real -> compare").  The backend profiler writes it; the simulator's table la
 (:mod:`sim.latency`) and empirical acceptance mode (:mod:`sim.acceptance`) read it.  This
 module is pure Python + JSON so both worlds can import it.
 
-Schema, version 1 (``ladder index`` = position in ``models``, cheapest first, target last)::
+Schema, version 2 (``ladder index`` = position in ``models``, cheapest first, target last)::
 
     {
       "schema": "specrouter-world-profile",
-      "version": 1,
+      "version": 2,
       "device": "cpu: 2-core x86_64, torch 2.13",           # free text: where it was measured
       "models": [
         {"name": "SmolLM2-135M", "params": 1.35e8,
+         "kind": "network",                                # optional; "ngram": model-free (below)
          "pass_time": {                                    # V(b, n): one forward pass
            "batch_sizes": [1, 2, 4],                       # strictly increasing, >= 1
            "tokens": [1, 2, 4, 8],                         # positions fed per sequence, increasing
@@ -26,12 +27,29 @@ Schema, version 1 (``ladder index`` = position in ``models``, cheapest first, ta
          "alpha": 0.71,                                    # mean per-token acceptance in [0, 1]
          "positions": [0.78, 0.72, 0.69],                  # P(accept position i | 0..i-1 accepted)
          "tv": [0.12, 0.4, 0.05],                          # TV(p_lower, p_upper) samples in [0, 1]
-         "samples": 1200}                                  # positions measured
+         "samples": 1200,                                  # positions measured
+         "by_lookahead": [[0.8], [0.8, 0.7]]}              # optional: row K-1, see PairProfile
+      ],
+      "proposals": [                                       # optional: model-free members only
+        {"member": 0, "domain": "edit", "mode": "greedy",
+         "by_limit": [[0.4, 0.6], [0.4, 0.1, 0.5]],        # row K-1: pmf of tokens proposed 0..K
+         "rounds": 310}
       ],
       "meta": {}                                           # anything else (prompts, seeds, ...)
     }
 
 ``positions`` and ``tv`` may be empty lists; ``domain`` is ``null`` for "all domains".
+
+**Model-free members** (an n-gram prompt-lookup drafter, ``backend.ngram``; version 2): a
+``models`` entry with ``"kind": "ngram"`` and ``"params": 0``.  It feeds no positions, so its
+``pass_time`` table is the time of one *lookup pass* by rows: ``tokens`` is ``[1]`` (nominal,
+one proposal per row), ``seconds[i][0]`` the seconds a pass of ``batch_sizes[i]`` rows takes,
+``context`` the context length it was timed at.  Its ``proposals`` entries give, per domain,
+for each limit ``K = 1 .. len(by_limit)``, the pmf of the number it proposes (``0 .. K``; each
+row sums to 1).  The acceptance of its proposals by an upper member is an ordinary
+``acceptance`` pair (``lower`` = the lookup) whose ``by_lookahead`` row ``c - 1`` is keyed by
+the number of candidates verified, ``c`` (= the number proposed), as the simulator's verify
+picks it.  Version-1 documents (no ``kind``, no ``proposals``) still load.
 Every problem found on load raises :class:`WorldProfileError` naming the file and the key
 path (e.g. ``models[1].pass_time.seconds[0][2]``).
 """
@@ -47,7 +65,12 @@ from typing import Any, NamedTuple
 from traces.jsonfile import read_json_document
 
 SCHEMA = "specrouter-world-profile"
-VERSION = 1
+VERSION = 2
+READABLE_VERSIONS = (1, 2)
+"""Versions :func:`validate_world_profile` reads (1: no model-free members, no ``proposals``)."""
+NETWORK = "network"
+MODEL_KINDS = (NETWORK, "ngram")
+"""``ModelProfile.kind``: a network, or a model-free drafter (no weights, no KV cache)."""
 ACCEPTANCE_MODES = ("greedy", "sampling")
 LOOP_OVERHEAD_KEY = "loop_overhead"
 """``meta`` key of the serving loop's time outside forward passes, as the profiler measured it:
@@ -70,9 +93,17 @@ class PassTimeTable:
 
 @dataclass(frozen=True)
 class ModelProfile:
+    """One ladder member.  ``kind != "network"``: model-free (``params`` 0; ``pass_time`` holds
+    lookup passes by rows, ``tokens == (1,)`` nominal: module docstring)."""
+
     name: str
     params: float
     pass_time: PassTimeTable
+    kind: str = NETWORK
+
+    @property
+    def model_free(self) -> bool:
+        return self.kind != NETWORK
 
 
 @dataclass(frozen=True)
@@ -94,15 +125,53 @@ class PairProfile:
 
 
 @dataclass(frozen=True)
+class ProposalProfile:
+    """How many tokens model-free ``member`` proposes on ``domain`` (None: all domains).
+
+    ``by_limit[K - 1][n]``: the probability that a lookup allowed ``K`` tokens proposes ``n``
+    (``n = 0 .. K``), measured in ``rounds`` lookups walked the way rounds run (``mode``: along
+    greedy or sampled target continuations).
+    """
+
+    member: int
+    by_limit: tuple[tuple[float, ...], ...]
+    domain: str | None = None
+    mode: str = "greedy"
+    rounds: int = 0
+
+    def pmf(self, limit: int) -> tuple[float, ...]:
+        """The pmf for ``limit`` (a limit beyond the profiled ones uses the longest row)."""
+        return self.by_limit[min(limit, len(self.by_limit)) - 1]
+
+
+@dataclass(frozen=True)
 class WorldProfile:
     device: str
     models: tuple[ModelProfile, ...]
     acceptance: tuple[PairProfile, ...] = ()
     meta: dict[str, Any] = field(default_factory=dict)
+    proposals: tuple[ProposalProfile, ...] = ()
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(m.name for m in self.models)
+
+    @property
+    def model_free(self) -> tuple[int, ...]:
+        """Ladder indices of the model-free members (``LadderInfo.model_free``)."""
+        return tuple(i for i, m in enumerate(self.models) if m.model_free)
+
+    def proposal(self, member: int, domain: str | None = None) -> ProposalProfile | None:
+        """The first proposal entry for ``(member, domain)``, falling back to ``domain=None``
+        (the profiler writes greedy entries before sampling ones)."""
+        fallback = None
+        for entry in self.proposals:
+            if entry.member == member:
+                if entry.domain == domain:
+                    return entry
+                if entry.domain is None and fallback is None:
+                    fallback = entry
+        return fallback
 
     def pair(self, lower: int, upper: int, domain: str | None = None) -> PairProfile | None:
         """The statistics for ``(lower, upper, domain)``, falling back to ``domain=None``."""
@@ -217,12 +286,17 @@ def validate_world_profile(data: Any, source: str = "<world profile>") -> WorldP
     """Check a decoded JSON document and build a :class:`WorldProfile` (raises on any problem)."""
     if not isinstance(data, dict):
         raise _fail(source, "<root>", "expected a JSON object")
-    _unknown_keys(data, {"schema", "version", "device", "models", "acceptance", "meta"}, source, "")
+    _unknown_keys(
+        data, {"schema", "version", "device", "models", "acceptance", "proposals", "meta"}, source, ""
+    )
     if data.get("schema") != SCHEMA:
         raise _fail(source, "schema", f"expected {SCHEMA!r}, got {data.get('schema')!r}")
-    if data.get("version") != VERSION:
+    if data.get("version") not in READABLE_VERSIONS:
         raise _fail(
-            source, "version", f"this reader understands version {VERSION}, got {data.get('version')!r}"
+            source,
+            "version",
+            f"this reader understands versions {', '.join(map(str, READABLE_VERSIONS))}, "
+            f"got {data.get('version')!r}",
         )
     device = data.get("device", "")
     if not isinstance(device, str):
@@ -235,21 +309,70 @@ def validate_world_profile(data: Any, source: str = "<world profile>") -> WorldP
         where = f"models[{i}]."
         if not isinstance(raw, dict):
             raise _fail(source, f"models[{i}]", "expected an object")
-        _unknown_keys(raw, {"name", "params", "pass_time"}, source, where)
+        _unknown_keys(raw, {"name", "params", "pass_time", "kind"}, source, where)
         name = _get(raw, "name", source, where)
         if not isinstance(name, str) or not name:
             raise _fail(source, f"{where}name", f"expected a non-empty string, got {name!r}")
-        params = _number(_get(raw, "params", source, where), source, f"{where}params", 0.0, open_low=True)
+        kind = raw.get("kind", NETWORK)
+        if kind not in MODEL_KINDS:
+            raise _fail(source, f"{where}kind", f"expected one of {MODEL_KINDS}, got {kind!r}")
+        if kind != NETWORK and i != 0:
+            raise _fail(source, f"{where}kind", "a model-free member can only be the first (cheapest) member")
+        if kind != NETWORK and i == len(raw_models) - 1:
+            raise _fail(source, f"{where}kind", "the target cannot be model-free")
+        raw_params = _get(raw, "params", source, where)
+        if kind == NETWORK:
+            params = _number(raw_params, source, f"{where}params", 0.0, open_low=True)
+        else:
+            params = _number(raw_params, source, f"{where}params", 0.0, 0.0)
         table = _table(_get(raw, "pass_time", source, where), source, f"{where}pass_time.")
-        models.append(ModelProfile(name, params, table))
+        models.append(ModelProfile(name, params, table, kind))
     raw_pairs = data.get("acceptance", [])
     if not isinstance(raw_pairs, list):
         raise _fail(source, "acceptance", "expected a list")
     pairs = tuple(_pair(raw, len(models), source, f"acceptance[{i}].") for i, raw in enumerate(raw_pairs))
+    raw_proposals = data.get("proposals", [])
+    if not isinstance(raw_proposals, list):
+        raise _fail(source, "proposals", "expected a list")
+    proposals = tuple(
+        _proposal(raw, models, source, f"proposals[{i}].") for i, raw in enumerate(raw_proposals)
+    )
     meta = data.get("meta", {})
     if not isinstance(meta, dict):
         raise _fail(source, "meta", "expected an object")
-    return WorldProfile(device, tuple(models), pairs, dict(meta))
+    return WorldProfile(device, tuple(models), pairs, dict(meta), proposals)
+
+
+PMF_TOLERANCE = 1e-6
+
+
+def _proposal(obj: Any, models: list[ModelProfile], source: str, where: str) -> ProposalProfile:
+    if not isinstance(obj, dict):
+        raise _fail(source, where.rstrip("."), "expected an object")
+    _unknown_keys(obj, {"member", "domain", "mode", "by_limit", "rounds"}, source, where)
+    member = int(_number(_get(obj, "member", source, where), source, f"{where}member", 0, len(models) - 1))
+    if not models[member].model_free:
+        raise _fail(source, f"{where}member", f"member {member} ({models[member].name}) is not model-free")
+    domain = obj.get("domain")
+    if domain is not None and not isinstance(domain, str):
+        raise _fail(source, f"{where}domain", f"expected a string or null, got {domain!r}")
+    mode = obj.get("mode", "greedy")
+    if mode not in ACCEPTANCE_MODES:
+        raise _fail(source, f"{where}mode", f"expected one of {ACCEPTANCE_MODES}, got {mode!r}")
+    rows = _get(obj, "by_limit", source, where)
+    if not isinstance(rows, list) or not rows:
+        raise _fail(source, f"{where}by_limit", "expected a non-empty list of pmfs (row K-1 has K+1 values)")
+    by_limit = []
+    for k, row in enumerate(rows):
+        key = f"{where}by_limit[{k}]"
+        if not isinstance(row, list) or len(row) != k + 2:
+            raise _fail(source, key, f"expected {k + 2} probabilities (proposing 0..{k + 1} tokens)")
+        values = tuple(_number(v, source, f"{key}[{n}]", 0.0, 1.0) for n, v in enumerate(row))
+        if abs(sum(values) - 1.0) > PMF_TOLERANCE:
+            raise _fail(source, key, f"probabilities sum to {sum(values)!r}, expected 1")
+        by_limit.append(values)
+    rounds = int(_number(obj.get("rounds", 0), source, f"{where}rounds", 0))
+    return ProposalProfile(member, tuple(by_limit), domain, mode, rounds)
 
 
 def world_profile_to_dict(profile: WorldProfile) -> dict[str, Any]:
@@ -262,6 +385,7 @@ def world_profile_to_dict(profile: WorldProfile) -> dict[str, Any]:
             {
                 "name": m.name,
                 "params": m.params,
+                "kind": m.kind,
                 "pass_time": {
                     "batch_sizes": list(m.pass_time.batch_sizes),
                     "tokens": list(m.pass_time.tokens),
@@ -284,6 +408,16 @@ def world_profile_to_dict(profile: WorldProfile) -> dict[str, Any]:
                 "by_lookahead": [list(row) for row in p.by_lookahead],
             }
             for p in profile.acceptance
+        ],
+        "proposals": [
+            {
+                "member": p.member,
+                "domain": p.domain,
+                "mode": p.mode,
+                "by_limit": [list(row) for row in p.by_limit],
+                "rounds": p.rounds,
+            }
+            for p in profile.proposals
         ],
         "meta": profile.meta,
     }
