@@ -62,3 +62,25 @@ def test_run_command_refuses_policies_it_cannot_build(
     assert main([*argv, "--out", str(tmp_path / "run")]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_run_command_with_the_lookup_member_records_it(
+    ladder_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    trace = tmp_path / "trace.csv"
+    trace.write_text("arrival,prompt_tokens,output_tokens\n0.0,40,12\n0.01,30,9\n")
+    out = tmp_path / "run"
+    argv = ["run", "--ladder", str(ladder_dir), "--trace", str(trace), "--policy", "static:0>2:4"]
+    assert main([*argv, "--ngram", "1:3", "--out", str(out), "--replay", "fast"]) == 0
+    records = read_records(out)
+    assert records.metadata["models"] == ["ngram", "tiny0", "tiny1"]
+    assert records.metadata["lookup"] == {"member": 0, "min_n": 1, "max_n": 3}
+    assert sorted(r.output_tokens for r in records.requests) == [9, 12]
+    # every round starts at the lookup (member 0); it is asked for tokens (its level's "proposed")
+    # except in a request's last round with room for the target's token only
+    assert all(r.chain_models[0] == 0 for r in records.rounds)
+    assert (
+        sum(r.proposed[0] == 0 for r in records.rounds) <= 2
+        and sum(r.proposed[0] for r in records.rounds) > 0
+    )
+    assert "static:0>2:4" in capsys.readouterr().out
