@@ -93,7 +93,12 @@ def table_seconds(
 
 
 def calibration_routes(size: int) -> list[Route]:
-    """Routes the calibration cycles through: the full chain and every drafter straight to the target."""
+    """Routes the calibration cycles through: the full chain and every drafter straight to the target.
+
+    ``size`` counts ladder members: a model-free lookup drafter (member 0) only ever drafts, so
+    it sits first in the full chain and in its own route to the target; its lookup passes get
+    their own in-run factor like any member's passes (forward time: the lookup itself).
+    """
     target = size - 1
     if size == 1:
         return [Route((0,), (), 0)]
@@ -157,7 +162,7 @@ def clock_calibration_workload(
     executor.record_passes = True
     requests = [Request(i, 0.0, len(prompt), output_tokens, None) for i, prompt in enumerate(prompts)]
     config = EngineConfig(max_batch=slots or len(prompts), progress=False)
-    router = CyclingRouter(calibration_routes(len(ladder.models)))
+    router = CyclingRouter(calibration_routes(ladder.size))  # members: a lookup drafter counts
     with torch.inference_mode():
         Engine(ladder, executor, router, FixedPrompts(prompts), config).run(requests)
     return executor.pass_clocks
@@ -273,9 +278,19 @@ def apply_calibration(profile: WorldProfile, calibration: InRunCalibration) -> W
     meta = dict(profile.meta)
     grids = meta.get("pass_time_grid", {})
     meta["pass_time_grid_isolated"] = grids
+    member = {name: index for index, name in enumerate(profile.names)}
     meta["pass_time_grid"] = {
-        name: {**grid, "seconds": calibrated_seconds(grid["seconds"], factor, grid.get("tokens"), wide)}
-        for (name, grid), factor, wide in zip(grids.items(), calibration.factors, wide_factors)
+        name: {
+            **grid,
+            "seconds": calibrated_seconds(
+                grid["seconds"],
+                calibration.factors[member[name]],
+                grid.get("tokens"),
+                wide_factors[member[name]],
+            ),
+        }
+        for name, grid in grids.items()
+        if name in member
     }
     meta["in_run_calibration"] = calibration_meta(calibration, profile.names)
     meta[LOOP_OVERHEAD_KEY] = calibration.overhead._asdict()

@@ -50,12 +50,13 @@ profiler stores the table at the grid's median context there and the full
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import os
 import platform
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, NamedTuple
 
@@ -67,7 +68,8 @@ from backend.hf_compat import KVLayers, forward_with_cache
 from backend.kv_state import ScoreRequest
 from backend.ladder import Ladder
 from backend.lean import kv_state
-from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, WorldProfile
+from backend.ngram import NgramDrafter, point_mass
+from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, ProposalProfile, WorldProfile
 
 TV_SAMPLES_KEPT = 2000  # per (pair, domain, mode); enough for the simulator's empirical draws
 
@@ -336,17 +338,20 @@ def continue_prompt(
     return out
 
 
-def measure_pairs(
+ScoredContinuation = tuple[str, str, list[int], list[int], list[torch.Tensor]]
+"""``(mode, domain, prompt, continuation, probs)``: ``probs[m][t]`` is network ``m``'s distribution
+(T = 1) of continuation token ``t`` given the prompt and ``continuation[:t]``."""
+
+
+def scored_continuations(
     models: Sequence[torch.nn.Module],
     prompts_by_domain: Mapping[str, Sequence[Sequence[int]]],
     settings: ProfileSettings,
-) -> dict[tuple[str, str, int, int], PairSeries]:
-    """Per (mode, domain, lower, upper): per-position match / TV series on target continuations."""
-    size = len(models)
+) -> Iterator[ScoredContinuation]:
+    """Per (mode, domain, prompt): the target's continuation and every model's distributions along it."""
     target = models[-1]
     limit = min(max_context(m) for m in models) - settings.continuation
     generator = torch.Generator().manual_seed(settings.seed)
-    series: dict[tuple[str, str, int, int], PairSeries] = {}
     jobs = [
         (mode, d, p)
         for mode in ("greedy", "sampling")
@@ -367,13 +372,250 @@ def measure_pairs(
                     0, start : start + len(continuation)
                 ]
                 probs.append(torch.softmax(logits.float().cpu(), dim=-1))
-            for lower in range(size):
-                for upper in range(lower + 1, size):
-                    p_low, p_up = probs[lower], probs[upper]
-                    entry = series.setdefault((mode, domain, lower, upper), PairSeries())
-                    entry.match.append((p_low.argmax(-1) == p_up.argmax(-1)).double().numpy())
-                    entry.tv.append((0.5 * (p_low - p_up).abs().sum(-1)).double().numpy())
+            yield mode, domain, prompt, continuation, probs
+
+
+def pair_series(scored: ScoredContinuation, series: dict[tuple[str, str, int, int], PairSeries]) -> None:
+    """Add one scored continuation's match / TV series for every ordered pair to ``series``."""
+    mode, domain, _, _, probs = scored
+    size = len(probs)
+    for lower in range(size):
+        for upper in range(lower + 1, size):
+            p_low, p_up = probs[lower], probs[upper]
+            entry = series.setdefault((mode, domain, lower, upper), PairSeries())
+            entry.match.append((p_low.argmax(-1) == p_up.argmax(-1)).double().numpy())
+            entry.tv.append((0.5 * (p_low - p_up).abs().sum(-1)).double().numpy())
+
+
+def measure_pairs(
+    models: Sequence[torch.nn.Module],
+    prompts_by_domain: Mapping[str, Sequence[Sequence[int]]],
+    settings: ProfileSettings,
+) -> dict[tuple[str, str, int, int], PairSeries]:
+    """Per (mode, domain, lower, upper): per-position match / TV series on target continuations."""
+    series: dict[tuple[str, str, int, int], PairSeries] = {}
+    for scored in scored_continuations(models, prompts_by_domain, settings):
+        pair_series(scored, series)
     return series
+
+
+# -- the model-free lookup drafter ------------------------------------------------------------
+@dataclass
+class LookupWalk:
+    """What walking lookup rounds over continuations measured, for one (mode, domain, upper).
+
+    ``proposed[K - 1][n]``: lookups allowed ``K`` tokens that proposed ``n``.  By the number of
+    candidates ``c`` a lookup proposed (what the verifying level sees): ``reached[c - 1][k]`` and
+    ``accepted[c - 1][k]`` (greedy: counts of rounds that reached / accepted candidate ``k``;
+    sampling: the expected counts, sums of survival products of ``a = p_upper(x)``).  Alpha's
+    pieces: greedy ``tokens`` accepted and ``rejections`` (``A / (A + R)``), sampling ``tokens``
+    = sum of ``a`` over ``positions`` proposed (mean ``p_upper(proposal)``); ``tv`` per proposed
+    position: ``TV(onehot(x), p_upper) = 1 - p_upper(x)``.
+    """
+
+    limits: int
+    proposed: list[list[int]] = field(default_factory=list)
+    reached: list[list[float]] = field(default_factory=list)
+    accepted: list[list[float]] = field(default_factory=list)
+    tokens: float = 0.0
+    rejections: int = 0
+    positions: int = 0
+    tv: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.proposed:
+            self.proposed = [[0] * (k + 2) for k in range(self.limits)]
+            self.reached = [[0.0] * (c + 1) for c in range(self.limits)]
+            self.accepted = [[0.0] * (c + 1) for c in range(self.limits)]
+
+    def add(self, other: LookupWalk) -> None:
+        for mine, theirs in zip(self.proposed + self.reached + self.accepted,
+                                other.proposed + other.reached + other.accepted):  # fmt: skip
+            for i, value in enumerate(theirs):
+                mine[i] += value
+        self.tokens += other.tokens
+        self.rejections += other.rejections
+        self.positions += other.positions
+        self.tv.extend(other.tv)
+
+    def pmfs(self) -> tuple[tuple[float, ...], ...]:
+        """Row ``K - 1``: the pmf of the number proposed (a limit never walked: nothing proposed)."""
+        rows = []
+        for counts in self.proposed:
+            total = sum(counts)
+            rows.append(tuple(c / total for c in counts) if total else (1.0,) + (0.0,) * (len(counts) - 1))
+        return tuple(rows)
+
+    def by_candidates(self) -> tuple[tuple[float, ...], ...]:
+        """Row ``c - 1``: ``P(accept k | 0..k-1)`` when ``c`` candidates are verified (empty: never)."""
+        return tuple(_conditional(r, a) for r, a in zip(self.reached, self.accepted))
+
+    def pooled(self) -> tuple[float, ...]:
+        reached = [sum(row[k] for row in self.reached if k < len(row)) for k in range(self.limits)]
+        accepted = [sum(row[k] for row in self.accepted if k < len(row)) for k in range(self.limits)]
+        return _conditional(reached, accepted)
+
+    def alpha(self, mode: str) -> float:
+        if mode == "greedy":
+            seen = self.tokens + self.rejections
+            return self.tokens / seen if seen else 0.0
+        return self.tokens / self.positions if self.positions else 0.0
+
+
+def _conditional(reached: Sequence[float], accepted: Sequence[float]) -> tuple[float, ...]:
+    out = []
+    for r, a in zip(reached, accepted):
+        if r <= 0:
+            break
+        out.append(float(min(1.0, max(0.0, a / r))))
+    return tuple(out)
+
+
+def walk_lookup(
+    lookup: NgramDrafter,
+    prompt: Sequence[int],
+    continuation: Sequence[int],
+    upper_probs: torch.Tensor,
+    mode: str,
+    limits: int,
+    exact: bool,
+) -> LookupWalk:
+    """Walk ``lookup > upper`` rounds along one continuation for every limit ``K = 1 .. limits``.
+
+    A round starting at ``s`` proposes ``x = propose(prompt + continuation[:s], K)`` (``n`` tokens,
+    ``s + K`` within the continuation).  Greedy: candidate ``k`` is accepted while ``x_k`` is the
+    upper's greedy token at ``s + k`` -- ``continuation[s + k]`` for the target (``exact``), the
+    argmax of ``upper_probs`` along the target's continuation for an intermediate upper (the
+    approximation the model pairs make); the next round starts at ``s + accepted + 1``.
+    Sampling (point-mass ``q``: ``x_k`` is accepted with probability ``a_k = p_upper(x_k)``):
+    ``a_k`` is read at ``s + k`` along the sampled continuation (exact for ``k = 0``; beyond, the
+    context holds the sampled tokens, not ``x``); the counts are expected ones (survival
+    products), and rounds advance as if the sampled continuation were committed: past the
+    prefix of ``x`` equal to it, plus one.
+    """
+    counts = LookupWalk(limits)
+    length = len(continuation)
+    greedy = mode == "greedy"
+    argmax = continuation if exact and greedy else upper_probs.argmax(-1).tolist()
+    context = list(prompt)
+    for limit in range(1, limits + 1):
+        start = 0
+        while start + limit <= length:
+            proposal = lookup.propose(context + list(continuation[:start]), limit)
+            n = len(proposal)
+            counts.proposed[limit - 1][n] += 1
+            same = 0
+            while same < n and proposal[same] == continuation[start + same]:
+                same += 1
+            if n:
+                reached, accepted = counts.reached[n - 1], counts.accepted[n - 1]
+                a = [float(upper_probs[start + k, token]) for k, token in enumerate(proposal)]
+                counts.positions += n
+                counts.tv.extend(1.0 - v for v in a)
+                if greedy:
+                    run = 0
+                    while run < n and proposal[run] == argmax[start + run]:
+                        run += 1
+                    for k in range(min(run + 1, n)):
+                        reached[k] += 1
+                    for k in range(run):
+                        accepted[k] += 1
+                    counts.tokens += run
+                    counts.rejections += run < n
+                    same = run
+                else:
+                    survive = 1.0
+                    for k in range(n):
+                        reached[k] += survive
+                        survive *= a[k]
+                        accepted[k] += survive
+                    counts.tokens += sum(a)
+            start += same + 1
+    return counts
+
+
+def lookup_walks(
+    lookup: NgramDrafter,
+    scored: ScoredContinuation,
+    limits: int,
+    walks: dict[tuple[str, str, int], LookupWalk],
+) -> None:
+    """Add one scored continuation's lookup walks against every network (``upper`` = network index)."""
+    mode, domain, prompt, continuation, probs = scored
+    for upper, upper_probs in enumerate(probs):
+        walk_here = walk_lookup(
+            lookup, prompt, continuation, upper_probs, mode, limits, exact=upper == len(probs) - 1
+        )
+        walks.setdefault((mode, domain, upper), LookupWalk(limits)).add(walk_here)
+
+
+def lookup_profiles(
+    walks: Mapping[tuple[str, str, int], LookupWalk], target: int, limits: int, seed: int
+) -> tuple[list[PairProfile], list[ProposalProfile]]:
+    """Per (mode, domain and all domains): ``(lookup, upper)`` pairs (upper = network + 1, the lookup
+    is member 0) and the lookup's proposal pmfs, from the walks verified by the target."""
+    grouped: dict[tuple[str, str | None, int], LookupWalk] = {}
+    for (mode, domain, upper), counts in sorted(walks.items()):
+        for key in ((mode, domain, upper), (mode, None, upper)):
+            grouped.setdefault(key, LookupWalk(limits)).add(counts)
+    rng = np.random.default_rng(seed)
+    pairs, proposals = [], []
+    for (mode, domain, upper), counts in sorted(
+        grouped.items(), key=lambda kv: (kv[0][2], str(kv[0][1]), kv[0][0])
+    ):
+        tv = np.asarray(counts.tv)
+        kept = tv if len(tv) <= TV_SAMPLES_KEPT else rng.choice(tv, TV_SAMPLES_KEPT, replace=False)
+        pairs.append(
+            PairProfile(
+                lower=0,
+                upper=upper + 1,
+                alpha=min(1.0, max(0.0, counts.alpha(mode))),
+                domain=domain,
+                mode=mode,
+                positions=counts.pooled(),
+                tv=tuple(round(float(min(1.0, max(0.0, v))), 5) for v in kept),
+                samples=counts.positions,
+                by_lookahead=counts.by_candidates(),
+            )
+        )
+        if upper == target:
+            rounds = sum(sum(row) for row in counts.proposed)
+            proposals.append(ProposalProfile(0, counts.pmfs(), domain, mode, rounds))
+    order = {"greedy": 0, "sampling": 1}
+    proposals.sort(key=lambda p: (order[p.mode], str(p.domain)))
+    return pairs, proposals
+
+
+def measure_lookup_passes(
+    lookup: NgramDrafter,
+    contexts: Sequence[Sequence[int]],
+    settings: ProfileSettings,
+    vocab_size: int,
+    clock: Callable[[], float] = time.perf_counter,
+) -> PassTimeTable:
+    """Seconds of one lookup pass by rows: per row ``propose(context, draft_positions)`` and the
+    point-mass ``q`` of every proposed token (what the executor's lookup pass does), on real
+    contexts (prompt + half its target continuation), rows cycling over them; ``warmup`` passes
+    unmeasured, then the median (or min) of ``repeats``."""
+    if not contexts:
+        raise ValueError("timing the lookup needs at least one context")
+    limit = settings.draft_positions
+    seconds = []
+    for batch in settings.batch_sizes:
+        rows = [contexts[i % len(contexts)] for i in range(batch)]
+        timings = []
+        for rep in range(settings.warmup + settings.repeats):
+            start = clock()
+            for row in rows:
+                for token in lookup.propose(row, limit):
+                    point_mass(token, vocab_size)
+            elapsed = clock() - start
+            if rep >= settings.warmup:
+                timings.append(elapsed)
+        summary = min(timings) if settings.statistic == "min" else statistics.median(timings)
+        seconds.append((max(summary, 1e-9),))
+    context = int(round(statistics.mean(len(c) for c in contexts)))
+    return PassTimeTable(settings.batch_sizes, (1,), tuple(seconds), context)
 
 
 def pair_profiles(
@@ -448,35 +690,60 @@ def profile_models(
     vocab_size: int,
     extra_meta: Mapping[str, Any] | None = None,
     lean: bool = False,
+    lookup: NgramDrafter | None = None,
 ) -> WorldProfile:
     """Measure ``models`` (cheapest first, target last) and build the world profile.
 
     ``lean`` times passes on the lean forward path (:mod:`backend.lean`), the one an executor
-    built with ``lean=True`` runs; the profile's ``meta.forward_path`` says which.
+    built with ``lean=True`` runs; the profile's ``meta.forward_path`` says which.  ``lookup``
+    adds the model-free drafter as member 0 (the networks move up by one): its lookup-pass
+    table (:func:`measure_lookup_passes`), its ``(lookup, upper)`` pairs and proposal pmfs from
+    walks on the same continuations (:func:`walk_lookup`).
     """
     if len(names) != len(models) or not models:
         raise ValueError(f"profile needs one name per model, got {len(names)} names for {len(models)} models")
     started = time.perf_counter()
     grids = [measure_pass_times(m, settings, vocab_size, name, lean=lean) for name, m in zip(names, models)]
-    pairs = (
-        pair_profiles(measure_pairs(models, prompts_by_domain, settings), settings) if len(models) > 1 else []
-    )
+    series: dict[tuple[str, str, int, int], PairSeries] = {}
+    walks: dict[tuple[str, str, int], LookupWalk] = {}
+    contexts: list[list[int]] = []
+    if len(models) > 1 or lookup is not None:
+        for scored in scored_continuations(models, prompts_by_domain, settings):
+            pair_series(scored, series)
+            if lookup is not None:
+                lookup_walks(lookup, scored, settings.draft_positions, walks)
+                mode, _, prompt, continuation, _ = scored
+                if mode == "greedy":
+                    contexts.append(prompt + continuation[: len(continuation) // 2])
+    pairs = pair_profiles(series, settings) if series else []
+    proposals: list[ProposalProfile] = []
+    if lookup is not None:
+        pairs = [dataclasses.replace(p, lower=p.lower + 1, upper=p.upper + 1) for p in pairs]
+        lookup_pairs, proposals = lookup_profiles(
+            walks, len(models) - 1, settings.draft_positions, settings.seed
+        )
+        pairs = lookup_pairs + pairs
     machine = machine_description()
     device = model_device(models[-1])
     where = (
         f"{device.type}: {machine['cpu']} ({machine['cpu_count']} cores, {machine['torch_threads']} threads)"
     )
     profiles = []
+    grid_meta: dict[str, Any] = {}
+    if lookup is not None:
+        table = measure_lookup_passes(lookup, contexts, settings, vocab_size)
+        profiles.append(ModelProfile(lookup.name, 0.0, table, kind="ngram"))
+        grid_meta[lookup.name] = {
+            "contexts": [table.context],
+            "batch_sizes": list(table.batch_sizes),
+            "tokens": list(table.tokens),
+            "seconds": [[list(row) for row in table.seconds]],
+        }
     for name, model, grid in zip(names, models, grids):
         params = float(sum(p.numel() for p in model.parameters()))
         profiles.append(ModelProfile(name, params, grid.table_at(len(grid.contexts) // 2)))
-    meta: dict[str, Any] = {
-        "machine": machine,
-        "settings": asdict(settings),
-        "dtype": str(next(models[-1].parameters()).dtype),
-        "forward_path": "lean" if lean else "huggingface",
-        "prompts": {domain: len(p) for domain, p in prompts_by_domain.items()},
-        "pass_time_grid": {
+    grid_meta.update(
+        {
             name: {
                 "contexts": list(g.contexts),
                 "batch_sizes": list(g.batch_sizes),
@@ -484,14 +751,31 @@ def profile_models(
                 "seconds": g.seconds,
             }
             for name, g in zip(names, grids)
-        },
+        }
+    )
+    meta: dict[str, Any] = {
+        "machine": machine,
+        "settings": asdict(settings),
+        "dtype": str(next(models[-1].parameters()).dtype),
+        "forward_path": "lean" if lean else "huggingface",
+        "prompts": {domain: len(p) for domain, p in prompts_by_domain.items()},
+        "pass_time_grid": grid_meta,
         "acceptance_context": "target continuations (greedy for greedy mode, T=1 samples for sampling mode); "
         "greedy: rounds walked as the executor runs them (exact for pairs verified by the target); "
         "sampling and intermediate verifiers: positions beyond the first are an approximation",
         "wall_seconds": round(time.perf_counter() - started, 3),
     }
+    if lookup is not None:
+        meta["lookup"] = {
+            "name": lookup.name,
+            "min_n": lookup.min_n,
+            "max_n": lookup.max_n,
+            "walk": "lookup > upper greedy rounds along the target's continuation (exact for upper = target; "
+            "intermediate uppers: their argmax along it); sampling: p_upper(proposal) along the sampled "
+            "continuation, expected counts; the pmf of tokens proposed from the walks verified by the target",
+        }
     meta.update(extra_meta or {})
-    return WorldProfile(where, tuple(profiles), tuple(pairs), meta)
+    return WorldProfile(where, tuple(profiles), tuple(pairs), meta, tuple(proposals))
 
 
 def profile_ladder(
@@ -510,7 +794,14 @@ def profile_ladder(
     what passes cost inside the engine's loop rather than in isolation.
     """
     profile = profile_models(
-        ladder.names, ladder.models, prompts_by_domain, settings, ladder.vocab_size, extra_meta, lean
+        ladder.names,
+        ladder.models,
+        prompts_by_domain,
+        settings,
+        ladder.vocab_size,
+        extra_meta,
+        lean,
+        ladder.lookup,
     )
     if not calibrate_in_run:
         return profile
