@@ -7,6 +7,10 @@ simulator replays it with the same pass times and, for every verification, the o
 backend recorded.  The sequence of passes -- model, rows (request, chain level, candidates,
 positions fed) and padded width -- must be identical, and so must the round feedback and the
 request records.  Dyadic times keep every clock sum exact in both worlds.
+
+With the model-free n-gram lookup at the bottom of the ladder (member 0, prompts with repeated
+spans so it proposes), the simulator is fed, for every lookup row, the number the backend's
+lookup proposed: the same passes, views, feedback and records follow.
 """
 
 from __future__ import annotations
@@ -14,13 +18,15 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from typing import Any
 
+import numpy as np
 import pytest
 
 from backend.engine import Engine, EngineConfig, replay_executor
+from backend.ngram import NgramDrafter
 from backend.replay import RandomTokenPrompts
 from backend.testing import agreeing_ladder, tiny_ladder
 from policies.contract import RoundFeedback, Route, RouteView
-from policies.serving import DRAFT, Pass
+from policies.serving import DRAFT, LOOKUP, Pass
 from sim.config import cluster_from_dict
 from sim.engine import Simulation
 from sim.scenario import Scenario
@@ -39,6 +45,16 @@ ROUTES = (
 )
 
 
+LOOKUP_ROUTES = (  # member 0 is the n-gram lookup, networks 1..3, target 3
+    Route((0, 1, 3), (3, 2), 3),
+    Route((0, 3), (4,), 3),
+    Route((3,), (), 3),
+    Route((1, 2, 3), (2, 1), 3),
+    Route((0, 2, 3), (2, 1), 3),
+    Route((0, 1, 2, 3), (3, 2, 1), 3),
+)
+
+
 def pass_seconds(model: int) -> float:
     return (model + 1) * TICK
 
@@ -48,16 +64,17 @@ class RotatingRouter:
 
     name = "rotating"
 
-    def __init__(self) -> None:
+    def __init__(self, routes: tuple[Route, ...] = ROUTES) -> None:
+        self.routes = routes
         self.rounds: dict[int, int] = defaultdict(int)
         self.views: list[RouteView] = []
         self.feedback: list[RoundFeedback] = []
 
     def route(self, view: RouteView) -> Route:
         self.views.append(view)
-        index = (view.request_id + self.rounds[view.request_id]) % len(ROUTES)
+        index = (view.request_id + self.rounds[view.request_id]) % len(self.routes)
         self.rounds[view.request_id] += 1
-        return ROUTES[index]
+        return self.routes[index]
 
     def observe(self, feedback: RoundFeedback) -> None:
         self.feedback.append(feedback)
@@ -81,7 +98,28 @@ class PassClock:
         return self.t
 
 
-def run_backend(ladder: Any, slots: int) -> tuple[list[tuple[Any, ...]], dict[int, deque[int]], Any]:
+class RepeatingPrompts:
+    """Prompts that repeat a short random span (a lookup finds matches in them)."""
+
+    name = "repeating"
+
+    def __init__(self, vocab_size: int, seed: int) -> None:
+        self.vocab_size, self.seed = vocab_size, seed
+
+    def prompt_ids(self, request: Request) -> list[int]:
+        rng = np.random.default_rng([self.seed, request.request_id])
+        span = rng.integers(4, self.vocab_size, size=int(rng.integers(2, 5))).tolist()
+        return (span * request.prompt_tokens)[: request.prompt_tokens]
+
+
+def is_outcome(slot: Any) -> bool:
+    """Rows whose outcome the world decides: verifications, and lookups (tokens proposed)."""
+    return bool(slot.call_candidates > 0 or slot.call_candidates == LOOKUP)
+
+
+def run_backend(
+    ladder: Any, slots: int, routes: tuple[Route, ...] = ROUTES, prompts: Any = None
+) -> tuple[list[tuple[Any, ...]], dict[int, deque[int]], Any]:
     clock = PassClock()
     executor = replay_executor(ladder)
     real_run_pass = executor.run_pass
@@ -92,12 +130,12 @@ def run_backend(ladder: Any, slots: int) -> tuple[list[tuple[Any, ...]], dict[in
         clock.t += step.seconds
 
     executor.run_pass = timed_pass  # type: ignore[method-assign]
-    router = RotatingRouter()
+    router = RotatingRouter(routes)
     engine = Engine(
         ladder,
         executor,
         router,
-        RandomTokenPrompts(ladder.vocab_size, seed=3),
+        prompts or RandomTokenPrompts(ladder.vocab_size, seed=3),
         EngineConfig(max_batch=slots, progress=False),
         clock=clock,
     )
@@ -107,7 +145,7 @@ def run_backend(ladder: Any, slots: int) -> tuple[list[tuple[Any, ...]], dict[in
     def log(step: Pass) -> None:
         passes.append(step.signature())
         for slot, took in zip(step.rows, step.accepted):
-            if slot.call_candidates > 0:
+            if is_outcome(slot):
                 outcomes[slot.request_id].append(took)
 
     engine.pass_sink = log
@@ -124,11 +162,14 @@ def run_backend(ladder: Any, slots: int) -> tuple[list[tuple[Any, ...]], dict[in
     return passes, outcomes, (router, sorted(records))
 
 
-def run_simulator(slots: int, outcomes: dict[int, deque[int]]) -> tuple[list[tuple[Any, ...]], Any]:
+def run_simulator(
+    slots: int, outcomes: dict[int, deque[int]], routes: tuple[Route, ...] = ROUTES, lookup: bool = False
+) -> tuple[list[tuple[Any, ...]], Any]:
+    ngram = [{"name": "ngram", "kind": "ngram", "propose": {"*": 0.5}, "accept": {"*": 0.5}}]
     cluster = cluster_from_dict(
         {
             "gpus": {"cpu": "CPU"},
-            "models": [
+            "models": (ngram if lookup else []) + [
                 {"name": f"tiny{k}", "params": 2e4, "layers": 2, "hidden": 32, "heads": 4, "kv_heads": 4,
                  "gpu": "cpu"}
                 for k in range(3)
@@ -140,14 +181,14 @@ def run_simulator(slots: int, outcomes: dict[int, deque[int]]) -> tuple[list[tup
         },
         "tiny",
     )  # fmt: skip
-    router = RotatingRouter()
+    router = RotatingRouter(routes)
     sim = Simulation(World(cluster, Scenario(seed=0)), router, trace_calls=True, feedback="always")
     recorded = {rid: deque(values) for rid, values in outcomes.items()}
 
     def replayed_pass(step: Pass, now: float) -> float:
-        """The backend's pass time, and for each verification the outcome the backend recorded."""
+        """The backend's pass time, and each verification's (and lookup's) outcome as the backend had it."""
         for index, slot in enumerate(step.rows):
-            if slot.call_candidates > 0:
+            if is_outcome(slot):
                 step.accepted[index] = recorded[slot.request_id].popleft()
         step.seconds = pass_seconds(step.model)
         return step.seconds
@@ -189,6 +230,32 @@ def test_simulator_makes_the_backends_passes(slots: int, make_ladder: Any) -> No
         assert len(full) >= 5, "the agreeing ladder should give fully accepted rounds"
 
 
+@pytest.mark.parametrize("slots", [1, 4])
+def test_simulator_makes_the_backends_passes_with_the_lookup_at_the_bottom(slots: int) -> None:
+    ladder = agreeing_ladder(3, seed=1).with_lookup(NgramDrafter(min_n=1, max_n=3))
+    prompts = RepeatingPrompts(ladder.vocab_size, seed=5)
+    real_passes, outcomes, (real_router, real_records) = run_backend(ladder, slots, LOOKUP_ROUTES, prompts)
+    sim_passes, (sim_router, sim_records) = run_simulator(slots, outcomes, LOOKUP_ROUTES, lookup=True)
+
+    assert len(sim_passes) == len(real_passes)
+    for index, (simulated, real) in enumerate(zip(sim_passes, real_passes)):
+        assert simulated == real, f"pass {index} differs"
+    assert [v._replace(ladder=None) for v in sim_router.views] == [
+        v._replace(ladder=None) for v in real_router.views
+    ]
+    assert [f._replace(tv=()) for f in sim_router.feedback] == [
+        f._replace(tv=()) for f in real_router.feedback
+    ]
+    assert sim_records == real_records
+
+    # the lookup ran, proposed sometimes, and sometimes found nothing (the level above decoded alone)
+    lookup_rows = [row for model, pass_rows, _ in real_passes if model == 0 for row in pass_rows]
+    assert lookup_rows and all(row[2] == LOOKUP and row[3] == 0 for row in lookup_rows)
+    proposed = [f.levels[0].emitted for f in real_router.feedback if f.levels[0].model == 0]
+    assert max(proposed) >= 2 and min(proposed) == 0
+    assert {record.request_id for record in real_records} == set(range(7))
+
+
 def test_prefill_and_decode_rows_run_in_separate_passes() -> None:
     """A wide row (a prefill) never shares a pass with narrow ones: padding would charge every
     decode row the prefill's width."""
@@ -196,8 +263,6 @@ def test_prefill_and_decode_rows_run_in_separate_passes() -> None:
 
     ladder = agreeing_ladder(3, seed=1)
     passes, _, _ = run_backend(ladder, 4)
-    mixed = [
-        p for p in passes if len({fed > WIDE_FEED for _, _, _, fed in p[1]}) > 1
-    ]
+    mixed = [p for p in passes if len({fed > WIDE_FEED for _, _, _, fed in p[1]}) > 1]
     assert mixed == []
     assert any(fed > WIDE_FEED for p in passes for *_, fed in p[1])  # the workload has prefills
