@@ -5,6 +5,10 @@ Traces carry lengths, not text (docs/design.md §6). :class:`PromptCorpus` holds
 
     {"domain": "code" | "prose" | ..., "source": "stdlib/foo.py", "text": "..."}
 
+``edit`` prompts (``backend.zoo.corpus.edit_prompt``: held-out text followed by revised copies of
+it) are a *derived* domain: a request asks for them by tag; an untagged request (``domain=None``)
+draws among the other domains only, so untagged seeded workloads did not change when it was added.
+
 ``materialise(tokenizer, n_tokens, domain, rng)`` returns exactly ``n_tokens`` token ids of real text
 of that domain: it picks a starting chunk with ``rng``, tokenizes that chunk and the ones after it
 (the next chunks of the same file, then the following files, wrapping round the domain) until there
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 RngLike = np.random.Generator | int | Sequence[int]
+DERIVED_DOMAINS = frozenset({"edit"})  # served when asked for by tag, never drawn for an untagged request
 
 
 @dataclass(frozen=True)
@@ -96,6 +101,12 @@ class PromptCorpus:
     def domains(self) -> tuple[str, ...]:
         return tuple(sorted(self._by_domain))
 
+    @property
+    def untagged_domains(self) -> tuple[str, ...]:
+        """The domains an untagged request draws from: all but ``DERIVED_DOMAINS`` (all if none is left)."""
+        plain = tuple(d for d in self.domains if d not in DERIVED_DOMAINS)
+        return plain or self.domains
+
     def chunks(self, domain: str) -> list[PromptChunk]:
         self._check_domain(domain)
         return list(self._by_domain[domain])
@@ -105,12 +116,14 @@ class PromptCorpus:
             raise ValueError(f"unknown prompt domain {domain!r}; {self.origin} has {list(self.domains)}")
 
     def materialise(self, tokenizer: Any, n_tokens: int, domain: str | None, rng: RngLike) -> list[int]:
-        """Exactly ``n_tokens`` ids of held-out ``domain`` text (``None``: a domain drawn by ``rng``)."""
+        """Exactly ``n_tokens`` ids of held-out ``domain`` text (``None``: one of
+        :attr:`untagged_domains` drawn by ``rng``)."""
         if isinstance(n_tokens, bool) or not isinstance(n_tokens, int | np.integer) or n_tokens < 0:
             raise ValueError(f"n_tokens must be a non-negative integer, got {n_tokens!r}")
         generator = _generator(rng)
         if domain is None:
-            domain = self.domains[int(generator.integers(len(self.domains)))]
+            drawn = self.untagged_domains
+            domain = drawn[int(generator.integers(len(drawn)))]
         self._check_domain(domain)
         chunks = self._by_domain[domain]
         first = int(generator.integers(len(chunks)))

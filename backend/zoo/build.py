@@ -3,7 +3,8 @@
 Layout of an output directory::
 
     OUT/ladder.json      {"format": 1, "models": [cheapest ... target], "tokenizer": ..., "training": ...}
-    OUT/prompts.jsonl        held-out text chunks {"domain", "source", "text"} (backend.prompts)
+    OUT/prompts.jsonl        held-out text chunks {"domain", "source", "text"} (backend.prompts), then
+                             the "edit" prompts built from them (backend.zoo.corpus.edit_prompt)
     OUT/<model>/             Hugging Face save_pretrained: config.json, model.safetensors (fp16), tokenizer
     OUT/.work/               checkpoints and token caches (resumable; removed with --clean)
 
@@ -95,6 +96,20 @@ def build(
         torch.set_num_threads(previous_threads)
 
 
+def write_prompts(held_files: list[corpus.SourceFile], path: Path, tokenizer: Any) -> dict[str, int]:
+    """``prompts.jsonl`` of the held-out files, edit prompts measured with the ladder's ``tokenizer``
+    (``corpus.write_prompt_corpus``); rewriting the shipped file needs no training::
+
+        write_prompts(corpus.split(corpus.load_corpus())[1], default_ladder_dir() / "prompts.jsonl",
+                      AutoTokenizer.from_pretrained(default_ladder_dir() / "target-8m"))
+    """
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    return corpus.write_prompt_corpus(held_files, path, count)
+
+
 def _build(recipe: BuildRecipe, out: Path, stop_after: int | None, log: Any) -> dict[str, Any] | None:
     started = time.perf_counter()
     work = out / ".work"
@@ -102,7 +117,6 @@ def _build(recipe: BuildRecipe, out: Path, stop_after: int | None, log: Any) -> 
     files = corpus.load_corpus()
     train_files, held_files = corpus.split(files)
     log(f"corpus: {len(train_files)} training files, {len(held_files)} held-out files")
-    prompt_counts = corpus.write_prompt_corpus(held_files, out / "prompts.jsonl")
 
     tokenizer_dir = work / "tokenizer"
     if (tokenizer_dir / "tokenizer.json").exists():
@@ -112,6 +126,8 @@ def _build(recipe: BuildRecipe, out: Path, stop_after: int | None, log: Any) -> 
             _limited_texts(train_files, recipe.train_chars_per_domain), recipe.vocab_size
         )
         tokenizer.save_pretrained(str(tokenizer_dir))
+    # the edit prompts are bounded in tokens, so the corpus is written once the tokenizer exists
+    prompt_counts = write_prompts(held_files, out / "prompts.jsonl", tokenizer)
     train_streams = _token_streams(train_files, tokenizer, work / "train", recipe.train_chars_per_domain)
     held_streams = _token_streams(held_files, tokenizer, work / "held", None)
     streams = [train_streams[d] for d in corpus.DOMAINS]
