@@ -429,10 +429,12 @@ class LookupWalk:
             self.accepted = [[0.0] * (c + 1) for c in range(self.limits)]
 
     def add(self, other: LookupWalk) -> None:
-        for mine, theirs in zip(self.proposed + self.reached + self.accepted,
-                                other.proposed + other.reached + other.accepted):  # fmt: skip
-            for i, value in enumerate(theirs):
-                mine[i] += value
+        for counts, more in zip(self.proposed, other.proposed):
+            for i, value in enumerate(more):
+                counts[i] += value
+        for sums, extra in zip(self.reached + self.accepted, other.reached + other.accepted):
+            for i, amount in enumerate(extra):
+                sums[i] += amount
         self.tokens += other.tokens
         self.rejections += other.rejections
         self.positions += other.positions
@@ -560,7 +562,7 @@ def lookup_profiles(
             grouped.setdefault(key, LookupWalk(limits)).add(counts)
     rng = np.random.default_rng(seed)
     pairs, proposals = [], []
-    for (mode, domain, upper), counts in sorted(
+    for (mode, tag, upper), counts in sorted(
         grouped.items(), key=lambda kv: (kv[0][2], str(kv[0][1]), kv[0][0])
     ):
         tv = np.asarray(counts.tv)
@@ -570,7 +572,7 @@ def lookup_profiles(
                 lower=0,
                 upper=upper + 1,
                 alpha=min(1.0, max(0.0, counts.alpha(mode))),
-                domain=domain,
+                domain=tag,
                 mode=mode,
                 positions=counts.pooled(),
                 tv=tuple(round(float(min(1.0, max(0.0, v))), 5) for v in kept),
@@ -580,7 +582,7 @@ def lookup_profiles(
         )
         if upper == target:
             rounds = sum(sum(row) for row in counts.proposed)
-            proposals.append(ProposalProfile(0, counts.pmfs(), domain, mode, rounds))
+            proposals.append(ProposalProfile(0, counts.pmfs(), tag, mode, rounds))
     order = {"greedy": 0, "sampling": 1}
     proposals.sort(key=lambda p: (order[p.mode], str(p.domain)))
     return pairs, proposals

@@ -94,7 +94,7 @@ class World:
         lookups = {}
         for member in cluster.model_free:
             spec = cluster.models[member]
-            measured_here = profile is not None and profile.proposal(member) is not None
+            measured_here = profile is not None and any(p.member == member for p in profile.proposals)
             if not spec.propose and not measured_here:
                 raise ConfigError(
                     f"{cluster.name}.models[{member}].propose: the world profile {cluster.profile} has no "
