@@ -102,9 +102,10 @@ def test_builder_is_deterministic_and_matches_the_chunks_it_revises(tmp_path: Pa
 
 def test_long_edit_prompts_keep_fewer_revisions_or_are_dropped() -> None:
     piece = "line one of the passage\nline two of the passage\nline three\n"
-    full = corpus.edit_prompt(piece, "prose")
-    assert full is not None and full.count("Revised:") == corpus.EDIT_REVISIONS
     by_chars = len  # one "token" per character
+    full = corpus.edit_prompt(piece, "prose", by_chars, max_tokens=10_000)
+    assert full is not None and full.count("Revised:") == corpus.EDIT_REVISIONS
+    assert corpus.edit_prompt(piece, "prose") == corpus.edit_prompt(piece, "prose", corpus.utf8_bytes)
     shorter = corpus.edit_prompt(piece, "prose", by_chars, max_tokens=len(full) - 1)
     assert shorter is not None and shorter.count("Revised:") == corpus.EDIT_REVISIONS - 1
     assert full.startswith(shorter)

@@ -39,7 +39,9 @@ EDIT_DOMAIN = "edit"
 PROMPT_DOMAINS: tuple[str, ...] = (*DOMAINS, EDIT_DOMAIN)
 EDIT_UNIT_CHARS = 200  # the passage an edit prompt revises: whole lines, at most this many characters
 EDIT_MAX_LINE_CHARS = 100  # a longer line ends the passage (keeps every edit prompt under ~450 tokens)
-EDIT_REVISIONS = 3  # revised copies after the original (the first renames, the others repeat it)
+EDIT_REVISIONS = 8  # at most this many revised copies after the original (the first renames, the
+# others repeat it): as many as fit in EDIT_MAX_TOKENS, so a window of the prompt and its continuation
+# stay inside the revisions
 EDIT_MAX_TOKENS = 448  # an edit prompt plus a 64-token continuation fits the models' 512-token context
 EDIT_SEPARATORS = {"code": "# revised:\n", "prose": "\nRevised:\n\n"}
 _CODE_NAME = re.compile(r"\b[A-Za-z_][A-Za-z0-9_]{2,}\b")
@@ -191,21 +193,25 @@ def revise(passage: str, domain: str) -> str:
     return re.sub(rf"\b{re.escape(chosen)}\b", replacement, passage)
 
 
+def utf8_bytes(text: str) -> int:
+    """Bytes of ``text`` in UTF-8: an upper bound on its tokens under any byte-level BPE."""
+    return len(text.encode("utf-8"))
+
+
 def edit_prompt(
     piece: str,
     domain: str,
-    count_tokens: Callable[[str], int] | None = None,
+    count_tokens: Callable[[str], int] = utf8_bytes,
     max_tokens: int = EDIT_MAX_TOKENS,
 ) -> str | None:
     """An "edit this code / revise this passage" prompt from a held-out chunk of ``domain``.
 
-    The passage (:func:`edit_passage`), then ``EDIT_REVISIONS`` times a separator line (a comment
-    ``# revised:`` for code, a ``Revised:`` heading for prose) and the revised passage (:func:`revise`;
-    every revision is the same). Past the first copy, every position's continuation is a span
-    already in the text: a window of the prompt longer than one revision contains what follows it.
-
-    With ``count_tokens`` (the ladder's tokenizer), a prompt of more than ``max_tokens`` tokens keeps
-    fewer revisions (at least one) and is dropped when even one is too long; without it nothing is cut.
+    The passage (:func:`edit_passage`), then up to ``EDIT_REVISIONS`` times a separator line (a
+    comment ``# revised:`` for code, a ``Revised:`` heading for prose) and the revised passage
+    (:func:`revise`; every revision is the same): as many as keep the prompt within ``max_tokens``
+    by ``count_tokens`` (the ladder's tokenizer; by default UTF-8 bytes, an upper bound), at least
+    one, else ``None``. Past the first copy, every position's continuation is a span already in the
+    text: a window of the prompt longer than one revision contains what follows it.
     """
     passage = edit_passage(piece)
     if passage is None:
@@ -213,13 +219,13 @@ def edit_prompt(
     revised = revise(passage, domain)
     for revisions in range(EDIT_REVISIONS, 0, -1):
         text = passage + (EDIT_SEPARATORS[domain] + revised) * revisions
-        if count_tokens is None or count_tokens(text) <= max_tokens:
+        if count_tokens(text) <= max_tokens:
             return text
     return None
 
 
 def prompt_records(
-    held_out: Iterable[SourceFile], count_tokens: Callable[[str], int] | None = None
+    held_out: Iterable[SourceFile], count_tokens: Callable[[str], int] = utf8_bytes
 ) -> list[dict[str, str]]:
     """The prompt corpus: every held-out chunk (file order), then one ``edit`` prompt per chunk
     that has a passage (:func:`edit_prompt`), in the same order. Only held-out files are accepted."""
@@ -238,7 +244,7 @@ def prompt_records(
 
 
 def write_prompt_corpus(
-    held_out: Iterable[SourceFile], path: Path, count_tokens: Callable[[str], int] | None = None
+    held_out: Iterable[SourceFile], path: Path, count_tokens: Callable[[str], int] = utf8_bytes
 ) -> dict[str, int]:
     """Write held-out text as JSON lines ``{"domain", "source", "text"}`` (:func:`prompt_records`;
     ``count_tokens``: see :func:`edit_prompt`); return chunks per domain."""
