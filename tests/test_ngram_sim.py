@@ -381,3 +381,21 @@ def test_a_cluster_and_its_profile_must_agree_on_the_lookup(tmp_path: Path) -> N
         ConfigError, match=r"models\[0\]\.propose: the world profile .* has no proposal statistics"
     ):
         World(networks_only, Scenario())
+
+
+def test_profile_command_with_the_lookup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from backend.testing import save_tiny_ladder
+    from specrouter.cli import main
+    from traces.world_profile import load_world_profile
+
+    ladder_dir = save_tiny_ladder(tmp_path / "ladder", levels=2, seed=3)
+    out = tmp_path / "profile.json"
+    argv = ["profile", "--ladder", str(ladder_dir), "--out", str(out), "--quick", "--prompts", "1"]
+    assert main([*argv, "--ngram", "1:3"]) == 0
+    profile = load_world_profile(out)
+    assert profile.names == ("ngram", "tiny0", "tiny1") and profile.model_free == (0,)
+    assert profile.proposal(0) is not None and profile.meta["lookup"]["max_n"] == 3
+    assert {(p.lower, p.upper) for p in profile.acceptance} == {(0, 1), (0, 2), (1, 2)}
+    assert "lookup proposes" in capsys.readouterr().out
+    assert main([*argv, "--ngram", "3:1"]) != 0
+    assert "--ngram 3:1: expected MIN:MAX" in capsys.readouterr().err
