@@ -271,6 +271,11 @@ def model_from_dict(
     _check_fields(ModelSpec, raw, where, {"name", "params", "layers", "hidden", "heads", "kv_heads", "gpu"})
     for key in ("layers", "hidden", "heads", "kv_heads"):
         _positive(raw[key], f"{where}.{key}", integer=True)
+    if raw.get("params") == 0:
+        raise ConfigError(
+            f"{where}.params: 0 parameters -- a model-free member (an n-gram lookup) needs "
+            '"kind": "ngram" (and no shape)'
+        )
     for key in ("params", "bytes_per_weight", "kv_bytes"):
         if key in raw:
             _positive(raw[key], f"{where}.{key}")

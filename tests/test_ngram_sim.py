@@ -324,6 +324,10 @@ def test_a_model_free_target_and_lookup_keys_on_a_network_are_refused() -> None:
     net = config([])["models"][0]
     with pytest.raises(ConfigError, match=r"models\[0\]\.propose: only a model-free member"):
         cluster_from_dict(config([{**net, "propose": {"*": 0.3}}]), "c")
+    with pytest.raises(
+        ConfigError, match=r"models\[0\]\.params: 0 parameters -- a model-free member .* needs"
+    ):
+        cluster_from_dict(config([{**net, "params": 0.0}]), "c")
 
 
 def test_profiles_with_a_lookup_are_checked(tmp_path: Path) -> None:
