@@ -53,7 +53,8 @@ if str(ROOT) not in sys.path:
 
 from backend.engine import EngineConfig, replay  # noqa: E402
 from backend.ladder import Ladder, load_ladder  # noqa: E402
-from backend.replay import FixedPrompts, prompt_set, prompt_source_for  # noqa: E402
+from backend.prompts import DERIVED_DOMAINS  # noqa: E402
+from backend.replay import FixedPrompts, prompt_set, prompt_source_for, source_domains  # noqa: E402
 from policies import Policy, StaticChain, TargetOnly  # noqa: E402
 from traces.request import Request  # noqa: E402
 
@@ -243,7 +244,6 @@ def lookup_section(
 ) -> dict[str, Any]:
     """Issue 15's comparison per domain, side by side in this run (module docstring, (e))."""
     from backend.ngram import NgramDrafter
-    from backend.replay import source_domains
 
     low, _, high = args.ngram.partition(":")
     with_lookup = ladder.with_lookup(NgramDrafter(int(low), int(high or low)))
@@ -344,7 +344,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     ladder, ladder_note = build_ladder(args.ladder, args.dtype, args.device)
     source = prompt_source_for(ladder, args.seed, ladder_note if Path(ladder_note).is_dir() else None)
-    per_domain = prompt_set(source, n_prompts, prompt_tokens)
+    # the headline comparison on the plain domains (code, prose); the copy domain is section (e)'s
+    plain = [d for d in source_domains(source) if d not in DERIVED_DOMAINS] or None
+    per_domain = prompt_set(source, n_prompts, prompt_tokens, plain)
     prompts = [p for group in zip(*per_domain.values()) for p in group][:n_prompts]
     target = ladder.target
     from backend.lean import lean_unsupported_reason
