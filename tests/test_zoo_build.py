@@ -1,4 +1,5 @@
-"""The zoo build: resumable, budget-stable training stages; `zoo build --small` gives a loadable ladder."""
+"""The zoo build: resumable, budget-stable training stages; `zoo build --small` gives a loadable ladder;
+the copy stage trains the target only, on windows of training text."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
+from backend.zoo import build as zoo_build
+from backend.zoo import corpus
 from backend.zoo import recipe as zoo_recipe
-from backend.zoo.recipe import ModelSpec, StageBudget
-from backend.zoo.train import decay_start, learning_rate, run_stage
+from backend.zoo.recipe import CopyStage, ModelSpec, StageBudget
+from backend.zoo.train import copy_window, decay_start, learning_rate, run_stage, sample_copy_batch
 from specrouter.cli import main
 
 STREAMS = [np.random.default_rng(0).integers(0, 48, 4000).astype(np.uint16) for _ in range(2)]
@@ -86,10 +89,90 @@ TINY = replace(
         ModelSpec("b", hidden=16, layers=1, heads=2, intermediate=32),
         ModelSpec("c", hidden=32, layers=2, heads=2, intermediate=64),
     ),
+    copy_stage=CopyStage(StageBudget(steps=2, batch=4, learning_rate=1e-3, warmup_steps=1), 2, 4, 12),
     train_chars_per_domain=60_000,
     checkpoint_every=2,
     eval_windows_per_domain=2,
 )
+
+
+def contains(stream: np.ndarray, part: np.ndarray) -> bool:
+    """Whether ``part`` is a contiguous slice of ``stream``."""
+    if len(part) == 0:
+        return True
+    windows = np.lib.stride_tricks.sliding_window_view(stream, len(part))
+    return bool((windows == part).all(axis=1).any())
+
+
+def test_copy_windows_repeat_a_span_of_their_stream_after_a_marker() -> None:
+    # disjoint token ranges: stream 0 uses 0..99, stream 1 uses 100..199, markers 200..
+    streams = [
+        np.random.default_rng(s).integers(100 * s, 100 * s + 100, 5000).astype(np.uint16) for s in (0, 1)
+    ]
+    markers = [[np.array([200, 201], np.uint16), np.array([], np.uint16)], [np.array([202], np.uint16)]]
+    spec = CopyStage(StageBudget(steps=4, batch=6, learning_rate=1e-3, warmup_steps=1), 4, 5, 20, 0.5)
+    edited = 0
+    for step in range(4):
+        batch = sample_copy_batch(streams, markers, spec, 64, 0, step).numpy()
+        assert batch.shape == (6, 65)
+        assert np.array_equal(batch, sample_copy_batch(streams, markers, spec, 64, 0, step).numpy())  # seeded
+        for row, window in enumerate(batch):
+            stream, allowed = streams[row % 2], markers[row % 2]
+            marker_tokens = set(np.concatenate(allowed).tolist())
+            assert set(window.tolist()) <= set(stream.tolist()) | marker_tokens
+            if row >= spec.copy_rows:
+                assert contains(stream, window.astype(np.uint16))  # an ordinary window
+                continue
+            # span, marker, revision, marker, revision, ...: find the period from the marker
+            for length in range(spec.min_span, spec.max_span + 1):
+                span = window[:length].astype(np.uint16)
+                for marker in allowed:
+                    period = length + len(marker)
+                    revision = window[period : period + length]
+                    if not contains(stream, span) or len(revision) < length:
+                        continue
+                    if not np.array_equal(window[length:period], marker):
+                        continue
+                    repeated = np.tile(np.concatenate([marker, revision]), 64)[: len(window) - length]
+                    changed = set(span[span != revision].tolist())
+                    if np.array_equal(window[length:], repeated) and len(changed) <= 1:
+                        edited += bool(changed)
+                        break
+                else:
+                    continue
+                break
+            else:
+                raise AssertionError(f"step {step} row {row}: not a repeated span of its stream: {window}")
+    assert edited > 0  # some revisions carry the edit
+
+
+def test_copy_window_edit_replaces_one_token_everywhere() -> None:
+    stream = np.arange(1000, dtype=np.uint16) % 7
+    spec = CopyStage(StageBudget(steps=1, batch=1, learning_rate=1e-3, warmup_steps=1), 1, 14, 14, 1.0)
+    window = copy_window(stream, [np.array([9], np.uint16)], 100, spec, np.random.default_rng(3))
+    span, revision = window[:14], window[15:29]
+    assert window[14] == 9 and np.array_equal(window[30:44], revision)
+    old = set(span[span != revision].tolist())
+    assert len(old) == 1  # this seed edits: every occurrence of one token, and only those, changed
+    (token,) = old
+    assert np.array_equal(span != revision, span == token)
+    assert len(set(revision[span == token].tolist())) == 1 and set(revision.tolist()) <= set(stream.tolist())
+
+
+def test_earlier_stages_do_not_depend_on_the_copy_stage() -> None:
+    other = replace(
+        zoo_recipe.FULL,
+        copy_stage=CopyStage(StageBudget(steps=7, batch=2, learning_rate=1.0, warmup_steps=1), 1, 3, 5, 0.0),
+    )
+    for stage in ("target", "distill"):  # their checkpoints (and the students) are reused as they are
+        assert other.stage_key(stage) == zoo_recipe.FULL.stage_key(stage)
+    assert other.stage_key("copy") != zoo_recipe.FULL.stage_key("copy")
+    assert other.digest() != zoo_recipe.FULL.digest()
+    longer = zoo_recipe.FULL.with_steps(None, None, 400)
+    assert longer.copy_stage.budget.steps == 400 and longer.stage_key("copy") == zoo_recipe.FULL.stage_key(
+        "copy"
+    )
+    assert zoo_recipe.SMALL.copy_stage.budget.steps < zoo_recipe.FULL.copy_stage.budget.steps
 
 
 def test_zoo_build_small_is_resumable_cached_and_loadable(
@@ -97,6 +180,14 @@ def test_zoo_build_small_is_resumable_cached_and_loadable(
 ) -> None:
     monkeypatch.setitem(zoo_recipe.RECIPES, "small", TINY)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    copy_batches: list[tuple[list[np.ndarray], torch.Tensor]] = []
+
+    def recording_sampler(streams: list[np.ndarray], *args: object, **kwargs: object) -> torch.Tensor:
+        batch = sample_copy_batch(streams, *args, **kwargs)  # type: ignore[arg-type]
+        copy_batches.append((streams, batch))
+        return batch
+
+    monkeypatch.setattr(zoo_build, "sample_copy_batch", recording_sampler)
     command = [
         "zoo",
         "build",
@@ -114,12 +205,33 @@ def test_zoo_build_small_is_resumable_cached_and_loadable(
     (checkpoint,) = (tmp_path / ".work").glob("distill-*.pt")
     assert torch.load(checkpoint, weights_only=False)["step"] == 1
 
+    assert main([*command, "--stop-after", "6"]) == 0  # interrupted during the copy stage
+    assert not (tmp_path / "ladder.json").exists()
+    (checkpoint,) = (tmp_path / ".work").glob("copy-*.pt")
+    assert torch.load(checkpoint, weights_only=False)["step"] == 1
+    assert list(torch.load(checkpoint, weights_only=False)["models"]) == ["c"]  # the target only
+
     assert main(command) == 0
     manifest = json.loads((tmp_path / "ladder.json").read_text())
     assert manifest["format"] == 1 and manifest["models"] == ["a", "b", "c"]
     stages = manifest["training"]["stages"]
     assert stages["target"]["steps"] == 3 and stages["distill"]["steps"] == 2
     assert len(stages["distill"]["losses"]["a"]["every_1_steps"]) == 2  # resumed, not restarted
+    assert list(stages) == ["target", "distill", "copy"] and list(stages["copy"]["losses"]) == ["c"]
+    assert len(stages["copy"]["losses"]["c"]["every_1_steps"]) == 2  # resumed, not restarted
+    assert set(manifest["training"]["evaluation"]["c"]["copy_loss"]) == {"first_copy", "second_copy", "span"}
+
+    # the copy stage saw the training streams only, and its copy rows are spans of them
+    training = [np.load(tmp_path / ".work" / f"train-{domain}.npy") for domain in corpus.DOMAINS]
+    held_out = [np.load(tmp_path / ".work" / f"held-{domain}.npy") for domain in corpus.DOMAINS]
+    assert len(copy_batches) == 2
+    for streams, batch in copy_batches:
+        assert len(streams) == len(training)
+        assert all(np.array_equal(s, t) for s, t in zip(streams, training, strict=True))
+        assert not any(np.array_equal(s, h) for s in streams for h in held_out)
+        for row in range(TINY.copy_stage.copy_rows):
+            span = batch[row, : TINY.copy_stage.min_span].numpy().astype(np.uint16)
+            assert contains(training[row % len(training)], span)
     for name in manifest["models"]:
         model = AutoModelForCausalLM.from_pretrained(tmp_path / name, local_files_only=True)
         tokenizer = AutoTokenizer.from_pretrained(tmp_path / name, local_files_only=True)

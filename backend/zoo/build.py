@@ -1,4 +1,5 @@
-"""``specrouter zoo build``: corpus -> tokenizer -> target -> distilled students -> fp16 ladder.
+"""``specrouter zoo build``: corpus -> tokenizer -> target -> distilled students -> target taught
+to copy -> fp16 ladder.
 
 Layout of an output directory::
 
@@ -26,16 +27,18 @@ import numpy as np
 import safetensors
 import tokenizers
 import torch
+import torch.nn.functional as F
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from backend.zoo import corpus
-from backend.zoo.evaluate import argmax_agreement, held_out_loss
+from backend.zoo.evaluate import argmax_agreement, evaluation_windows, held_out_loss
 from backend.zoo.recipe import BuildRecipe, ModelSpec
 from backend.zoo.tokenizer import END_OF_TEXT, load_tokenizer, train_tokenizer
-from backend.zoo.train import run_stage
+from backend.zoo.train import StageResult, run_stage, sample_copy_batch
 
 LADDER_FORMAT = 1
+COPY_EVAL_SPAN = 100  # tokens per window of the held-out copy-loss check (as bench/copy_domain.py)
 
 
 def is_built(out: Path, recipe: BuildRecipe) -> bool:
@@ -161,7 +164,105 @@ def _build(recipe: BuildRecipe, out: Path, stop_after: int | None, log: Any) -> 
     if distill_result is None:
         return None
     stages["distill"] = distill_result
+    remaining = None if remaining is None else remaining - recipe.distill_stage.steps
+    if remaining is not None and remaining <= 0:
+        return None
+    copy_result = train_to_copy(recipe, members[target_name], tokenizer, streams, work, remaining)
+    if copy_result is None:
+        return None
+    stages["copy"] = copy_result
     return _export(recipe, out, members, tokenizer, held_streams, stages, prompt_counts, files, started, log)
+
+
+def copy_markers(tokenizer: Any) -> list[list[np.ndarray]]:
+    """Per training stream (``corpus.DOMAINS`` order) the markers between a copy window's copies:
+    the edit domain's separator (``# revised:`` / ``Revised:``), a newline, and nothing at all."""
+
+    def ids(text: str) -> np.ndarray:
+        return np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.uint16)
+
+    return [[ids(corpus.EDIT_SEPARATORS[domain]), ids("\n"), ids("")] for domain in corpus.DOMAINS]
+
+
+def train_to_copy(
+    recipe: BuildRecipe,
+    target: Any,
+    tokenizer: Any,
+    streams: list[np.ndarray],
+    work: Path,
+    stop_after: int | None,
+) -> StageResult | None:
+    """The copy stage: ``target`` alone, from its current weights, on ordinary and copy windows of the
+    training ``streams`` (``train.sample_copy_batch``); resumable from ``work``. ``None`` if stopped."""
+    target.train()
+    for parameter in target.parameters():
+        parameter.requires_grad_(True)
+    markers = copy_markers(tokenizer)
+    spec = recipe.copy_stage
+
+    def sampler(step: int) -> torch.Tensor:
+        return sample_copy_batch(streams, markers, spec, recipe.context, recipe.seed, step)
+
+    return run_stage(
+        "copy", {recipe.target.name: target}, None, spec.budget, streams, recipe.context, recipe.seed,
+        recipe.weight_decay, work / f"{recipe.stage_key('copy')}.pt", recipe.checkpoint_every, stop_after,
+        sampler,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def held_out_copy_loss(
+    model: Any, streams: dict[str, np.ndarray], span: int, windows: int
+) -> dict[str, float]:
+    """Mean loss (nats/token) on ``windows`` evenly spaced held-out windows of ``span`` tokens per
+    domain, and on a verbatim second copy of each right after it (``bench/copy_domain.py``'s check):
+    a model that copies from its context has a far lower loss on the second copy."""
+    first = second = 0.0
+    count = 0
+    for stream in streams.values():
+        batch = evaluation_windows(stream, span - 1, windows)
+        doubled = torch.cat([batch, batch], dim=1)
+        logits = model(input_ids=doubled[:, :-1]).logits.float()
+        losses = F.cross_entropy(logits.transpose(1, 2), doubled[:, 1:], reduction="none")
+        first += float(losses[:, : span - 1].mean()) * len(batch)
+        second += float(losses[:, span - 1 :].mean()) * len(batch)
+        count += len(batch)
+    return {"first_copy": round(first / count, 4), "second_copy": round(second / count, 4), "span": span}
+
+
+def export_member(
+    recipe: BuildRecipe,
+    model: Any,
+    directory: Path,
+    tokenizer: PreTrainedTokenizerFast,
+    held_streams: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Save one trained member as fp16 ``save_pretrained`` + tokenizer into ``directory`` (replaced),
+    and measure the stored weights: held-out loss, copy loss, fp16-vs-fp32 argmax agreement."""
+    model = model.eval()
+    if directory.exists():
+        shutil.rmtree(directory)
+    half = LlamaForCausalLM(model.config)
+    half.load_state_dict(model.state_dict())
+    torch.nn.Module.to(half, torch.float16)  # in place (transformers wraps .to with checks)
+    half.config.dtype = "float16"
+    half.save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    stored = LlamaForCausalLM.from_pretrained(str(directory), dtype=torch.float32).eval()
+    agreement = argmax_agreement(model, stored, held_streams, recipe.context, recipe.eval_windows_per_domain)
+    loss = held_out_loss(stored, held_streams, recipe.context, recipe.eval_windows_per_domain)
+    copying = held_out_copy_loss(
+        stored,
+        held_streams,
+        min(COPY_EVAL_SPAN, recipe.context // 2),
+        max(1, recipe.eval_windows_per_domain // 2),
+    )
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "held_out_loss": loss,
+        "copy_loss": copying,
+        "fp16_argmax_agreement": agreement,
+    }
 
 
 def _limited_texts(files: list[corpus.SourceFile], limit: int | None) -> list[str]:
@@ -189,26 +290,9 @@ def _export(
     """Save fp16 weights, then measure on held-out text what fp16 storage costs and each model's loss."""
     evaluation: dict[str, Any] = {}
     for spec in recipe.members:
-        model = members[spec.name].eval()
-        directory = out / spec.name
-        if directory.exists():
-            shutil.rmtree(directory)
-        half = LlamaForCausalLM(model.config)
-        half.load_state_dict(model.state_dict())
-        torch.nn.Module.to(half, torch.float16)  # in place (transformers wraps .to with checks)
-        half.config.dtype = "float16"
-        half.save_pretrained(str(directory))
-        tokenizer.save_pretrained(str(directory))
-        stored = LlamaForCausalLM.from_pretrained(str(directory), dtype=torch.float32).eval()
-        agreement = argmax_agreement(
-            model, stored, held_streams, recipe.context, recipe.eval_windows_per_domain
+        evaluation[spec.name] = export_member(
+            recipe, members[spec.name], out / spec.name, tokenizer, held_streams
         )
-        loss = held_out_loss(stored, held_streams, recipe.context, recipe.eval_windows_per_domain)
-        evaluation[spec.name] = {
-            "parameters": sum(p.numel() for p in model.parameters()),
-            "held_out_loss": loss,
-            "fp16_argmax_agreement": agreement,
-        }
         log(f"{spec.name}: {evaluation[spec.name]}")
     wall = time.perf_counter() - started
     manifest: dict[str, Any] = {

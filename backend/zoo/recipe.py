@@ -12,6 +12,13 @@ forward KL divergence per position
 
 which pulls the student toward the target's whole next-token distribution, so the pair's total
 variation ``TV(p, q)`` -- and with it the speculative rejection rate ``E[TV]`` -- shrinks.
+
+A last stage, ``copy``, fine-tunes the target alone (the students, distilled before it, are not
+touched) on a mixture of ordinary training windows and *copy windows* built from the same training
+text: a span, a marker (the edit domain's ``# revised:`` / ``Revised:`` separator, a newline, or
+nothing), the span again (its first revision with one token replaced throughout, sometimes),
+repeated to fill the window. Next-token loss on those teaches the target to copy from its context
+(induction), which a real LLM does and 500 steps of plain text did not teach it.
 """
 
 from __future__ import annotations
@@ -59,6 +66,25 @@ class StageBudget:
 
 
 @dataclass(frozen=True)
+class CopyStage:
+    """The copy stage: ``copy_rows`` of each batch's ``budget.batch`` rows are copy windows.
+
+    A copy window's span is ``min_span``..``max_span`` tokens of one training stream; with probability
+    ``edit_probability`` its first revision replaces every occurrence of one of its tokens by another
+    training token, and later revisions repeat that revision (as the edit prompts do).
+    """
+
+    budget: StageBudget
+    copy_rows: int
+    min_span: int = 32
+    max_span: int = 200
+    edit_probability: float = 0.5
+
+
+NO_COPY_STAGE = CopyStage(StageBudget(0, 0, 0.0, 0), 0, 0, 0, 0.0)  # what earlier stages' keys see
+
+
+@dataclass(frozen=True)
 class BuildRecipe:
     """Everything the build needs; members are ordered by cost, target last."""
 
@@ -68,6 +94,7 @@ class BuildRecipe:
     members: tuple[ModelSpec, ...]
     target_stage: StageBudget
     distill_stage: StageBudget
+    copy_stage: CopyStage
     seed: int = 0
     weight_decay: float = 0.1
     train_chars_per_domain: int | None = None  # None: all training text
@@ -93,19 +120,33 @@ class BuildRecipe:
         """Identity of a stage's checkpoint: the recipe without the budgets that may still change.
 
         The target stage ignores both step budgets (its schedule is budget-free until the decay);
-        the distillation stage depends on the finished target, so it keeps the target's budget.
+        the distillation stage depends on the finished target, so it keeps the target's budget. Both
+        come before the copy stage and ignore it entirely; the copy stage depends on everything
+        before it and ignores its own step budget.
         """
         keyed = replace(self, target_stage=replace(self.target_stage, steps=0)) if stage == "target" else self
-        keyed = replace(keyed, distill_stage=replace(keyed.distill_stage, steps=0))
+        if stage == "copy":
+            keyed = replace(
+                keyed, copy_stage=replace(keyed.copy_stage, budget=replace(keyed.copy_stage.budget, steps=0))
+            )
+        else:
+            keyed = replace(
+                keyed, distill_stage=replace(keyed.distill_stage, steps=0), copy_stage=NO_COPY_STAGE
+            )
         return f"{stage}-{keyed.digest()}"
 
-    def with_steps(self, target_steps: int | None, distill_steps: int | None) -> BuildRecipe:
+    def with_steps(
+        self, target_steps: int | None, distill_steps: int | None, copy_steps: int | None = None
+    ) -> BuildRecipe:
         """The same recipe with other step budgets (warm-up capped at a tenth of the steps)."""
         recipe = self
         if target_steps is not None:
             recipe = replace(recipe, target_stage=_resized(recipe.target_stage, target_steps))
         if distill_steps is not None:
             recipe = replace(recipe, distill_stage=_resized(recipe.distill_stage, distill_steps))
+        if copy_steps is not None:
+            copying = recipe.copy_stage
+            recipe = replace(recipe, copy_stage=replace(copying, budget=_resized(copying.budget, copy_steps)))
         return recipe
 
 
@@ -126,6 +167,7 @@ FULL = BuildRecipe(
     ),
     target_stage=StageBudget(steps=500, batch=8, learning_rate=2e-3, warmup_steps=30),
     distill_stage=StageBudget(steps=900, batch=8, learning_rate=3e-3, warmup_steps=20),
+    copy_stage=CopyStage(StageBudget(steps=300, batch=8, learning_rate=1.5e-3, warmup_steps=20), copy_rows=4),
 )
 
 SMALL = BuildRecipe(
@@ -139,6 +181,12 @@ SMALL = BuildRecipe(
     ),
     target_stage=StageBudget(steps=300, batch=8, learning_rate=2e-3, warmup_steps=20),
     distill_stage=StageBudget(steps=200, batch=8, learning_rate=3e-3, warmup_steps=10),
+    copy_stage=CopyStage(
+        StageBudget(steps=40, batch=8, learning_rate=1e-3, warmup_steps=4),
+        copy_rows=4,
+        min_span=16,
+        max_span=100,
+    ),
     train_chars_per_domain=1_000_000,
 )
 

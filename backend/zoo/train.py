@@ -1,4 +1,5 @@
-"""Resumable training stages: the target on next-token loss, the students by distillation.
+"""Resumable training stages: the target on next-token loss, the students by distillation, then
+the target again on a mixture of ordinary and copy windows (``sample_copy_batch``).
 
 Every random choice is a function of ``(seed, stage, step)``: the batch of step ``s`` is drawn
 from ``numpy.random.default_rng([seed, stage_id, s])`` and the learning rate is a pure function of
@@ -20,7 +21,7 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from backend.zoo.recipe import StageBudget
+from backend.zoo.recipe import CopyStage, StageBudget
 
-STAGE_IDS = {"target": 1, "distill": 2}
+STAGE_IDS = {"target": 1, "distill": 2, "copy": 3}
 
 
 @dataclass
@@ -77,6 +78,57 @@ def sample_batch(
     return torch.from_numpy(np.stack(rows))
 
 
+def copy_window(
+    stream: np.ndarray, markers: Sequence[np.ndarray], length: int, spec: CopyStage, rng: np.random.Generator
+) -> np.ndarray:
+    """``length`` tokens: a span of ``stream``, then (marker, revision) repeated, cut at ``length``.
+
+    Every token is a token of ``stream`` or of a marker: the span is a slice of it, and an edit
+    replaces every occurrence of one of the span's tokens by a token drawn from elsewhere in it.
+    The first revision is the span, edited with probability ``spec.edit_probability``; later
+    revisions repeat the first, so the text to copy is always the latest copy.
+    """
+    span_length = int(rng.integers(spec.min_span, spec.max_span + 1))
+    start = int(rng.integers(0, len(stream) - span_length))
+    span = stream[start : start + span_length]
+    marker = markers[int(rng.integers(0, len(markers)))]
+    revision = span
+    if rng.random() < spec.edit_probability:
+        old = span[int(rng.integers(0, span_length))]
+        new = stream[int(rng.integers(0, len(stream)))]
+        revision = np.where(span == old, new, span).astype(stream.dtype)
+    parts, total = [span], span_length
+    while total < length:
+        parts += [marker, revision]
+        total += len(marker) + span_length
+    return np.concatenate(parts)[:length]
+
+
+def sample_copy_batch(
+    streams: Sequence[np.ndarray],
+    markers: Sequence[Sequence[np.ndarray]],
+    spec: CopyStage,
+    context: int,
+    seed: int,
+    step: int,
+) -> torch.Tensor:
+    """``spec.budget.batch`` rows of ``context + 1`` tokens: the first ``spec.copy_rows`` are copy
+    windows (``copy_window``), the others ordinary windows; row ``r`` comes from stream
+    ``r mod len(streams)`` with that stream's ``markers``. A function of ``(seed, step)`` only."""
+    rng = np.random.default_rng([seed, STAGE_IDS["copy"], step])
+    rows = []
+    for row in range(spec.budget.batch):
+        index = row % len(streams)
+        stream = streams[index]
+        if row < spec.copy_rows:
+            window = copy_window(stream, markers[index], context + 1, spec, rng)
+        else:
+            start = int(rng.integers(0, len(stream) - context - 1))
+            window = stream[start : start + context + 1]
+        rows.append(window.astype(np.int64))
+    return torch.from_numpy(np.stack(rows))
+
+
 def _save_atomic(state: dict[str, Any], path: Path) -> None:
     temporary = path.with_suffix(".tmp")
     torch.save(state, temporary)
@@ -95,9 +147,11 @@ def run_stage(
     checkpoint: Path,
     checkpoint_every: int,
     stop_after: int | None = None,
+    sampler: Callable[[int], torch.Tensor] | None = None,
 ) -> StageResult | None:
     """Train ``students`` for ``budget.steps`` steps (cross-entropy without a teacher, KL with one).
 
+    The batch of step ``s`` is ``sampler(s)`` if given, else ``sample_batch`` of ``streams``.
     Resumes from ``checkpoint`` if it exists. ``stop_after`` ends the call early once that many
     steps are done in total (an interruption, for tests and short sessions) and returns ``None``.
     """
@@ -134,7 +188,10 @@ def run_stage(
     bar = tqdm(range(first_step, last), initial=first_step, total=budget.steps, desc=f"{stage}", unit="step")
     started = time.perf_counter()
     for step in bar:
-        batch = sample_batch(streams, budget.batch, context, seed, stage, step)
+        if sampler is None:
+            batch = sample_batch(streams, budget.batch, context, seed, stage, step)
+        else:
+            batch = sampler(step)
         inputs, labels = batch[:, :-1], batch[:, 1:]
         teacher_log_probs = None
         if teacher is not None:
