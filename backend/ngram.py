@@ -42,6 +42,17 @@ class NgramDrafter:
                 f"NgramDrafter needs 1 <= min_n <= max_n, got min_n={self.min_n}, max_n={self.max_n}"
             )
 
+    @classmethod
+    def parse(cls, text: str) -> NgramDrafter:
+        """``"MIN:MAX"`` (or ``"N"``: MIN = MAX = N), as the command line writes it."""
+        low, colon, high = str(text).partition(":")
+        try:
+            return cls(int(low), int(high) if colon else int(low))
+        except ValueError:
+            raise ValueError(
+                f"expected MIN:MAX n-gram sizes with 1 <= MIN <= MAX, e.g. 2:4 (got {text!r})"
+            ) from None
+
     def propose(self, tokens: Sequence[int], limit: int) -> list[int]:
         """Up to ``limit`` tokens continuing ``tokens``; ``[]`` when no n-gram of ``min_n..max_n`` matches."""
         length = len(tokens)

@@ -245,8 +245,7 @@ def lookup_section(
     """Issue 15's comparison per domain, side by side in this run (module docstring, (e))."""
     from backend.ngram import NgramDrafter
 
-    low, _, high = args.ngram.partition(":")
-    with_lookup = ladder.with_lookup(NgramDrafter(int(low), int(high or low)))
+    with_lookup = ladder.with_lookup(NgramDrafter.parse(args.ngram))
     available = set(source_domains(source))
     count = args.prompts or (3 if args.quick else 8)
     out: dict[str, Any] = {"ngram": args.ngram, "domains": {}}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -11,7 +12,13 @@ from backend.testing import save_tiny_ladder
 from policies.registry import PolicySpecError
 from specrouter.cli import main
 from specrouter.experiments.validate import ValidateConfig, ValidateError, validate, workload
-from traces.world_profile import ModelProfile, PassTimeTable, WorldProfile, save_world_profile
+from traces.world_profile import (
+    ModelProfile,
+    PassTimeTable,
+    WorldProfile,
+    load_world_profile,
+    save_world_profile,
+)
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +85,30 @@ def test_bad_inputs_say_what_to_do(ladder: Path, tmp_path: Path, capsys: pytest.
     assert "unknown policy 'nope'; known:" in capsys.readouterr().err
     assert main(["validate", "--ladder", str(tmp_path / "none"), "--out", str(tmp_path)]) == 2
     assert "no ladder.json" in capsys.readouterr().err
+
+
+def test_validate_with_the_lookup_member_profiles_and_runs_it_in_both_worlds(
+    ladder: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "validate-ngram"
+    config = dataclasses.replace(small(ladder, out, ngram="1:3"), policy="static:0>1>3:3,2")
+    result = validate(config, plot=False)
+    profile = load_world_profile(out / "profile.json")
+    assert profile.names[0] == "ngram" and profile.model_free == (0,)
+    for run in (result.sim, result.real):  # every round asked the lookup for tokens in both worlds
+        assert run.rounds and all(r.chain_models == (0, 1, 3) for r in run.rounds)
+        assert sum(r.proposed[0] for r in run.rounds) > 0
+    metrics = {row["metric"]: row for row in result.rows}
+    assert metrics["chain_agreement"]["measured"] == 1.0
+    with pytest.raises(ValidateError, match="--ngram 3:1: expected MIN:MAX"):
+        validate(dataclasses.replace(config, ngram="3:1"))
+    networks_only = tmp_path / "networks-only.json"
+    table = PassTimeTable((1,), (1,), ((0.001,),))
+    models = tuple(
+        ModelProfile(name, 1e3 * (i + 1), table) for i, name in enumerate(("tiny0", "tiny1", "tiny2"))
+    )
+    save_world_profile(WorldProfile("test", models), networks_only)
+    with pytest.raises(
+        ValidateError, match="measured on models .tiny0, tiny1, tiny2. but the ladder has .ngram"
+    ):
+        validate(dataclasses.replace(config, profile=str(networks_only)))

@@ -87,13 +87,10 @@ def lookup_from_args(args: argparse.Namespace) -> Any:
     value = getattr(args, "ngram", None)
     if value is None:
         return None
-    low, colon, high = str(value).partition(":")
     try:
-        return NgramDrafter(int(low), int(high)) if colon else NgramDrafter(int(low), int(low))
-    except ValueError:
-        raise InputError(
-            f"--ngram {value}: expected MIN:MAX n-gram sizes with 1 <= MIN <= MAX, e.g. 2:4"
-        ) from None
+        return NgramDrafter.parse(value)
+    except ValueError as error:
+        raise InputError(f"--ngram {value}: {error}") from None
 
 
 def check_flags(args: argparse.Namespace, *counts: str) -> None:

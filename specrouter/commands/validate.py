@@ -21,6 +21,7 @@ EXAMPLES = """examples:
   specrouter validate --policy specrouter
   specrouter validate --ladder backend/zoo/default --policy static:0>2:4 --requests 16 --rate 2
   specrouter validate --policy specrouter --profile runs/profile.json --out runs/validate-sr
+  specrouter validate --ngram 2:4 --policy 'static:0>1>3:4,2' --out runs/validate-ngram
 """
 
 
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     summary = "profile a ladder, simulate, run for real with the same policy, print the fidelity table"
     parser = add_command(subparsers, "validate", summary, __doc__, EXAMPLES)
     add_options(
-        parser, "ladder", "policy", "output_tokens", "max_batch", "seed", "device", "lean",
+        parser, "ladder", "policy", "output_tokens", "max_batch", "seed", "device", "lean", "ngram",
         requests={"default": 8, "help": "requests in the workload (default 8)"},
         out={"default": Path("runs/validate")},
     )  # fmt: skip
@@ -40,11 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from specrouter.commands.options import check_flags, ladder_dir
+    from specrouter.commands.options import check_flags, ladder_dir, lookup_from_args
     from specrouter.experiments.fidelity import format_table
     from specrouter.experiments.validate import ValidateConfig, validate
 
     check_flags(args, "--requests", "--output-tokens", "--max-batch", "--prompt-tokens")
+    lookup_from_args(args)  # a bad --ngram is refused before anything loads
     config = ValidateConfig(
         ladder=str(ladder_dir(args.ladder)),
         policy=args.policy,
@@ -59,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         lean=args.lean,
+        ngram=args.ngram,
     )
     result = validate(config, progress=lambda step: print(f"validate: {step}", file=sys.stderr))
     print(format_table(result.rows))

@@ -32,6 +32,9 @@ def cluster_for_profile(
     profile = load_world_profile(profile_path)
     models = []
     for index, model in enumerate(profile.models):
+        if model.model_free:  # the n-gram lookup: host CPU, its cost from the profile's table
+            models.append({"name": model.name, "kind": "ngram"})
+            continue
         shape = _model_shape(Path(ladder_dir) / model.name if ladder_dir else None)
         models.append({"name": model.name, "params": model.params, "gpu": "device", **shape})
         if index and model.params < profile.models[index - 1].params:

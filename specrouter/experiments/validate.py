@@ -64,6 +64,8 @@ class ValidateConfig:
     seed: int = 0
     device: str = "cpu"
     lean: bool = False
+    ngram: str | None = None
+    """``MIN:MAX``: a model-free n-gram lookup drafter as ladder member 0 (None: none)."""
 
     def settings(self) -> dict[str, Any]:
         fields = dataclasses.asdict(self)
@@ -166,7 +168,7 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
                 f"profile {path} does not exist: create it with `specrouter profile --ladder {config.ladder} "
                 f"--out {path}` or drop --profile to let validate profile the ladder"
             )
-        check_profile_matches(path, ladder.names)
+        check_profile_matches(path, ladder.info.names)
         return path
     path = out / "profile.json"
     stamp = out / "profile.settings.json"
@@ -200,6 +202,18 @@ def ensure_profile(config: ValidateConfig, ladder: Any, progress: Progress | Non
     return path
 
 
+def lookup_drafter(ngram: str | None) -> Any:
+    """``MIN:MAX`` (or ``N``) as a :class:`backend.ngram.NgramDrafter`; None for None."""
+    if ngram is None:
+        return None
+    from backend.ngram import NgramDrafter
+
+    try:
+        return NgramDrafter.parse(ngram)
+    except ValueError as error:
+        raise ValidateError(f"--ngram {ngram}: {error}") from None
+
+
 def simulated_world(config: ValidateConfig, profile_path: Path) -> SimWorld:
     """The simulator calibrated from the profile (module doc, step 3): the profile's greedy
     entries (``OUT/sim_profile.json``), one device, the engine's ``max_batch`` slots."""
@@ -228,9 +242,11 @@ def validate(config: ValidateConfig, progress: Progress | None = None, plot: boo
     from specrouter import plots
 
     check_spec(config.policy, simulated=False)  # both worlds run it: the oracle cannot
-    check_fits(config.policy, len(ladder_paths(config.ladder)))  # from ladder.json, before any weights
+    lookup = lookup_drafter(config.ngram)
+    members = len(ladder_paths(config.ladder)) + (lookup is not None)
+    check_fits(config.policy, members)  # from ladder.json, before any weights
     out = Path(config.out)
-    ladder = load_ladder(config.ladder, device=config.device)
+    ladder = load_ladder(config.ladder, device=config.device).with_lookup(lookup)
     profile_path = ensure_profile(config, ladder, progress)
     requests = workload(
         config, source_domains(prompt_source_for(ladder, config.seed)), context_window(ladder.models)
