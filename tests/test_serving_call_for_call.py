@@ -199,6 +199,22 @@ def run_simulator(
     return result.passes, (router, sorted(result.requests))
 
 
+def assert_same_run(sim_passes: list, real_passes: list, sim: tuple, real: tuple) -> None:
+    """Pass for pass, view for view, the same feedback (TV samples aside: real logits vs none
+    drawn here) and the same records."""
+    (sim_router, sim_records), (real_router, real_records) = sim, real
+    assert len(sim_passes) == len(real_passes)
+    for index, (simulated, measured) in enumerate(zip(sim_passes, real_passes)):
+        assert simulated == measured, f"pass {index} differs"
+    assert [v._replace(ladder=None) for v in sim_router.views] == [
+        v._replace(ladder=None) for v in real_router.views
+    ]
+    assert [f._replace(tv=()) for f in sim_router.feedback] == [
+        f._replace(tv=()) for f in real_router.feedback
+    ]
+    assert sim_records == real_records
+
+
 @pytest.mark.parametrize("slots", [1, 4])
 @pytest.mark.parametrize("make_ladder", [agreeing_ladder, tiny_ladder], ids=["agreeing", "random"])
 def test_simulator_makes_the_backends_passes(slots: int, make_ladder: Any) -> None:
@@ -206,17 +222,7 @@ def test_simulator_makes_the_backends_passes(slots: int, make_ladder: Any) -> No
     real_passes, outcomes, (real_router, real_records) = run_backend(ladder, slots)
     sim_passes, (sim_router, sim_records) = run_simulator(slots, outcomes)
 
-    assert len(sim_passes) == len(real_passes)
-    for index, (simulated, real) in enumerate(zip(sim_passes, real_passes)):
-        assert simulated == real, f"pass {index} differs"
-    assert [v._replace(ladder=None) for v in sim_router.views] == [
-        v._replace(ladder=None) for v in real_router.views
-    ]
-    # TV samples aside (real logits vs none drawn here), the policy learns the same things
-    assert [f._replace(tv=()) for f in sim_router.feedback] == [
-        f._replace(tv=()) for f in real_router.feedback
-    ]
-    assert sim_records == real_records
+    assert_same_run(sim_passes, real_passes, (sim_router, sim_records), (real_router, real_records))
 
     # the workload exercised what the test is for
     rows = [row for _, pass_rows, _ in real_passes for row in pass_rows]
@@ -237,16 +243,7 @@ def test_simulator_makes_the_backends_passes_with_the_lookup_at_the_bottom(slots
     real_passes, outcomes, (real_router, real_records) = run_backend(ladder, slots, LOOKUP_ROUTES, prompts)
     sim_passes, (sim_router, sim_records) = run_simulator(slots, outcomes, LOOKUP_ROUTES, lookup=True)
 
-    assert len(sim_passes) == len(real_passes)
-    for index, (simulated, real) in enumerate(zip(sim_passes, real_passes)):
-        assert simulated == real, f"pass {index} differs"
-    assert [v._replace(ladder=None) for v in sim_router.views] == [
-        v._replace(ladder=None) for v in real_router.views
-    ]
-    assert [f._replace(tv=()) for f in sim_router.feedback] == [
-        f._replace(tv=()) for f in real_router.feedback
-    ]
-    assert sim_records == real_records
+    assert_same_run(sim_passes, real_passes, (sim_router, sim_records), (real_router, real_records))
 
     # the lookup ran, proposed sometimes, and sometimes found nothing (the level above decoded alone)
     lookup_rows = [row for model, pass_rows, _ in real_passes if model == 0 for row in pass_rows]

@@ -247,6 +247,17 @@ def _table(obj: Any, source: str, where: str) -> PassTimeTable:
     return PassTimeTable(batches, tokens, tuple(seconds), context)
 
 
+def _domain_and_mode(obj: dict[str, Any], source: str, where: str) -> tuple[str | None, str]:
+    """An entry's ``domain`` (a string or null) and acceptance ``mode`` (default greedy)."""
+    domain = obj.get("domain")
+    if domain is not None and not isinstance(domain, str):
+        raise _fail(source, f"{where}domain", f"expected a string or null, got {domain!r}")
+    mode = obj.get("mode", "greedy")
+    if mode not in ACCEPTANCE_MODES:
+        raise _fail(source, f"{where}mode", f"expected one of {ACCEPTANCE_MODES}, got {mode!r}")
+    return domain, str(mode)
+
+
 def _pair(obj: Any, size: int, source: str, where: str) -> PairProfile:
     if not isinstance(obj, dict):
         raise _fail(source, where.rstrip("."), "expected an object")
@@ -256,12 +267,7 @@ def _pair(obj: Any, size: int, source: str, where: str) -> PairProfile:
     upper = int(_number(_get(obj, "upper", source, where), source, f"{where}upper", 0, size - 1))
     if lower >= upper:
         raise _fail(source, f"{where}upper", f"must exceed lower ({lower}), got {upper}")
-    domain = obj.get("domain")
-    if domain is not None and not isinstance(domain, str):
-        raise _fail(source, f"{where}domain", f"expected a string or null, got {domain!r}")
-    mode = obj.get("mode", "greedy")
-    if mode not in ACCEPTANCE_MODES:
-        raise _fail(source, f"{where}mode", f"expected one of {ACCEPTANCE_MODES}, got {mode!r}")
+    domain, mode = _domain_and_mode(obj, source, where)
     alpha = _number(_get(obj, "alpha", source, where), source, f"{where}alpha", 0.0, 1.0)
     lists = {}
     for name in ("positions", "tv"):
@@ -353,12 +359,7 @@ def _proposal(obj: Any, models: list[ModelProfile], source: str, where: str) -> 
     member = int(_number(_get(obj, "member", source, where), source, f"{where}member", 0, len(models) - 1))
     if not models[member].model_free:
         raise _fail(source, f"{where}member", f"member {member} ({models[member].name}) is not model-free")
-    domain = obj.get("domain")
-    if domain is not None and not isinstance(domain, str):
-        raise _fail(source, f"{where}domain", f"expected a string or null, got {domain!r}")
-    mode = obj.get("mode", "greedy")
-    if mode not in ACCEPTANCE_MODES:
-        raise _fail(source, f"{where}mode", f"expected one of {ACCEPTANCE_MODES}, got {mode!r}")
+    domain, mode = _domain_and_mode(obj, source, where)
     rows = _get(obj, "by_limit", source, where)
     if not isinstance(rows, list) or not rows:
         raise _fail(source, f"{where}by_limit", "expected a non-empty list of pmfs (row K-1 has K+1 values)")
