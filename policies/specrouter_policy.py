@@ -45,6 +45,11 @@ keeps ``route() + observe()`` within a few microseconds.
   whenever a server is between passes, a poor predictor of the next pass, hence the
   experienced widths.)  ``objective="request"`` prices the round alone at those widths
   (``R = 1``); ``load_aware=False`` plans at batch size 1 (``T_eff``, an ablation).
+* **Saturation probe** (``saturation_probe=True``, :class:`SaturationProbe`).  Under a
+  backlog the committed-token rate is measured, plain decoding against routing, in windows
+  counted in rounds per request; plain decoding holds only while its summed rate over the
+  hold beats routing's, and probes that lose come ever more rarely (``probe="hold"``: the
+  first version, :class:`BacklogProbe`, which held until the backlog cleared).
 * **When to re-plan.** Plans are cached per domain and half-octave of those batch
   sizes and recomputed when (a) a domain has gone ``replan_every`` rounds without one;
   (b) the domain's acceptance moved: a fast and a slow discounted acceptance rate of the
@@ -77,7 +82,8 @@ from policies.planner import WIDTH_GRID, ChainPlan, PassCube, RoutePlanner
 FEED_RATE = 0.25  # EMA rate of the mean feed per model: it must follow a change of route within a few passes
 SLOW_FEED_EVERY = 4  # of the learned rounds, 1 in this many also feeds the slow estimates (waits, f)
 LOAD_KEY_EVERY = 16  # the load key (which cached plan applies) is re-read once per this many rounds
-BACKLOG_EVERY = 2048  # rounds between two steps of the saturation probe
+BACKLOG_EVERY = 2048  # rounds per window of the saturation probe
+PROBE_STEP = 512  # rounds between two looks of the saturation probe (its windows end on these)
 
 
 class _Plan(NamedTuple):
@@ -149,6 +155,7 @@ class SpecRouter:
         objective: str = "system",
         width_steps: int = 3,
         saturation_probe: bool = True,
+        probe: str = "checked",
         learn_every: int = 3,
         per_domain: bool = True,
         name: str | None = None,
@@ -157,6 +164,8 @@ class SpecRouter:
             raise ValueError(f"SpecRouter objective must be 'system' or 'request', got {objective!r}")
         self.objective = objective
         self.width_steps = width_steps
+        if probe not in ("checked", "hold"):
+            raise ValueError(f"SpecRouter probe must be 'checked' or 'hold', got {probe!r}")
         if acceptance not in ("sampling", "fitted"):
             raise ValueError(f"SpecRouter acceptance must be 'sampling' or 'fitted', got {acceptance!r}")
         if not 0.0 <= prior_alpha <= 1.0:
@@ -203,7 +212,13 @@ class SpecRouter:
         self.replans = 0
         self.replan_causes = {"periodic": 0, "acceptance": 0, "timing": 0}
         self.saturation_probe = saturation_probe
-        self._backlog = BacklogProbe()
+        self.probe_mode = probe
+        # probe="checked": the hold is re-judged by its own rate; "hold": the first version
+        # (plain decoding until the backlog clears), kept for comparison.
+        self._backlog: SaturationProbe | BacklogProbe = (
+            SaturationProbe() if probe == "checked" else BacklogProbe()
+        )
+        self._probe_step = PROBE_STEP if probe == "checked" else BACKLOG_EVERY
 
     # -- the contract --------------------------------------------------------------------
 
@@ -227,7 +242,7 @@ class SpecRouter:
         tracker = self.tracker
         if tracker is not None:
             tracker.see_round(feedback)
-            if self.saturation_probe and not self.rounds % BACKLOG_EVERY:
+            if self.saturation_probe and not self.rounds % self._probe_step:
                 self._backlog.step(tracker, feedback.finished)
         state = self._domains.get(feedback.domain if self.per_domain else None)
         profile = self.profile
@@ -458,6 +473,138 @@ class SpecRouter:
         return _Plan(best.route, best.t_eff, state.version, self._epoch)
 
 
+class SaturationProbe:
+    """Under a backlog, measure whether plain decoding commits more tokens per second than routing.
+
+    The cost model can be wrong exactly where it matters most: at the admission limit a
+    route's own speculation fills the batches it is priced in, prefills ride in the passes,
+    models share GPUs.  Under a backlog the objective is the committed-token rate ``Lambda``
+    of the whole system (with the requests in flight set by the backlog, mean TPOT is ``R /
+    Lambda``), and that can be measured, arm against arm, in windows of ``BACKLOG_EVERY``
+    rounds:
+
+    * **Routing's rate** ``S``: committed tokens per second over the routed windows that were
+      backlogged from start to end (requests in flight within 10% of the most seen, at least
+      16), discounted by ``SPEC_KEEP`` per window: its capacity, where the demand exceeds it.
+    * **Probe**: while backlogged, at most once per ``gap`` windows, everything goes
+      target-only; the first window is a warm-up (rounds that started under speculation
+      finish in it and would credit plain decoding with their tokens), the second is
+      measured.  Plain decoding holds if it committed more than ``MARGIN`` more than ``S``.
+    * **Hold, checked**: while it holds, plain decoding's rate is summed over the whole hold
+      (one window is noisy: prompts arrive in bursts and each prefill stalls the passes it
+      rides in; a hold's sum is not), and the hold ends as soon as, after ``CHECK_AFTER``
+      windows, that rate falls ``MARGIN`` below ``S``: plain decoding sustains less than
+      speculation did, or the demand dropped below what speculation sustains (then the
+      planner's latency objective is right).  It also ends when the backlog clears (requests
+      in flight below half the most seen).
+    * Every probe that does not end in a hold, and every hold the check ended, doubles
+      ``gap`` (up to ``GAP_MAX``): a verdict that keeps being confirmed is re-measured ever
+      more rarely, so a long saturated run pays a logarithmic number of probes.
+
+    (The first version held plain decoding until the backlog cleared and compared the probe
+    window with the window before it, unbacklogged or not, and counted the probe's first
+    rounds -- speculative rounds finishing -- as plain decoding's: under a saturation that
+    never clears it held plain decoding forever, 1.7x slower than routing.)
+    """
+
+    GAP_FIRST = 32  # windows between two probes at first
+    GAP_MAX = 256
+    CHECK_AFTER = 2  # windows of a hold before its rate is judged
+    MARGIN = 0.05
+    SPEC_KEEP = 0.7  # discount per backlogged routed window of routing's rate sums
+    WARMUP_ROUNDS = 2.0  # rounds per request in flight of the probe's warm-up
+    PROBE_ROUNDS = 4.0  # and of its measured window
+
+    def __init__(self) -> None:
+        self.plain = False  # route everything target-only (probing or holding)
+        self.mode = "route"  # route | warmup | probe | hold
+        self.gap = self.GAP_FIRST
+        self.windows_since_probe = self.GAP_FIRST
+        self.probes = self.holds = self.releases = 0
+        self._spec_tokens = 0.0  # discounted committed tokens and seconds of backlogged routed windows
+        self._spec_seconds = 0.0
+        self._hold_tokens = 0.0  # committed tokens and seconds over the current hold
+        self._hold_seconds = 0.0
+        self._hold_windows = 0
+        self._was_backlogged = False  # the window that just closed started backlogged
+        self._mark: tuple[float, float] | None = None  # (committed tokens, clock) at the window start
+        self._until = 0  # round count that closes the window
+        self._routes: dict[int, Route] = {}
+
+    @property
+    def spec_rate(self) -> float:
+        return self._spec_tokens / self._spec_seconds if self._spec_seconds > 0 else 0.0
+
+    @property
+    def hold_rate(self) -> float:
+        return self._hold_tokens / self._hold_seconds if self._hold_seconds > 0 else 0.0
+
+    def route(self, target: int) -> Route:
+        route = self._routes.get(target)
+        if route is None:
+            route = self._routes[target] = Route.target_only(target)
+        return route
+
+    def step(self, tracker: LoadTracker, now: float) -> None:
+        """Close the window if it is complete, decide the next one and where it ends: the warm-up
+        and the probe are counted in rounds per request in flight (a probe costs what it must
+        and no more), every other window is ``BACKLOG_EVERY`` rounds."""
+        if tracker.rounds < self._until:
+            return
+        self._close(tracker, now)
+        in_flight = tracker.in_flight
+        if self.mode == "warmup":
+            length = max(int(self.WARMUP_ROUNDS * in_flight), PROBE_STEP)
+        elif self.mode == "probe":
+            length = max(int(self.PROBE_ROUNDS * in_flight), 2 * PROBE_STEP)
+        else:
+            length = BACKLOG_EVERY
+        self._until = tracker.rounds + length
+
+    def _close(self, tracker: LoadTracker, now: float) -> None:
+        mark, self._mark = self._mark, (float(tracker.committed_total), now)
+        backlog = tracker.most_in_flight >= 16 and tracker.in_flight >= 0.9 * tracker.most_in_flight
+        started_backlogged, self._was_backlogged = self._was_backlogged, backlog
+        if mark is None or now <= mark[1]:
+            return
+        tokens, seconds = tracker.committed_total - mark[0], now - mark[1]
+        rate = tokens / seconds
+        self.windows_since_probe += 1
+        mode = self.mode
+        if mode == "route":
+            if backlog and started_backlogged:
+                self._spec_tokens = self.SPEC_KEEP * self._spec_tokens + tokens
+                self._spec_seconds = self.SPEC_KEEP * self._spec_seconds + seconds
+                if self.windows_since_probe >= self.gap:
+                    self.mode, self.plain = "warmup", True
+                    self.windows_since_probe = 0
+                    self.probes += 1
+        elif mode == "warmup":
+            self.mode = "probe"
+        elif mode == "probe":
+            if rate > (1.0 + self.MARGIN) * self.spec_rate:
+                self.mode = "hold"
+                self.holds += 1
+                self._hold_tokens, self._hold_seconds, self._hold_windows = tokens, seconds, 1
+            else:
+                self._resume(double=True)
+        else:  # hold
+            self._hold_tokens += tokens
+            self._hold_seconds += seconds
+            self._hold_windows += 1
+            if tracker.in_flight < 0.5 * tracker.most_in_flight:
+                self._resume(double=False)
+            elif self._hold_windows >= self.CHECK_AFTER and self.hold_rate < self.spec_rate:
+                self.releases += 1
+                self._resume(double=True)
+
+    def _resume(self, double: bool) -> None:
+        self.mode, self.plain = "route", False
+        self.windows_since_probe = 0
+        if double:
+            self.gap = min(2 * self.gap, self.GAP_MAX)
+
+
 class BacklogProbe:
     """Under a backlog, measure whether plain decoding commits more tokens per second.
 
@@ -479,6 +626,7 @@ class BacklogProbe:
         self.windows_since_probe = self.WINDOWS_BETWEEN_PROBES
         self.last_rate = 0.0
         self._mark: tuple[float, float] | None = None  # (committed tokens, clock) at the window start
+        self._until = 0  # round count that closes the window
         self._routes: dict[int, Route] = {}
         self.probes = self.holds = 0
 

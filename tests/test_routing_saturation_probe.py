@@ -1,0 +1,114 @@
+"""SpecRouter's saturation probe (policies.specrouter_policy.SaturationProbe): under a backlog
+it measures plain decoding against routing, holds plain decoding only while it commits more,
+and re-measures ever more rarely."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from policies.specrouter_policy import PROBE_STEP, BacklogProbe, SaturationProbe, SpecRouter
+
+
+class Tracker:
+    """The LoadTracker attributes the probes read."""
+
+    def __init__(self, in_flight: float = 250.0, most: int = 256) -> None:
+        self.committed_total = 0
+        self.rounds = 0
+        self.in_flight = in_flight
+        self.most_in_flight = most
+        self.clock = 0.0
+
+
+def drive(
+    probe: SaturationProbe | BacklogProbe,
+    tracker: Tracker,
+    steps: int,
+    rate: Callable[[bool], float],
+    every: int = PROBE_STEP,
+) -> list[bool]:
+    """``steps`` looks of the probe, one second and ``every`` rounds apart; the rounds of a step
+    commit ``rate(plain)`` tokens per second under the state the probe was in.  Returns the
+    state (plain or not) in each step."""
+    states = []
+    for _ in range(steps):
+        plain = probe.plain
+        states.append(plain)
+        tracker.rounds += every
+        tracker.committed_total += int(rate(plain))
+        tracker.clock += 1.0
+        probe.step(tracker, tracker.clock)  # type: ignore[arg-type]
+    return states
+
+
+def test_plain_decoding_that_commits_more_holds_while_the_backlog_lasts() -> None:
+    probe, tracker = SaturationProbe(), Tracker()
+    states = drive(probe, tracker, 400, lambda plain: 2000.0 if plain else 1000.0)
+    assert probe.probes == 1 and probe.holds == 1 and probe.releases == 0
+    assert probe.plain and sum(states) > 0.9 * len(states)
+    tracker.in_flight = 100.0  # the backlog cleared: the planner routes again
+    drive(probe, tracker, 8, lambda plain: 2000.0 if plain else 1000.0)
+    assert not probe.plain
+
+
+def test_a_hold_ends_when_plain_decoding_sustains_less_under_a_saturation_that_never_clears() -> None:
+    """The sim_speed finding: the first probe held plain decoding until the backlog cleared,
+    which under saturation never happens (1.7x slower than routing).  Here the probe window is
+    lucky (a burst) and later plain windows commit 0.6x routing's rate."""
+    windows = {"plain": 0}
+
+    def rate(plain: bool) -> float:
+        if not plain:
+            return 1000.0
+        windows["plain"] += 1
+        return 3000.0 if windows["plain"] <= 3 else 600.0  # warm-up, probe: a burst
+
+    probe, tracker = SaturationProbe(), Tracker()
+    states = drive(probe, tracker, 3000, rate)
+    assert probe.holds >= 1 and probe.releases >= 1 and not probe.plain
+    assert sum(states) < 0.05 * len(states)
+    old, tracker = BacklogProbe(), Tracker()  # the first version, on the same stream
+    windows["plain"] = 0
+    old_states = drive(old, tracker, 750, rate, every=2048)
+    assert old.holds == 1 and all(old_states[-100:])
+
+
+def test_probes_that_lose_come_ever_more_rarely() -> None:
+    probe, tracker = SaturationProbe(), Tracker()
+    states = drive(probe, tracker, 20000, lambda plain: 600.0 if plain else 1000.0)
+    assert probe.holds == 0 and not probe.plain
+    # gaps double from GAP_FIRST windows up to GAP_MAX: after the doublings, one probe per GAP_MAX
+    windows = 20000 * PROBE_STEP // 2048
+    assert probe.gap == SaturationProbe.GAP_MAX
+    assert 3 <= probe.probes <= 5 + windows // SaturationProbe.GAP_MAX
+    assert sum(states) < 0.02 * len(states)
+
+
+def test_no_probe_without_a_backlog() -> None:
+    probe, tracker = SaturationProbe(), Tracker(in_flight=100.0, most=256)
+    states = drive(probe, tracker, 500, lambda plain: 2000.0 if plain else 1000.0)
+    assert probe.probes == 0 and not any(states)
+
+
+def test_probe_windows_are_counted_in_rounds_per_request() -> None:
+    """A plain round commits one token and a speculative one several: the warm-up and the probe
+    last rounds per request in flight, so a deep backlog gets a long enough probe."""
+    probe, tracker = SaturationProbe(), Tracker(in_flight=2000.0, most=2048)
+    for _ in range(100):
+        drive(probe, tracker, 1, lambda plain: 1000.0)
+        if probe.mode == "warmup":
+            break
+    assert probe.mode == "warmup"
+    assert probe._until - tracker.rounds == SaturationProbe.WARMUP_ROUNDS * 2000
+    while probe.mode == "warmup":
+        drive(probe, tracker, 1, lambda plain: 1000.0)
+    assert probe.mode == "probe" and probe._until - tracker.rounds == SaturationProbe.PROBE_ROUNDS * 2000
+
+
+def test_specrouter_probe_modes() -> None:
+    assert isinstance(SpecRouter()._backlog, SaturationProbe)
+    assert isinstance(SpecRouter(probe="hold")._backlog, BacklogProbe)
+    with pytest.raises(ValueError, match="probe"):
+        SpecRouter(probe="sometimes")
