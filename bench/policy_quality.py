@@ -51,6 +51,7 @@ from specrouter.scenarios import (  # noqa: E402
     tuned_static_specs,
 )
 
+SATURATED_POLICIES = ("target-only", "static:0>2>3:4,1", "specrouter", "specrouter:saturation_probe=false")
 ORACLE = "hindsight-oracle"
 PLANNER = "oracle"  # the truth planner's registry name
 WINS_OVER_STATIC = ("domain_shift", "slowdown", "load_ramp")
@@ -86,6 +87,39 @@ def run_one(task: tuple[str, str, int, int | None]) -> dict[str, Any]:
     if replans is not None:
         row["replans"] = replans
     return row
+
+
+def run_saturated(task: tuple[str, int, int]) -> dict[str, Any]:
+    """One policy on the ``bench/sim_speed.py`` workload (Llama preset as shipped: 64 sequences
+    per pass, no admission limit; the first ``limit`` requests of the Azure conversation trace,
+    prompts unclipped): saturated from about a minute in, the requests in flight grow to ~800."""
+    from policies.registry import make_policy
+    from sim.engine import Simulation
+    from sim.presets import preset
+    from sim.scenario import Scenario
+    from sim.world import World
+    from traces.loaders import load_trace
+
+    spec, seed, limit = task
+    trace = ROOT.parent / "shared" / "traces" / "AzureLLMInferenceTrace_conv.csv"
+    requests = list(load_trace(trace, limit=limit))
+    world = World(preset("llama"), Scenario(seed=seed, noise_sigma=0.05, correlation=0.5))
+    result = Simulation(world, make_policy(spec, world=world.truth), record_rounds=False).run(requests)
+    return {"tpot_mean_ms": float(tpot_of(result.requests).mean()) * 1e3, "rounds": result.rounds_total}
+
+
+def saturated(seeds: list[int], limit: int, jobs: int) -> dict[str, Any]:
+    """Mean TPOT of :data:`SATURATED_POLICIES` on the sim_speed workload, per seed and over seeds."""
+    tasks = [(spec, seed, limit) for spec in SATURATED_POLICIES for seed in seeds]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        rows = dict(zip(tasks, pool.map(run_saturated, tasks)))
+    out: dict[str, Any] = {"limit": limit, "policies": {}}
+    for spec in SATURATED_POLICIES:
+        values = [rows[(spec, seed, limit)]["tpot_mean_ms"] for seed in seeds]
+        out["policies"][spec] = {"seeds": values, "tpot_mean_ms": summary(values)}
+        mean, std = np.mean(values), spread(values)
+        print(f"saturated (sim_speed workload) {spec:36s} tpot mean {mean:8.1f} +- {std:6.1f} ms")
+    return out
 
 
 def run_oracle(task: tuple[str, int, int | None, dict[str, CandidateRun]]) -> dict[str, Any]:
@@ -344,12 +378,20 @@ def main() -> int:
     parser.add_argument("--scenarios", default=",".join(scenario_names()), help="comma-separated names")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument(
+        "--saturated",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run the bench/sim_speed.py workload (first N conversation requests, e.g. 2000)",
+    )
     args = parser.parse_args()
     limit = args.limit if args.limit is not None else (800 if args.quick else None)
     seeds = [int(s) for s in args.seeds.split(",") if s]
     started = time.perf_counter()
     results = quality([s for s in args.scenarios.split(",") if s], seeds, limit, max(args.jobs, 1))
     print_tables(results, seeds)
+    sat = saturated(seeds, args.saturated, max(args.jobs, 1)) if args.saturated else None
     cost = policy_cost(150 if args.quick else 1000)
     report = {
         "goals": goals(results, cost),
@@ -358,6 +400,7 @@ def main() -> int:
         "seeds": seeds,
         "results": results,
         "policy_cost": cost,
+        "saturated": sat,
         "seconds": round(time.perf_counter() - started, 1),
     }
     if args.out:
