@@ -282,8 +282,13 @@ class SpecRouter:
         size = pairs.ladder_size
         target_accepted = target_trials = first_accepted = first_trials = 0
         top = len(levels) - 1
+        asked = levels[0].proposed  # a model-free drafter's tokens asked for (0 for a model drafter)
         for j in range(1, len(levels)):
             level = levels[j]
+            if j == 1 and asked > level.proposed:
+                # what the lookup did not propose counts as rejected: the planner prices it as a
+                # drafter of the route's lookahead, so its acceptance must include "no proposal"
+                level = level._replace(proposed=asked)
             if level.proposed:
                 lower = chain[j - 1]
                 trials = pairs.add_acceptance(lower, chain[j], level.proposed, level.accepted, level.emitted)

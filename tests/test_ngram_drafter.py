@@ -154,3 +154,26 @@ def test_a_model_free_member_above_the_bottom_is_refused() -> None:
     slot = Slot(Request(0, 0.0, 4, 8), 3, ladder.model_free)
     with pytest.raises(ValueError, match="cannot verify"):
         start_round(slot, StaticChain((0, 1, 2), (2, 1)), view, 2, True)
+
+
+def test_specrouter_counts_what_the_lookup_did_not_propose_as_rejected() -> None:
+    """A lookup that proposes 1 of 4 tokens asked, accepted, is a drafter accepting ~1 in 2 (the
+    pair's acceptance includes "no proposal"), not a perfect one."""
+    from policies.contract import LevelFeedback, RoundFeedback
+    from policies.registry import make_policy
+
+    ladder = LadderInfo(("ngram", "draft", "target"), (0.0, 1e6, 1e8), model_free=(0,))
+    router = make_policy("specrouter:learn_every=1")
+    route = Route((0, 2), (4,), 2)
+    idle = (0, 0, 0)
+    clock = 0.0
+    for request in range(300):
+        router.route(RouteView(request, 16, 0, 64, "prose", clock, ladder, idle, idle))
+        levels = (
+            LevelFeedback(0, 4, 0, 1, ()),  # asked for 4, proposed 1
+            LevelFeedback(2, 1, 1, 2, ()),  # the target accepted it and added its own
+        )
+        router.observe(RoundFeedback(request, "prose", route, clock, clock + 0.01, levels, (), False))
+        clock += 0.01
+    alpha, trials = router._domains["prose"].pairs.acceptance(0, 2)
+    assert trials > 0 and 0.4 < alpha < 0.6
