@@ -160,19 +160,29 @@ def test_copy_window_edit_replaces_one_token_everywhere() -> None:
 
 
 def test_earlier_stages_do_not_depend_on_the_copy_stage() -> None:
+    trial = replace(zoo_recipe.FULL, copy_stage=zoo_recipe.EXPERIMENTAL_COPY_STAGE)
     other = replace(
         zoo_recipe.FULL,
         copy_stage=CopyStage(StageBudget(steps=7, batch=2, learning_rate=1.0, warmup_steps=1), 1, 3, 5, 0.0),
     )
     for stage in ("target", "distill"):  # their checkpoints (and the students) are reused as they are
-        assert other.stage_key(stage) == zoo_recipe.FULL.stage_key(stage)
-    assert other.stage_key("copy") != zoo_recipe.FULL.stage_key("copy")
-    assert other.digest() != zoo_recipe.FULL.digest()
-    longer = zoo_recipe.FULL.with_steps(None, None, 400)
-    assert longer.copy_stage.budget.steps == 400 and longer.stage_key("copy") == zoo_recipe.FULL.stage_key(
-        "copy"
-    )
-    assert zoo_recipe.SMALL.copy_stage.budget.steps < zoo_recipe.FULL.copy_stage.budget.steps
+        assert other.stage_key(stage) == trial.stage_key(stage) == zoo_recipe.FULL.stage_key(stage)
+    assert other.stage_key("copy") != trial.stage_key("copy")
+    assert len({other.digest(), trial.digest(), zoo_recipe.FULL.digest()}) == 3
+    longer = trial.with_steps(None, None, 400)
+    assert longer.copy_stage.budget.steps == 400 and longer.stage_key("copy") == trial.stage_key("copy")
+    assert zoo_recipe.SMALL.copy_stage.budget.steps < trial.copy_stage.budget.steps
+
+
+def test_the_default_recipe_has_no_copy_stage_and_is_the_shipped_ladders() -> None:
+    """The copy stage is measured, not shipped: the default recipe is the one the shipped ladder
+    records, so `specrouter zoo build` finds it built instead of retraining for an hour."""
+    from backend.zoo import default_ladder_dir
+
+    assert zoo_recipe.FULL.copy_stage == zoo_recipe.NO_COPY_STAGE
+    assert "copy_stage" not in zoo_recipe.FULL.to_dict()
+    manifest = json.loads((default_ladder_dir() / "ladder.json").read_text())
+    assert zoo_recipe.FULL.digest() == manifest["training"]["recipe_digest"]
 
 
 def test_zoo_build_small_is_resumable_cached_and_loadable(

@@ -33,7 +33,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from backend.zoo import corpus
 from backend.zoo.evaluate import argmax_agreement, evaluation_windows, held_out_loss
-from backend.zoo.recipe import BuildRecipe, ModelSpec
+from backend.zoo.recipe import NO_COPY_STAGE, BuildRecipe, ModelSpec
 from backend.zoo.tokenizer import END_OF_TEXT, load_tokenizer, train_tokenizer
 from backend.zoo.train import StageResult, run_stage, sample_copy_batch
 
@@ -164,13 +164,14 @@ def _build(recipe: BuildRecipe, out: Path, stop_after: int | None, log: Any) -> 
     if distill_result is None:
         return None
     stages["distill"] = distill_result
-    remaining = None if remaining is None else remaining - recipe.distill_stage.steps
-    if remaining is not None and remaining <= 0:
-        return None
-    copy_result = train_to_copy(recipe, members[target_name], tokenizer, streams, work, remaining)
-    if copy_result is None:
-        return None
-    stages["copy"] = copy_result
+    if recipe.copy_stage != NO_COPY_STAGE:
+        remaining = None if remaining is None else remaining - recipe.distill_stage.steps
+        if remaining is not None and remaining <= 0:
+            return None
+        copy_result = train_to_copy(recipe, members[target_name], tokenizer, streams, work, remaining)
+        if copy_result is None:
+            return None
+        stages["copy"] = copy_result
     return _export(recipe, out, members, tokenizer, held_streams, stages, prompt_counts, files, started, log)
 
 

@@ -30,7 +30,7 @@ def cluster_for_profile(
     from traces.world_profile import load_world_profile
 
     profile = load_world_profile(profile_path)
-    models = []
+    models: list[dict[str, Any]] = []
     for index, model in enumerate(profile.models):
         if model.model_free:  # the n-gram lookup: host CPU, its cost from the profile's table
             models.append({"name": model.name, "kind": "ngram"})
