@@ -62,6 +62,7 @@ keeps ``route() + observe()`` within a few microseconds.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import NamedTuple
 
@@ -478,7 +479,19 @@ class SpecRouter:
         return _Plan(best.route, best.t_eff, state.version, self._epoch)
 
 
-class SaturationProbe:
+class _PlainDecoding:
+    """What a saturation probe routes while it probes or holds: target-only (one Route per target)."""
+
+    def route(self, target: int) -> Route:
+        return _target_only(target)
+
+
+@functools.cache
+def _target_only(target: int) -> Route:
+    return Route.target_only(target)
+
+
+class SaturationProbe(_PlainDecoding):
     """Under a backlog, measure whether plain decoding commits more tokens per second than routing.
 
     The cost model can be wrong exactly where it matters most: at the admission limit a
@@ -534,7 +547,6 @@ class SaturationProbe:
         self._was_backlogged = False  # the window that just closed started backlogged
         self._mark: tuple[float, float] | None = None  # (committed tokens, clock) at the window start
         self._until = 0  # round count that closes the window
-        self._routes: dict[int, Route] = {}
 
     @property
     def spec_rate(self) -> float:
@@ -543,12 +555,6 @@ class SaturationProbe:
     @property
     def hold_rate(self) -> float:
         return self._hold_tokens / self._hold_seconds if self._hold_seconds > 0 else 0.0
-
-    def route(self, target: int) -> Route:
-        route = self._routes.get(target)
-        if route is None:
-            route = self._routes[target] = Route.target_only(target)
-        return route
 
     def step(self, tracker: LoadTracker, now: float) -> None:
         """Close the window if it is complete, decide the next one and where it ends: the warm-up
@@ -610,7 +616,7 @@ class SaturationProbe:
             self.gap = min(2 * self.gap, self.GAP_MAX)
 
 
-class BacklogProbe:
+class BacklogProbe(_PlainDecoding):
     """Under a backlog, measure whether plain decoding commits more tokens per second.
 
     The cost model can be wrong exactly where it matters most: at the admission limit a
@@ -632,14 +638,7 @@ class BacklogProbe:
         self.last_rate = 0.0
         self._mark: tuple[float, float] | None = None  # (committed tokens, clock) at the window start
         self._until = 0  # round count that closes the window
-        self._routes: dict[int, Route] = {}
         self.probes = self.holds = 0
-
-    def route(self, target: int) -> Route:
-        route = self._routes.get(target)
-        if route is None:
-            route = self._routes[target] = Route.target_only(target)
-        return route
 
     def step(self, tracker: LoadTracker, now: float) -> None:
         """Close a window: compare its committed-token rate and decide the next one."""
