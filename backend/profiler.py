@@ -239,6 +239,16 @@ def conditional_acceptance(series: Sequence[np.ndarray], positions: int) -> tupl
     return tuple(out)
 
 
+def _conditional(reached: Sequence[float], accepted: Sequence[float]) -> tuple[float, ...]:
+    """Accepted / reached per draft position, up to the first position nothing reached."""
+    out = []
+    for r, a in zip(reached, accepted):
+        if r <= 0:
+            break
+        out.append(float(min(1.0, max(0.0, a / r))))
+    return tuple(out)
+
+
 class WalkCounts(NamedTuple):
     """One lookahead's greedy walk over the series: per draft position, rounds that reached it
     and rounds that accepted it; accepted tokens and rounds that rejected one, in total."""
@@ -250,12 +260,7 @@ class WalkCounts(NamedTuple):
 
     def conditional(self) -> tuple[float, ...]:
         """``P(accept k | 0..k-1)`` up to the first position no round reached."""
-        out = []
-        for reached, accepted in zip(self.reached, self.accepted):
-            if reached == 0:
-                break
-            out.append(accepted / reached)
-        return tuple(out)
+        return _conditional(self.reached, self.accepted)
 
 
 def walk(series: Sequence[np.ndarray], lookahead: int) -> WalkCounts:
@@ -462,15 +467,6 @@ class LookupWalk:
             seen = self.tokens + self.rejections
             return self.tokens / seen if seen else 0.0
         return self.tokens / self.positions if self.positions else 0.0
-
-
-def _conditional(reached: Sequence[float], accepted: Sequence[float]) -> tuple[float, ...]:
-    out = []
-    for r, a in zip(reached, accepted):
-        if r <= 0:
-            break
-        out.append(float(min(1.0, max(0.0, a / r))))
-    return tuple(out)
 
 
 def walk_lookup(

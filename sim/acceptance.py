@@ -54,9 +54,8 @@ from typing import NamedTuple
 import numpy as np
 from scipy.special import ndtri
 
+from sim.config import ANY_DOMAIN
 from traces.world_profile import PairProfile, ProposalProfile, WorldProfile
-
-ANY_DOMAIN = "*"  # the per-domain maps' entry for domains they do not name (sim.config.ANY_DOMAIN)
 
 
 class AlphaOverride(NamedTuple):
