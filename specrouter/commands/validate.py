@@ -41,12 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from specrouter.commands.options import check_flags, ladder_dir, lookup_from_args
+    from specrouter.commands.options import check_flags, ladder_dir
     from specrouter.experiments.fidelity import format_table
     from specrouter.experiments.validate import ValidateConfig, validate
 
     check_flags(args, "--requests", "--output-tokens", "--max-batch", "--prompt-tokens")
-    lookup_from_args(args)  # a bad --ngram is refused before anything loads
     config = ValidateConfig(
         ladder=str(ladder_dir(args.ladder)),
         policy=args.policy,
