@@ -3,9 +3,10 @@
 Prompt lookup (Saxena 2023; Hugging Face's ``prompt_lookup_num_tokens``, vLLM's n-gram
 proposer) drafts with no weights and no KV cache.  Given a request's tokens ``t_0 .. t_{L-1}``
 (prompt, committed output and the round's tentative tokens), find the largest ``n`` in
-``min_n .. max_n`` such that the suffix ``t_{L-n} .. t_{L-1}`` occurred earlier, take its most
-recent earlier occurrence ending at ``i < L - 1`` and propose the tokens that followed it,
-``t_{i+1} .. t_{i+limit}`` (fewer when the context ends first).  No match: no proposal.
+``min_n .. max_n`` such that the suffix ``t_{L-n} .. t_{L-1}`` occurred earlier, ending at some
+``i < L - 1``, and propose the tokens that followed it, ``t_{i+1} .. t_{i+limit}`` (fewer when the
+context ends first).  Among occurrences of that length the most recent one with the most
+continuation (up to ``limit``) wins.  No match: no proposal.
 
 In the ladder it is a member like any other (``LadderInfo.model_free``): it may only be a
 chain's first member, since it has no distribution to verify with.  Its proposal distribution
