@@ -1,0 +1,56 @@
+"""SpecRouter's wait per chain (policies.estimators.ChainOverhead, fed by SpecRouter.observe) is
+the time a round waits between its passes -- not a request's admission and prefill.
+
+A request's first round starts when it arrives and carries its prompt's prefill: in the demo's
+world it waited 631 ms against 0.7 ms for a later round, and counting those rounds made waits of
+~1 s per round look like part of every chain, so every lookahead looked cheap next to them
+(SpecRouter picked lookahead 8 and backlogged the server).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from policies.contract import LadderInfo, LevelFeedback, PassTiming, RoundFeedback, Route, RouteView
+from policies.specrouter_policy import SpecRouter
+
+LADDER = LadderInfo(("draft", "target"))
+ROUTE = Route((0, 1), (3,), 1)
+DRAFT_PASS, VERIFY_PASS = 0.001, 0.004
+LATER_WAIT, FIRST_WAIT = 0.0005, 0.8  # seconds between passes: a later round / a first round
+PROMPT = 200  # prefill positions in a first round's verify pass
+
+
+def round_of(request: int, started: float, first: bool) -> RoundFeedback:
+    fed = PROMPT + 4 if first else 4
+    draft = LevelFeedback(0, 0, 0, 3, tuple(PassTiming(0, 1, 1, DRAFT_PASS) for _ in range(3)))
+    verify = LevelFeedback(1, 3, 2, 3, (PassTiming(1, fed, 1, VERIFY_PASS),))
+    latency = 3 * DRAFT_PASS + VERIFY_PASS + (FIRST_WAIT if first else LATER_WAIT)
+    return RoundFeedback(request, None, ROUTE, started, started + latency, (draft, verify), (), False)
+
+
+def drive(policy: SpecRouter, requests: int, rounds_per_request: int) -> None:
+    now = 0.0
+    for request in range(requests):
+        for index in range(rounds_per_request):
+            view = RouteView(request, PROMPT, 3 * index, 100, None, now, LADDER, (1, 1), (0, 0))
+            policy.route(view)
+            feedback = round_of(request, now, first=index == 0)
+            policy.observe(feedback)
+            now = feedback.finished
+
+
+def test_first_rounds_do_not_count_as_the_chains_wait() -> None:
+    policy = SpecRouter(learn_every=1)
+    drive(policy, requests=200, rounds_per_request=5)  # one round in five is a first round
+    assert policy.overhead is not None
+    # Counting first rounds would give (4 * 0.5 ms + 800 ms) / 5 = 160 ms per round.
+    assert policy.overhead.wait(ROUTE.chain) == pytest.approx(LATER_WAIT, rel=0.05)
+
+
+def test_a_chains_wait_is_still_learned_from_its_later_rounds() -> None:
+    policy = SpecRouter(learn_every=1)
+    drive(policy, requests=40, rounds_per_request=25)
+    assert policy.overhead is not None
+    assert policy.overhead.wait(ROUTE.chain) == pytest.approx(LATER_WAIT, rel=0.05)
+    assert policy.overhead.samples > 200  # later rounds are sampled (1 in 4 learned rounds)
