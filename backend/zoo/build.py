@@ -35,7 +35,7 @@ from backend.zoo import corpus
 from backend.zoo.evaluate import argmax_agreement, evaluation_windows, held_out_loss
 from backend.zoo.recipe import NO_COPY_STAGE, BuildRecipe, ModelSpec
 from backend.zoo.tokenizer import END_OF_TEXT, load_tokenizer, train_tokenizer
-from backend.zoo.train import StageResult, run_stage, sample_copy_batch
+from backend.zoo.train import InductionLoss, StageResult, run_stage, sample_copy_batch, sample_induction_batch
 
 LADDER_FORMAT = 1
 COPY_EVAL_SPAN = 100  # tokens per window of the held-out copy-loss check (as bench/copy_domain.py)
@@ -193,22 +193,46 @@ def train_to_copy(
     work: Path,
     stop_after: int | None,
 ) -> StageResult | None:
-    """The copy stage: ``target`` alone, from its current weights, on ordinary and copy windows of the
-    training ``streams`` (``train.sample_copy_batch``); resumable from ``work``. ``None`` if stopped."""
+    """The copy stage: ``target`` alone, from its weights rounded to fp16 (the target as a ladder
+    stores it, so fine-tuning the shipped fp16 target gives the same weights), on ordinary and copy
+    windows of the training ``streams`` (``train.sample_copy_batch``) or, with ``induction`` rows,
+    on ``train.sample_induction_batch`` batches with the induction-head loss; resumable from
+    ``work``. ``None`` if stopped."""
     target.train()
-    for parameter in target.parameters():
-        parameter.requires_grad_(True)
-    markers = copy_markers(tokenizer)
+    with torch.no_grad():
+        for parameter in target.parameters():
+            parameter.copy_(parameter.half().float())
+            parameter.requires_grad_(True)
     spec = recipe.copy_stage
+    checkpoint = work / f"{recipe.stage_key('copy')}.pt"
+    common = (spec.budget, streams, recipe.context, recipe.seed, recipe.weight_decay, checkpoint)
+    rows = spec.induction
+    if rows is None:
+        markers = copy_markers(tokenizer)
 
-    def sampler(step: int) -> torch.Tensor:
-        return sample_copy_batch(streams, markers, spec, recipe.context, recipe.seed, step)
+        def sampler(step: int) -> torch.Tensor:
+            return sample_copy_batch(streams, markers, spec, recipe.context, recipe.seed, step)
 
-    return run_stage(
-        "copy", {recipe.target.name: target}, None, spec.budget, streams, recipe.context, recipe.seed,
-        recipe.weight_decay, work / f"{recipe.stage_key('copy')}.pt", recipe.checkpoint_every, stop_after,
-        sampler,
-    )  # fmt: skip
+        return run_stage(
+            "copy", {recipe.target.name: target}, None, *common, recipe.checkpoint_every, stop_after, sampler
+        )
+    if rows.attention_only:
+        for name, parameter in target.named_parameters():
+            parameter.requires_grad_(".self_attn." in name)
+    heads = InductionLoss(target, rows.heads)
+    scales = {
+        f"model.layers.{layer}.self_attn.{projection}.weight": rows.head_lr_scale
+        for layer, _ in rows.heads
+        for projection in ("q_proj", "k_proj")
+    }
+    try:
+        return run_stage(
+            "copy", {recipe.target.name: target}, None, *common, recipe.checkpoint_every, stop_after,
+            lambda step: sample_induction_batch(streams, rows, recipe.seed, step), heads, rows.head_weight,
+            scales, rows.tokens_per_step,
+        )  # fmt: skip
+    finally:
+        heads.close()
 
 
 @torch.no_grad()
