@@ -15,6 +15,7 @@ from policies.contract import (
 from policies.cost_model import enumerate_chains, enumerate_routes, estimate_round, t_eff
 from policies.oracle import Oracle
 from policies.planner import RoutePlanner
+from policies.prior import RoutingPrior, load_prior, prior_from_profile
 from policies.registry import make_policy
 from policies.specrouter_policy import SpecRouter
 
@@ -22,6 +23,9 @@ __all__ = [
     "ChainBandit",
     "Oracle",
     "RoutePlanner",
+    "RoutingPrior",
+    "load_prior",
+    "prior_from_profile",
     "SpecRouter",
     "make_policy",
     "DynamicLookahead",

@@ -33,6 +33,7 @@ from policies.baselines import DynamicLookahead, StaticChain, TargetOnly
 from policies.contract import LadderInfo, Policy, RouteView, WorldTruth
 from policies.cost_model import enumerate_chains
 from policies.oracle import Oracle
+from policies.prior import RoutingPrior
 from policies.specrouter_policy import SpecRouter
 
 POLICY_NAMES = ("target-only", "static", "dynamic-lookahead", "specrouter", "bandit", "bandit-ucb1", "oracle")
@@ -172,7 +173,14 @@ def policy_knobs(spec: str, **params: Any) -> dict[str, Any]:
         return {}
     defaults = {key: default for key, (_, default) in knob_signature(_POLICY_CLASSES[head]).items()}
     resolved = {**defaults, **resolve_knobs(spec, **params)}
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in resolved.items()}
+    return {key: _recorded(value) for key, value in resolved.items()}
+
+
+def _recorded(value: Any) -> Any:
+    """A knob's value as run.json records it (a warm-start prior by its source file)."""
+    if isinstance(value, RoutingPrior):
+        return value.source
+    return list(value) if isinstance(value, tuple) else value
 
 
 def knob_signature(cls: type) -> dict[str, tuple[Any, Any]]:

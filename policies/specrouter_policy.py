@@ -80,6 +80,7 @@ from policies.estimators import (
     round_acceptance,
 )
 from policies.planner import WIDTH_GRID, ChainPlan, PassCube, RoutePlanner
+from policies.prior import RoutingPrior, load_prior
 
 FEED_RATE = 0.25  # EMA rate of the mean feed per model: it must follow a change of route within a few passes
 SLOW_FEED_EVERY = 4  # of the learned rounds, 1 in this many also feeds the slow estimates (waits, f)
@@ -160,6 +161,8 @@ class SpecRouter:
         probe: str = "checked",
         learn_every: int = 3,
         per_domain: bool = True,
+        prior: RoutingPrior | str | None = None,
+        prior_trials: float = 32.0,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -194,6 +197,12 @@ class SpecRouter:
         self.min_replan_gap = min_replan_gap
         self.followups = followups
         self.per_domain = per_domain
+        # A warm start (policies/prior.py): a world profile's pass times and acceptance as the
+        # first estimates, worth prior_trials acceptance trials per pair.
+        self.prior = load_prior(prior) if isinstance(prior, str) else prior
+        if prior_trials <= 0:
+            raise ValueError(f"SpecRouter prior_trials must be > 0, got {prior_trials}")
+        self.prior_trials = prior_trials
         if name:
             self.name = name
         self.ladder: LadderInfo | None = None
@@ -333,6 +342,8 @@ class SpecRouter:
             self._feed = [1.0] * ladder.size
             self.overhead = ChainOverhead() if self.learn_waits else None
             self._load_key = (*[0] * ladder.size, 0)
+            if self.prior is not None:
+                self._seed_pass_times(self.prior, ladder)
         elif ladder.size != self.ladder.size:
             raise ValueError(
                 f"{self.name}: view has a {ladder.size}-model ladder but this policy was built "
@@ -340,8 +351,27 @@ class SpecRouter:
             )
         state = _DomainState(ladder.size, self.pair_rate)
         state.followups = 2 * self.followups  # a new domain re-plans often while it learns
+        if self.prior is not None:
+            model_free = set(ladder.model_free)
+            for lower in range(ladder.size):
+                if lower in model_free:
+                    continue  # its planning acceptance counts "proposed nothing": not in a profile
+                for upper in range(lower + 1, ladder.size):
+                    alpha = self.prior.alpha(domain, lower, upper)
+                    if alpha is not None:
+                        state.pairs.seed_acceptance(lower, upper, alpha, self.prior_trials)
         self._domains[domain if self.per_domain else None] = state
         return state
+
+    def _seed_pass_times(self, prior: RoutingPrior, ladder: LadderInfo) -> None:
+        if prior.names != ladder.names:
+            raise ValueError(
+                f"{self.name}: the prior {prior.source} was profiled on the ladder "
+                f"({', '.join(prior.names)}), this one is ({', '.join(ladder.names)})"
+            )
+        assert self.profile is not None
+        for model, points in enumerate(prior.pass_times):
+            self.profile.seed(model, points)
 
     def _watch(
         self,
