@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from policies.contract import LadderInfo, RouteView
+from policies.contract import LadderInfo, Route, RouteView
 from policies.cost_model import enumerate_routes, estimate_round
 from policies.estimators import PassTimeProfile
 from policies.prior import RoutingPrior, load_prior, prior_from_profile
@@ -20,24 +20,26 @@ from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, World
 
 DECODE = (0.35, 1.1, 5.5, 42.0)
 PER_POSITION = (0.005, 0.02, 0.08, 0.6)
-ALPHA = [[1, 0.75, 0.65, 0.6], [1, 1, 0.8, 0.72], [1, 1, 1, 0.85], [1, 1, 1, 1]]
+ALPHA: list[list[float]] = [[1, 0.75, 0.65, 0.6], [1, 1, 0.8, 0.72], [1, 1, 1, 0.85], [1, 1, 1, 1]]
 NAMES = ("M0", "M1", "M2", "M3")
 
 
-def truth_prior(alpha=ALPHA, scale: float = 1.0) -> RoutingPrior:
+def truth_prior(alpha: list[list[float]] = ALPHA, scale: float = 1.0) -> RoutingPrior:
     """A prior that is the synthetic world's truth (pass times ``scale`` x the truth)."""
     timing = linear_pass_time(DECODE, PER_POSITION)
     times = tuple(tuple((float(n), scale * timing(m, n, 1, 0.0)) for n in range(1, 10)) for m in range(4))
-    pairs = {(None, i, j): float(alpha[i][j]) for i in range(4) for j in range(i + 1, 4)}
+    pairs: dict[tuple[str | None, int, int], float] = {
+        (None, i, j): float(alpha[i][j]) for i in range(4) for j in range(i + 1, 4)
+    }
     return RoutingPrior(NAMES, times, pairs, "truth")
 
 
-def first_route(policy: SpecRouter):
+def first_route(policy: SpecRouter) -> Route:
     view = RouteView(0, 64, 0, 128, None, 0.0, LadderInfo(NAMES), (1,) * 4, (0,) * 4)
     return policy.route(view)
 
 
-def true_t_eff(route) -> float:
+def true_t_eff(route: Route) -> float:
     timing = linear_pass_time(DECODE, PER_POSITION)
     return estimate_round(route, lambda i, j: ALPHA[i][j], lambda m, n: timing(m, n, 1, 0.0)).t_eff
 
@@ -93,7 +95,8 @@ def test_a_warm_start_gains_on_a_short_run() -> None:
     best = min(
         true_t_eff(r) for r in enumerate_routes(4, 8) if len(r.chain) < 4 or max(r.lookaheads[1:]) <= 2
     )
-    cold, warm = [], []
+    cold: list[float] = []
+    warm: list[float] = []
     for seed in range(5):
         for policy, into in ((SpecRouter(), cold), (SpecRouter(prior=truth_prior()), warm)):
             world = SyntheticWorld(4, matrix_alpha(ALPHA), timing, seed=seed)
@@ -119,16 +122,20 @@ def test_prior_pass_times_are_rescaled_to_the_measured_cells() -> None:
     profile = PassTimeProfile(1, rate=0.05)
     profile.seed(0, [(1.0, 1.0), (4.0, 2.0), (16.0, 8.0)])
     assert profile.measured(0)
-    np.testing.assert_allclose(profile.curve(0, 1.0, 2), [1.0, 1.0])
+    np.testing.assert_allclose(np.asarray(profile.curve(0, 1.0, 2)), [1.0, 1.0])
     for _ in range(20):  # the loop pays 1.5x what the profile measured, seen at N = 4 only
         profile.update(0, 4, 1, 3.0)
-    totals, times = profile.points(0)
+    points = profile.points(0)
+    assert points is not None
+    totals, times = points
     assert list(totals) == [1.0, 4.0, 16.0]
     np.testing.assert_allclose(times, [1.5, 3.0, 12.0], rtol=1e-6)
     for total in (2, 3):  # three known cells: the model's own curve, the prior dropped
         for _ in range(4):
             profile.update(0, total, 1, 2.0)
-    totals, times = profile.points(0)
+    points = profile.points(0)
+    assert points is not None
+    totals, times = points
     assert list(totals) == [2.0, 3.0, 4.0]
 
 
