@@ -102,7 +102,7 @@ def run_cell(
         str(ladder_dir), policy, str(out), str(profile), True, args.requests, args.prompt_tokens,
         args.output_tokens, args.rate, max_batch, args.seed, args.device,
     )  # fmt: skip
-    check_fits(policy, ladder.size)
+    check_fits(policy, ladder.size, ladder.info.names)
     requests = workload(
         config, source_domains(prompt_source_for(ladder, args.seed)), context_window(ladder.models)
     )

@@ -226,17 +226,22 @@ def check_search_range(spec: str, name: str, low: float, high: float, integer: b
             raise PolicySpecError(f"{where}: {error}") from None
 
 
-def check_fits(spec: str, ladder_size: int) -> None:
+def check_fits(spec: str, ladder_size: int, names: Sequence[str] | None = None) -> None:
     """Refuse ``spec`` unless a fresh policy routes a first round on a ``ladder_size``-model ladder.
 
     The oracle (which needs the world) is not asked; ``make_policy`` already refused a bad knob.
+    A warm-start prior (``specrouter:prior=PATH``) is checked against the ladder's ``names``
+    when they are given (before the weights load only the size is known).
     """
     if spec.strip().partition(":")[0] == "oracle":
         return
-    ladder = LadderInfo(tuple(f"M{i}" for i in range(ladder_size)))
+    ladder = LadderInfo(tuple(names) if names is not None else tuple(f"M{i}" for i in range(ladder_size)))
     idle = (0,) * ladder_size
     try:
-        make_policy(spec).route(RouteView(0, 1, 0, 1, None, 0.0, ladder, idle, idle))
+        policy = make_policy(spec)
+        if names is None and isinstance(policy, SpecRouter):
+            policy.prior = None
+        policy.route(RouteView(0, 1, 0, 1, None, 0.0, ladder, idle, idle))
     except PolicySpecError:
         raise
     except (ValueError, IndexError) as error:

@@ -55,6 +55,10 @@ def test_demo_runs_the_whole_loop_on_a_tiny_ladder(
     assert (out / "validate" / "fidelity.json").exists() and (
         out / "validate" / "predicted_vs_measured.svg"
     ).exists()
+    # the validation runs SpecRouter warm-started from the profile it just measured, in both worlds
+    for world in ("sim", "real"):
+        record = json.loads((out / "validate" / world / "run.json").read_text())
+        assert record["policy"] == f"specrouter:prior={out / 'validate' / 'profile.json'}", record["policy"]
 
 
 def test_compare_runs_policies_on_a_scenario_and_keeps_finished_runs(

@@ -13,7 +13,7 @@ from policies.contract import LadderInfo, Route, RouteView
 from policies.cost_model import enumerate_routes, estimate_round
 from policies.estimators import PassTimeProfile
 from policies.prior import RoutingPrior, load_prior, prior_from_profile
-from policies.registry import PolicySpecError, make_policy, policy_knobs
+from policies.registry import PolicySpecError, check_fits, make_policy, policy_knobs
 from policies.specrouter_policy import SpecRouter
 from policies.synthetic import SyntheticWorld, linear_pass_time, matrix_alpha
 from traces.world_profile import ModelProfile, PairProfile, PassTimeTable, WorldProfile, save_world_profile
@@ -155,5 +155,9 @@ def test_a_prior_of_another_ladder_is_refused_and_records_name_its_source(tmp_pa
     assert isinstance(policy, SpecRouter) and policy.prior == load_prior(path)
     assert policy_knobs(f"specrouter:prior={path}")["prior"] == str(path)
     assert policy_knobs("specrouter", prior=load_prior(path))["prior"] == str(path)
+    check_fits(f"specrouter:prior={path}", 4)  # before the weights load: the size only
+    check_fits(f"specrouter:prior={path}", 4, NAMES)
+    with pytest.raises(PolicySpecError, match="profiled on the ladder"):
+        check_fits(f"specrouter:prior={path}", 4, ("a", "b", "c", "d"))
     with pytest.raises(PolicySpecError, match="missing.json"):
         make_policy(f"specrouter:prior={tmp_path / 'missing.json'}")

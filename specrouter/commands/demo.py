@@ -82,7 +82,8 @@ def run(args: argparse.Namespace) -> int:
         "the best static chain)"
     )
     print(
-        f"\n== simulator vs real backend: specrouter, {args.validate_requests} requests"
+        "\n== simulator vs real backend: specrouter warm-started from the profile,"
+        f" {args.validate_requests} requests"
         f" x {args.output_tokens} tokens"
     )
     print(format_table(result.validation.rows))

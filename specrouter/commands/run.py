@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
     members = len(ladder_paths(directory)) + (lookup is not None)
     check_fits(args.policy, members)  # from ladder.json, before any weights
     ladder = load_ladder(directory, device=args.device, dtype=args.dtype).with_lookup(lookup)
+    check_fits(args.policy, ladder.size, ladder.info.names)  # a warm-start prior: profiled on this ladder?
     prompts = prompt_source_for(ladder, args.seed, directory)
     world = RealWorld(
         ladder,

@@ -53,6 +53,12 @@ class Comparison:
         return min(references) / summary["tpot_mean"] if references else None
 
 
+def display_name(spec: str) -> str:
+    """A policy spec as tables show it: a warm-start prior by its file name
+    (``specrouter:prior=runs/demo/validate/profile.json`` -> ``specrouter:prior=profile.json``)."""
+    return re.sub(r"prior=[^,]*?([^/,]+)(?=,|$)", r"prior=\1", spec)
+
+
 def safe_name(name: str) -> str:
     """A directory name for a policy or scenario (``static:M0[3]>M3`` -> ``static_M0_3__M3``)."""
     return re.sub(r"[^A-Za-z0-9._-]", "_", name)
@@ -126,8 +132,9 @@ def format_comparison(comparison: Comparison) -> str:
         def ratio(key: str, row: dict[str, Any] = row) -> str:
             return f"{row[key]:.2f}x" if row[key] is not None else "-"
 
+        name = display_name(row["policy"])
         lines.append(
-            f"{row['scenario'][:16]:<16} {row['policy'][:30]:<30} {row['tpot_mean'] * 1e3:8.2f} "
+            f"{row['scenario'][:16]:<16} {name[:30]:<30} {row['tpot_mean'] * 1e3:8.2f} "
             f"{row['tpot_p99'] * 1e3:8.2f} {row['ttft_mean'] * 1e3:8.1f} {row['ttft_p99'] * 1e3:8.1f} "
             f"{row['throughput_tokens_per_s']:8.1f} {ratio('speedup_vs_target_only'):>9} "
             f"{ratio('speedup_vs_best_static'):>9}"

@@ -11,8 +11,10 @@
 
    with ``B`` the batch limit and ``V_target(B, 1)`` the profiled time of a one-token pass at
    batch ``B``.  Policies: target-only, every static chain, dynamic lookahead, the bandit,
-   SpecRouter and the oracle -> ``OUT/compare/`` (records, table, plots).
-3. **Validate** SpecRouter on the real backend with a short workload -> ``OUT/validate/``.
+   SpecRouter cold and warm-started from the profile (``specrouter:prior=PROFILE``,
+   :mod:`policies.prior`) and the oracle -> ``OUT/compare/`` (records, table, plots).
+3. **Validate** the warm-started SpecRouter on the real backend with a short workload ->
+   ``OUT/validate/``: a short run is where learning from nothing costs most.
 """
 
 from __future__ import annotations
@@ -64,7 +66,8 @@ class DemoResult:
     clipped: int
 
 
-def demo_policies(ladder_size: int) -> list[str]:
+def demo_policies(ladder_size: int, profile: Path | None = None) -> list[str]:
+    """The demo's policies; with a ``profile``, SpecRouter warm-started from it as well."""
     from policies.registry import every_static_chain
 
     return [
@@ -73,8 +76,14 @@ def demo_policies(ladder_size: int) -> list[str]:
         "dynamic-lookahead",
         "bandit",
         "specrouter",
+        *([warm_specrouter(profile)] if profile is not None else []),
         "oracle",
     ]
+
+
+def warm_specrouter(profile: Path) -> str:
+    """SpecRouter warm-started from a world profile (:mod:`policies.prior`)."""
+    return f"specrouter:prior={profile}"
 
 
 def trace_workload(
@@ -114,6 +123,7 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
         seed=config.seed,
     )
     profile_path = ensure_profile(check, ladder, progress)
+    check = dataclasses.replace(check, policy=warm_specrouter(profile_path))
     sim_profile = mode_profile(profile_path, "greedy", out / "compare" / "sim_profile.json")
     requests, scale, clipped = trace_workload(
         config.trace_requests, context_window(ladder.models), sim_profile, config.max_batch, config.load
@@ -131,11 +141,11 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
     def runner(_scenario: str, policy: str, run_dir: Path) -> RunOutput:
         return run_simulated(world, policy, requests, RecordSink(run_dir, {**settings, "policy": policy}))
 
-    policies = list(config.policies) or demo_policies(ladder.size)
+    policies = list(config.policies) or demo_policies(ladder.size, profile_path)
     comparison = compare(
         policies, ["azure-conv"], out / "compare", runner, show_progress=progress is not None
     )
     if progress:
-        progress("validating SpecRouter on the real backend")
+        progress("validating SpecRouter (warm-started from the profile) on the real backend")
     validation = validate(check, progress=progress)
     return DemoResult(comparison, validation, scale, clipped)

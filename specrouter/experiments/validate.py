@@ -247,6 +247,7 @@ def validate(config: ValidateConfig, progress: Progress | None = None, plot: boo
     check_fits(config.policy, members)  # from ladder.json, before any weights
     out = Path(config.out)
     ladder = load_ladder(config.ladder, device=config.device).with_lookup(lookup)
+    check_fits(config.policy, ladder.size, ladder.info.names)  # a warm-start prior: profiled on this ladder?
     profile_path = ensure_profile(config, ladder, progress)
     requests = workload(
         config, source_domains(prompt_source_for(ladder, config.seed)), context_window(ladder.models)
