@@ -25,6 +25,7 @@ import numpy as np
 
 from policies.contract import RoundFeedback, RouteView
 from policies.cost_model import SystemLoad
+from policies.planner import WIDTH_GRID, WIDTH_STEPS_PER_OCTAVE, WidthSpread
 
 
 class LevelFeedbackLike(Protocol):
@@ -532,6 +533,12 @@ class ChainOverhead:
         return (weight * sums[0] / sums[1] + self.prior * pooled) / (weight + self.prior)
 
 
+WIDTH_BIN = [0] + [
+    min(int(WIDTH_STEPS_PER_OCTAVE * math.log2(b) + 0.5), len(WIDTH_GRID) - 1) for b in range(1, 1025)
+]  # batch width -> its WIDTH_GRID bin
+WIDTH_SHARE_FLOOR = 0.01  # bins with fewer of a model's passes are left out of its spread
+
+
 class LoadTracker:
     """What the system objective needs to know about the load, from views and feedback.
 
@@ -541,13 +548,18 @@ class LoadTracker:
     * ``Lambda``, committed tokens per second over all requests, and the prompt
       positions arriving per second (prefills), as discounted ratios of sums.
     * per model the width of its passes (EMA of what was experienced, from
-      ``PassTiming.batch_size`` or the views) and the widest seen (its cap, as far as seen).
+      ``PassTiming.batch_size`` or the views) and the widest seen (its cap, as far as seen),
+      and how the widths spread around their mean (:meth:`width_spread`: counts per width bin,
+      halved every 4,096 rounds).
     """
 
-    def __init__(self, ladder_size: int, rate: float = 0.05):
+    def __init__(self, ladder_size: int, rate: float = 0.05, count_widths: bool = False):
         self.rate = rate
+        self.count_widths = count_widths  # keep the width histogram of width_spread()
         self.widths = [1.0] * ladder_size
         self.widest = [1] * ladder_size
+        self._width_counts = [[0.0] * len(WIDTH_GRID) for _ in range(ladder_size)]
+        self._width_sums = [[0.0] * len(WIDTH_GRID) for _ in range(ladder_size)]
         self.in_flight = 1.0
         self.most_in_flight = 1
         self.live: dict[int, int] = {}  # request -> round count at its last finished round
@@ -569,6 +581,37 @@ class LoadTracker:
         self.widths[model] += self.rate * (batch_size - self.widths[model])
         if batch_size > self.widest[model]:
             self.widest[model] = batch_size
+        if not self.count_widths:
+            return
+        cell = WIDTH_BIN[batch_size if batch_size < 1024 else 1024]
+        self._width_counts[model][cell] += 1.0
+        self._width_sums[model][cell] += batch_size
+
+    def width_spread(self) -> WidthSpread | None:
+        """Per model the passes' widths relative to their mean, by bin (``None`` while every
+        model's passes all fall in one bin -- then the mean width is the width -- or when the
+        tracker does not ``count_widths``)."""
+        rows = []
+        for counts, sums in zip(self._width_counts, self._width_sums):
+            total = sum(counts)
+            kept = [c for c in range(len(counts)) if total and counts[c] >= WIDTH_SHARE_FLOOR * total]
+            rows.append((kept, counts, sums))
+        widest = max(len(kept) for kept, _, _ in rows)
+        if widest <= 1:
+            return None
+        factors = np.ones((len(rows), widest))
+        weights = np.zeros((len(rows), widest))
+        weights[:, 0] = 1.0  # a model with no passes reads at the width asked for
+        for m, (kept, counts, sums) in enumerate(rows):
+            if not kept:
+                continue
+            share = np.array([counts[c] for c in kept])
+            width = np.array([sums[c] / counts[c] for c in kept])
+            share /= share.sum()
+            weights[m, :] = 0.0
+            weights[m, : len(kept)] = share
+            factors[m, : len(kept)] = width / float(share @ width)
+        return WidthSpread(factors, weights)
 
     def see_round(self, feedback: RoundFeedback) -> None:
         """A round finished: requests in flight, committed tokens, every 8th round the rates."""
@@ -583,6 +626,10 @@ class LoadTracker:
         if rounds & 7:
             return
         if not rounds & 4095:  # a live request finishes a round about once per R rounds
+            if self.count_widths:
+                for counts, sums in zip(self._width_counts, self._width_sums):
+                    counts[:] = [c * 0.5 for c in counts]
+                    sums[:] = [t * 0.5 for t in sums]
             horizon = max(4096, 8 * len(self.live))
             self.live = {rid: seen for rid, seen in self.live.items() if rounds - seen <= horizon}
         live = len(self.live)

@@ -163,6 +163,7 @@ class SpecRouter:
         per_domain: bool = True,
         prior: RoutingPrior | str | None = None,
         prior_trials: float = 32.0,
+        width_spread: bool = False,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -203,6 +204,10 @@ class SpecRouter:
         if prior_trials <= 0:
             raise ValueError(f"SpecRouter prior_trials must be > 0, got {prior_trials}")
         self.prior_trials = prior_trials
+        # Price passes over the observed spread of batch widths (planner.WidthSpread) instead of
+        # at the mean width: better in the demo's CPU worlds, worse on the GPU scenarios
+        # (measured in docs/policies.md), so off by default.
+        self.width_spread = width_spread
         if name:
             self.name = name
         self.ladder: LadderInfo | None = None
@@ -338,7 +343,7 @@ class SpecRouter:
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
             self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params, self.planner.columns)
-            self.tracker = LoadTracker(ladder.size, self.load_rate)
+            self.tracker = LoadTracker(ladder.size, self.load_rate, count_widths=self.width_spread)
             self._feed = [1.0] * ladder.size
             self.overhead = ChainOverhead() if self.learn_waits else None
             self._load_key = (*[0] * ladder.size, 0)
@@ -484,7 +489,10 @@ class SpecRouter:
             self.pass_table(load),
             overhead,
             None if alone else load,
-            PassCube(self.profile.cube(WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate))
+            PassCube(
+                self.profile.cube(WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate),
+                self.tracker.width_spread() if self.width_spread else None,
+            )
             if widths_follow
             else None,
         )
