@@ -106,10 +106,36 @@ def trace_workload(
     return scaled, scale, report.prompts_clipped + report.outputs_clipped
 
 
+@dataclass(frozen=True)
+class DemoWorld:
+    """The demo's simulated world: the trace workload and the cluster of a profile."""
+
+    world: SimWorld
+    requests: list[Request]
+    time_scale: float
+    clipped: int
+
+
+def demo_world(sim_profile: Path, config: DemoConfig, window: int) -> DemoWorld:
+    """The world ``run_demo`` compares policies in, from the greedy profile ``sim_profile``
+    (``mode_profile``) and the ladder's context ``window`` (``backend.replay.context_window``)."""
+    from sim.scenario import Scenario
+
+    requests, scale, clipped = trace_workload(
+        config.trace_requests, window, sim_profile, config.max_batch, config.load
+    )
+    cluster = cluster_for_profile(sim_profile, config.max_batch, config.ladder)
+    # the oracle plans with pass times at this per-sequence context: the workload's mean mid-request context
+    context = round(sum(r.prompt_tokens + r.output_tokens / 2 for r in requests) / len(requests))
+    scenario = Scenario(
+        seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=max(1, context)
+    )
+    return DemoWorld(SimWorld(cluster, scenario), requests, scale, clipped)
+
+
 def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) -> DemoResult:
     from backend.ladder import load_ladder
     from backend.replay import context_window
-    from sim.scenario import Scenario
 
     out = Path(config.out)
     ladder = load_ladder(config.ladder)
@@ -125,21 +151,13 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
     profile_path = ensure_profile(check, ladder, progress)
     check = dataclasses.replace(check, policy=warm_specrouter(profile_path))
     sim_profile = mode_profile(profile_path, "greedy", out / "compare" / "sim_profile.json")
-    requests, scale, clipped = trace_workload(
-        config.trace_requests, context_window(ladder.models), sim_profile, config.max_batch, config.load
-    )
-    cluster = cluster_for_profile(sim_profile, config.max_batch, config.ladder)
-    # the oracle plans with pass times at this per-sequence context: the workload's mean mid-request context
-    context = round(sum(r.prompt_tokens + r.output_tokens / 2 for r in requests) / len(requests))
-    scenario = Scenario(
-        seed=config.seed, acceptance_mode="empirical", correlation=0.0, truth_context=max(1, context)
-    )
-    world = SimWorld(cluster, scenario)
-    settings: dict[str, Any] = {**dataclasses.asdict(config), "time_scale": scale}
+    simulated = demo_world(sim_profile, config, context_window(ladder.models))
+    settings: dict[str, Any] = {**dataclasses.asdict(config), "time_scale": simulated.time_scale}
     settings.pop("out")
 
     def runner(_scenario: str, policy: str, run_dir: Path) -> RunOutput:
-        return run_simulated(world, policy, requests, RecordSink(run_dir, {**settings, "policy": policy}))
+        sink = RecordSink(run_dir, {**settings, "policy": policy})
+        return run_simulated(simulated.world, policy, simulated.requests, sink)
 
     policies = list(config.policies) or demo_policies(ladder.size, profile_path)
     comparison = compare(
@@ -148,4 +166,4 @@ def run_demo(config: DemoConfig, progress: Callable[[str], None] | None = None) 
     if progress:
         progress("validating SpecRouter (warm-started from the profile) on the real backend")
     validation = validate(check, progress=progress)
-    return DemoResult(comparison, validation, scale, clipped)
+    return DemoResult(comparison, validation, simulated.time_scale, simulated.clipped)
