@@ -294,10 +294,11 @@ def demo_quality(profile: Path, seeds: list[int], jobs: int) -> dict[str, Any]:
     from specrouter.experiments.validate import mode_profile
 
     ladder = str(default_ladder_dir())
-    window = context_window(load_ladder(ladder).models)
+    loaded = load_ladder(ladder)
+    window = context_window(loaded.models)
     sim_profile = mode_profile(profile, "greedy", Path(tempfile.mkdtemp()) / "sim_profile.json")
     names = ("specrouter", f"specrouter:prior={profile}")
-    statics = demo_statics(len(load_ladder(ladder).names))
+    statics = demo_statics(len(loaded.names))
     jobs_list = [
         (str(sim_profile), ladder, window, seed, spec) for seed in seeds for spec in (*names, *statics)
     ]
