@@ -85,8 +85,8 @@ from policies.prior import RoutingPrior, load_prior
 FEED_RATE = 0.25  # EMA rate of the mean feed per model: it must follow a change of route within a few passes
 SLOW_FEED_EVERY = 4  # of the learned rounds, 1 in this many also feeds the slow estimates (waits, f)
 LOAD_KEY_EVERY = 16  # the load key (which cached plan applies) is re-read once per this many rounds
-BACKLOG_EVERY = 2048  # rounds per window of the saturation probe
-PROBE_STEP = 512  # rounds between two looks of the saturation probe (its windows end on these)
+BACKLOG_EVERY = 2048  # rounds per window of the first probe version (BacklogProbe)
+PROBE_STEP = 128  # rounds between two looks of the saturation probe (its windows end on these)
 
 
 class _Plan(NamedTuple):
@@ -537,8 +537,8 @@ class SaturationProbe(_PlainDecoding):
     route's own speculation fills the batches it is priced in, prefills ride in the passes,
     models share GPUs.  Under a backlog the objective is the committed-token rate ``Lambda``
     of the whole system (with the requests in flight set by the backlog, mean TPOT is ``R /
-    Lambda``), and that can be measured, arm against arm, in windows of ``BACKLOG_EVERY``
-    rounds:
+    Lambda``), and that can be measured, arm against arm, in windows of ``ROUTE_ROUNDS``
+    rounds per request in flight:
 
     * **Routing's rate** ``S``: committed tokens per second over the routed windows that were
       backlogged from start to end (requests in flight within 10% of the most seen, at least
@@ -547,6 +547,10 @@ class SaturationProbe(_PlainDecoding):
       target-only; the first window is a warm-up (rounds that started under speculation
       finish in it and would credit plain decoding with their tokens), the second is
       measured.  Plain decoding holds if it committed more than ``MARGIN`` more than ``S``.
+      Both are ``WARMUP_ROUNDS`` / ``PROBE_ROUNDS`` rounds per request (4 and 12: with 2 and
+      4, one 0.4 s probe window on the conversation trace read plain decoding at 2,364
+      tokens/s where its hold then sustained 3,800-6,600, and the lost verdict doubled the gap
+      to 160 s of speculation).
     * **Hold, checked**: while it holds, plain decoding's rate is summed over the whole hold
       (one window is noisy: prompts arrive in bursts and each prefill stalls the passes it
       rides in; a hold's sum is not), and the hold ends as soon as, after ``CHECK_AFTER``
@@ -569,8 +573,9 @@ class SaturationProbe(_PlainDecoding):
     CHECK_AFTER = 2  # windows of a hold before its rate is judged
     MARGIN = 0.05
     SPEC_KEEP = 0.7  # discount per backlogged routed window of routing's rate sums
-    WARMUP_ROUNDS = 2.0  # rounds per request in flight of the probe's warm-up
-    PROBE_ROUNDS = 4.0  # and of its measured window
+    ROUTE_ROUNDS = 8.0  # rounds per request in flight of a routed window (2,048 at R = 256)
+    WARMUP_ROUNDS = 4.0  # of the probe's warm-up
+    PROBE_ROUNDS = 12.0  # and of its measured window
 
     def __init__(self) -> None:
         self.plain = False  # route everything target-only (probing or holding)
@@ -596,9 +601,10 @@ class SaturationProbe(_PlainDecoding):
         return self._hold_tokens / self._hold_seconds if self._hold_seconds > 0 else 0.0
 
     def step(self, tracker: LoadTracker, now: float) -> None:
-        """Close the window if it is complete, decide the next one and where it ends: the warm-up
-        and the probe are counted in rounds per request in flight (a probe costs what it must
-        and no more), every other window is ``BACKLOG_EVERY`` rounds."""
+        """Close the window if it is complete, decide the next one and where it ends.  Every
+        window is counted in rounds per request in flight: each request makes as many rounds in
+        a window whatever the load, so a backlog that builds from a few requests is seen (and
+        probed) while it builds, not a fixed 2,048 rounds later -- 20 s at 20 requests."""
         if tracker.rounds < self._until:
             return
         self._close(tracker, now)
@@ -608,7 +614,7 @@ class SaturationProbe(_PlainDecoding):
         elif self.mode == "probe":
             length = max(int(self.PROBE_ROUNDS * in_flight), 2 * PROBE_STEP)
         else:
-            length = BACKLOG_EVERY
+            length = max(int(self.ROUTE_ROUNDS * in_flight), PROBE_STEP)
         self._until = tracker.rounds + length
 
     def _close(self, tracker: LoadTracker, now: float) -> None:

@@ -58,15 +58,17 @@ def test_a_hold_ends_when_plain_decoding_sustains_less_under_a_saturation_that_n
     which under saturation never happens (1.7x slower than routing).  Here the probe window is
     lucky (a burst) and later plain windows commit 0.6x routing's rate."""
     windows = {"plain": 0}
+    probe_rounds = (SaturationProbe.WARMUP_ROUNDS + SaturationProbe.PROBE_ROUNDS) * 250
+    burst = -(-int(probe_rounds) // PROBE_STEP)  # looks of the first warm-up and probe
 
     def rate(plain: bool) -> float:
         if not plain:
             return 1000.0
         windows["plain"] += 1
-        return 3000.0 if windows["plain"] <= 3 else 600.0  # warm-up, probe: a burst
+        return 3000.0 if windows["plain"] <= burst else 600.0  # warm-up, probe: a burst
 
     probe, tracker = SaturationProbe(), Tracker()
-    states = drive(probe, tracker, 3000, rate)
+    states = drive(probe, tracker, 3000 * 512 // PROBE_STEP, rate)  # 1.5e6 rounds, 770 routed windows
     assert probe.holds >= 1 and probe.releases >= 1 and not probe.plain
     assert sum(states) < 0.05 * len(states)
     old, tracker = BacklogProbe(), Tracker()  # the first version, on the same stream
@@ -80,7 +82,7 @@ def test_probes_that_lose_come_ever_more_rarely() -> None:
     states = drive(probe, tracker, 20000, lambda plain: 600.0 if plain else 1000.0)
     assert probe.holds == 0 and not probe.plain
     # gaps double from GAP_FIRST windows up to GAP_MAX: after the doublings, one probe per GAP_MAX
-    windows = 20000 * PROBE_STEP // 2048
+    windows = 20000 * PROBE_STEP // int(SaturationProbe.ROUTE_ROUNDS * 250)  # routed windows of 8 R rounds
     assert probe.gap == SaturationProbe.GAP_MAX
     assert 3 <= probe.probes <= 5 + windows // SaturationProbe.GAP_MAX
     assert sum(states) < 0.02 * len(states)
@@ -96,7 +98,7 @@ def test_probe_windows_are_counted_in_rounds_per_request() -> None:
     """A plain round commits one token and a speculative one several: the warm-up and the probe
     last rounds per request in flight, so a deep backlog gets a long enough probe."""
     probe, tracker = SaturationProbe(), Tracker(in_flight=2000.0, most=2048)
-    for _ in range(100):
+    for _ in range(1000):
         drive(probe, tracker, 1, lambda plain: 1000.0)
         if probe.mode == "warmup":
             break
