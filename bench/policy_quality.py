@@ -291,13 +291,14 @@ def demo_quality(profile: Path, seeds: list[int], jobs: int) -> dict[str, Any]:
     from backend.ladder import load_ladder
     from backend.replay import context_window
     from backend.zoo import default_ladder_dir
+    from specrouter.experiments.demo import warm_specrouter
     from specrouter.experiments.validate import mode_profile
 
     ladder = str(default_ladder_dir())
     loaded = load_ladder(ladder)
     window = context_window(loaded.models)
     sim_profile = mode_profile(profile, "greedy", Path(tempfile.mkdtemp()) / "sim_profile.json")
-    names = ("specrouter", f"specrouter:prior={profile}")
+    names = ("specrouter", warm_specrouter(profile))
     statics = demo_statics(len(loaded.names))
     jobs_list = [
         (str(sim_profile), ladder, window, seed, spec) for seed in seeds for spec in (*names, *statics)
