@@ -114,3 +114,21 @@ def test_specrouter_probe_modes() -> None:
     assert isinstance(SpecRouter(probe="hold")._backlog, BacklogProbe)
     with pytest.raises(ValueError, match="probe"):
         SpecRouter(probe="sometimes")
+
+
+def test_routed_windows_are_counted_in_rounds_per_request() -> None:
+    """A backlog building from a few requests closes its routed windows after 8 rounds per request,
+    not a fixed 2,048 rounds (20 s at 20 requests in flight on high_rate): the first probe comes
+    while the backlog builds."""
+    for in_flight in (20.0, 250.0, 2000.0):
+        probe, tracker = SaturationProbe(), Tracker(in_flight=in_flight, most=int(in_flight))
+        drive(probe, tracker, 1, lambda plain: 1000.0)
+        assert probe.mode == "route"
+        expected = max(int(SaturationProbe.ROUTE_ROUNDS * in_flight), PROBE_STEP)
+        assert probe._until - tracker.rounds == expected
+    small, tracker = SaturationProbe(), Tracker(in_flight=20.0, most=20)
+    looks = 0
+    while small.probes == 0 and looks < 100:
+        drive(small, tracker, 1, lambda plain: 1000.0)
+        looks += 1
+    assert small.probes == 1 and tracker.rounds <= 4 * PROBE_STEP  # the old fixed windows: 2 x 2,048 rounds
