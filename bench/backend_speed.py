@@ -62,7 +62,6 @@ from backend.ladder import Ladder, load_ladder  # noqa: E402
 from backend.prompts import DERIVED_DOMAINS  # noqa: E402
 from backend.replay import FixedPrompts, prompt_set, prompt_source_for, source_domains  # noqa: E402
 from policies import Policy, StaticChain, TargetOnly  # noqa: E402
-from specrouter.experiments.demo import warm_specrouter  # noqa: E402
 from traces.request import Request  # noqa: E402
 
 Outputs = list[list[int]]
@@ -421,10 +420,12 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         [Method("ours_adaptive", partial(ours_outputs, ladder, policy, new_tokens, 1))] if policy else []
     )
     profile, profile_s = warm_start_profile(args, ladder, ladder_note) if policy else (None, 0.0)
-    warm_spec = warm_specrouter(profile) if profile else None
-    if warm_spec is not None:
+    warm_spec = None
+    if profile:
         from policies.registry import check_fits, make_policy
+        from specrouter.experiments.demo import warm_specrouter  # imports plotting (1.8 s): only here
 
+        warm_spec = warm_specrouter(profile)
         check_fits(warm_spec, ladder.size, ladder.info.names)
         warm = make_policy(warm_spec)
         adaptive.append(Method("ours_adaptive_warm", partial(ours_outputs, ladder, warm, new_tokens, 1)))

@@ -81,7 +81,7 @@ def demo_policies(ladder_size: int, profile: Path | None = None) -> list[str]:
     ]
 
 
-def warm_specrouter(profile: Path) -> str:
+def warm_specrouter(profile: Path | str) -> str:
     """SpecRouter warm-started from a world profile (:mod:`policies.prior`)."""
     return f"specrouter:prior={profile}"
 
