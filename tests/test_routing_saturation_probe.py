@@ -58,7 +58,8 @@ def test_a_hold_ends_when_plain_decoding_sustains_less_under_a_saturation_that_n
     which under saturation never happens (1.7x slower than routing).  Here the probe window is
     lucky (a burst) and later plain windows commit 0.6x routing's rate."""
     windows = {"plain": 0}
-    probe_rounds = (SaturationProbe.WARMUP_ROUNDS + SaturationProbe.PROBE_ROUNDS) * 250
+    in_flight = Tracker().in_flight
+    probe_rounds = (SaturationProbe.WARMUP_ROUNDS + SaturationProbe.PROBE_ROUNDS) * in_flight
     burst = -(-int(probe_rounds) // PROBE_STEP)  # looks of the first warm-up and probe
 
     def rate(plain: bool) -> float:
@@ -82,7 +83,7 @@ def test_probes_that_lose_come_ever_more_rarely() -> None:
     states = drive(probe, tracker, 20000, lambda plain: 600.0 if plain else 1000.0)
     assert probe.holds == 0 and not probe.plain
     # gaps double from GAP_FIRST windows up to GAP_MAX: after the doublings, one probe per GAP_MAX
-    windows = 20000 * PROBE_STEP // int(SaturationProbe.ROUTE_ROUNDS * 250)  # routed windows of 8 R rounds
+    windows = 20000 * PROBE_STEP // int(SaturationProbe.ROUTE_ROUNDS * tracker.in_flight)  # routed, 8 R each
     assert probe.gap == SaturationProbe.GAP_MAX
     assert 3 <= probe.probes <= 5 + windows // SaturationProbe.GAP_MAX
     assert sum(states) < 0.02 * len(states)
