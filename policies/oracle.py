@@ -18,13 +18,16 @@ when the truth's pass times moved (a slowdown started or ended), a new table of 
 
 :class:`PhasedRouter` routes with one policy per phase of simulated time: the hindsight
 oracle is the best such sequence found by replaying the scenario (seeded runs repeat
-bit for bit), among candidates that include every static chain.
+bit for bit), among candidates that include every static chain.  :class:`RouteCensus`
+counts the routes a policy takes per phase: the routes an adaptive policy settles on are
+static candidates the hindsight search would not otherwise try.
 """
 
 from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -170,6 +173,39 @@ class PhasedRouter:
     def observe(self, feedback: RoundFeedback) -> None:
         for policy in self.policies:
             policy.observe(feedback)
+
+
+class RouteCensus:
+    """A policy, unchanged, whose routes are counted per phase of simulated time.
+
+    ``boundaries`` split time into phases as in :class:`PhasedRouter`; ``counts[k]`` maps
+    each route taken while ``view.now`` was in phase ``k`` to its number of request-rounds.
+    """
+
+    def __init__(self, policy: Policy, boundaries: Sequence[float]):
+        self.policy = policy
+        self.name = policy.name
+        self.boundaries = list(boundaries)
+        self.counts: list[Counter[Route]] = [Counter() for _ in range(len(self.boundaries) + 1)]
+
+    def route(self, view: RouteView) -> Route:
+        route = self.policy.route(view)
+        self.counts[bisect_right(self.boundaries, view.now)][route] += 1
+        return route
+
+    def observe(self, feedback: RoundFeedback) -> None:
+        self.policy.observe(feedback)
+
+    def modal_routes(self) -> list[Route]:
+        """The most taken route of the whole run, then of each phase in turn, without repeats."""
+        whole: Counter[Route] = sum(self.counts, Counter())
+        found: list[Route] = []
+        for counts in (whole, *self.counts):
+            if counts:
+                route = counts.most_common(1)[0][0]
+                if route not in found:
+                    found.append(route)
+        return found
 
 
 def _half_octave(value: float) -> int:

@@ -8,7 +8,7 @@ import pytest
 from policies.baselines import StaticChain
 from policies.contract import LadderInfo, Route, RouteView
 from policies.cost_model import AlphaFn, SystemLoad, enumerate_chains, estimate_round, estimate_system
-from policies.oracle import PhasedRouter
+from policies.oracle import PhasedRouter, RouteCensus
 from policies.planner import PassCube, RoutePlanner
 from policies.synthetic import cube_from, pass_table_from
 from specrouter.scenarios import (
@@ -138,6 +138,40 @@ def test_phased_router_switches_policy_at_the_boundaries() -> None:
     assert router.route(view(10.0)).chain == (2, 3)
     with pytest.raises(ValueError, match="one policy per phase"):
         PhasedRouter([1.0, 2.0], [first, second])
+
+
+class _Switching:
+    """Routes ``0>3:2`` before ``switch`` seconds and ``2>3:4`` after, counting observes."""
+
+    name = "switching"
+
+    def __init__(self, switch: float) -> None:
+        self.switch = switch
+        self.observed = 0
+
+    def route(self, view: RouteView) -> Route:
+        return Route((0, 3), (2,), 3) if view.now < self.switch else Route((2, 3), (4,), 3)
+
+    def observe(self, feedback: object) -> None:
+        self.observed += 1
+
+
+def test_route_census_counts_routes_per_phase_and_passes_everything_through() -> None:
+    inner = _Switching(switch=4.0)
+    census = RouteCensus(inner, [10.0])
+    ladder = LadderInfo(("a", "b", "c", "d"))
+    early, late = Route((0, 3), (2,), 3), Route((2, 3), (4,), 3)
+    # Phase 0: 3 early rounds, 6 late ones; phase 1: 2 late ones.  Overall late leads 8 to 3.
+    for now in (1.0, 2.0, 3.0, 5.0, 6.0, 7.0, 8.0, 9.0, 9.5, 11.0, 12.0):
+        route = census.route(RouteView(0, 8, 0, 32, None, now, ladder, (0,) * 4, (0,) * 4))
+        assert route == inner.route(RouteView(0, 8, 0, 32, None, now, ladder, (0,) * 4, (0,) * 4))
+        census.observe(None)  # type: ignore[arg-type]
+    assert census.name == "switching" and inner.observed == 11
+    assert census.counts[0] == {early: 3, late: 6} and census.counts[1] == {late: 2}
+    assert census.modal_routes() == [late]  # the whole run's mode, and each phase's, once
+    census.counts[0][early] += 7  # early now leads phase 0 (10 to 6) and the run (10 to 8)
+    assert census.modal_routes() == [early, late]  # the run's and phase 0's mode, then phase 1's
+    assert RouteCensus(inner, [10.0]).modal_routes() == []  # nothing routed, nothing found
 
 
 def test_cube_reads_the_grid_log_linearly() -> None:
