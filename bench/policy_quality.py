@@ -10,9 +10,12 @@ dynamic-lookahead heuristic, the discounted-UCB chain bandit, SpecRouter, the tr
 planner (``oracle``: the system cost model under the world's true acceptance and pass
 times) and the **hindsight oracle** (``specrouter.scenarios.hindsight_oracle``: the best
 candidate per scenario phase, replayed; at least as strong as every static chain by
-construction).  Per policy it reports mean TPOT, and the ratios to the hindsight oracle
-and to the best static chain *of that seed*, as mean +- sample standard deviation over
-the seeds.  ``load_ramp`` also reports its saturated phase (requests arriving in the last
+construction).  The routes SpecRouter and the truth planner took most (whole run and per
+phase) are then run whole as static chains too (:func:`found_statics`): the best static chain
+of a seed (row ``best-static``) is the best of the tuned and the found ones.  Per policy it
+reports mean TPOT, and the ratios to the hindsight oracle, to the best static chain *of that
+seed* and to the best tuned one (the reference of earlier tables), as mean +- sample standard
+deviation over the seeds.  ``load_ramp`` also reports its saturated phase (requests arriving in the last
 quarter) against target-only.  Beside the goals' metric it reports mean end-to-end latency
 over the best static chain *by that metric* (``e2e / best static``) and the share of requests
 finished in their first round (``1-round``): their TPOT is 0, so mean TPOT favours routes that
