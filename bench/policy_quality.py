@@ -101,14 +101,12 @@ def run_one(task: tuple[str, str, int, int | None]) -> dict[str, Any]:
     """One policy on one scenario and seed (a process-pool task)."""
     scenario, spec, seed, limit = task
     boundaries = scenario_phases(scenario, limit, seed)
-    census: list[RouteCensus] = []
 
     def counted(truth: WorldTruth) -> RouteCensus:
-        census.append(RouteCensus(make_policy(spec, world=truth), boundaries))
-        return census[-1]
+        return RouteCensus(make_policy(spec, world=truth), boundaries)
 
-    adaptive = spec in FOUND_FROM
-    result = run_scenario(scenario, counted if adaptive else spec, limit=limit, seed=seed)
+    result = run_scenario(scenario, counted if spec in FOUND_FROM else spec, limit=limit, seed=seed)
+    policy = result.policy_object
     row: dict[str, Any] = {
         "tpot_mean_ms": result.summary["tpot_mean"] * 1e3,
         "tpot_p99_ms": result.summary["tpot_p99"] * 1e3,
@@ -122,25 +120,23 @@ def run_one(task: tuple[str, str, int, int | None]) -> dict[str, Any]:
         arrivals = [r.arrival for r in result.requests]
         saturated = tpot_of(result.requests, since=float(np.percentile(arrivals, 75)))
         row["saturated_tpot_mean_ms"] = float(saturated.mean()) * 1e3
-    if adaptive:
+    if isinstance(policy, RouteCensus):
         row["modal_statics"] = [
-            static_spec(r.chain, r.lookaheads) for r in census[-1].modal_routes() if len(r.chain) > 1
+            static_spec(r.chain, r.lookaheads) for r in policy.modal_routes() if len(r.chain) > 1
         ]
-    replans = getattr(census[-1].policy if adaptive else result.policy_object, "replans", None)
+        policy = policy.policy
+    replans = getattr(policy, "replans", None)
     if replans is not None:
         row["replans"] = replans
     return row
 
 
-def found_statics(
-    rows: dict[tuple[str, str, int, int | None], dict[str, Any]], known: list[str]
-) -> list[str]:
-    """The static chains the :data:`FOUND_FROM` policies of one scenario and seed used most
-    (whole run and per phase: :meth:`~policies.oracle.RouteCensus.modal_routes`) that are not
-    among ``known``."""
+def found_statics(rows: list[dict[str, Any]], known: list[str]) -> list[str]:
+    """The static chains that the runs ``rows`` of :data:`FOUND_FROM` policies used most (whole
+    run and per phase: :meth:`~policies.oracle.RouteCensus.modal_routes`), not among ``known``."""
     found: list[str] = []
-    for row in rows.values():
-        for spec in row.get("modal_statics", []):
+    for row in rows:
+        for spec in row["modal_statics"]:
             if spec not in known and spec not in found:
                 found.append(spec)
     return found
@@ -222,9 +218,7 @@ def quality(scenarios: list[str], seeds: list[int], limit: int | None, jobs: int
         # The routes the adaptive policies settled on, run as static chains: the batch-1 tuning
         # of tuned_static_specs misses the lookaheads that pay under load.
         found_of = {
-            (sc, seed): found_statics(
-                {t: r for t, r in rows.items() if t[0] == sc and t[2] == seed}, specs_of[sc]
-            )
+            (sc, seed): found_statics([rows[(sc, spec, seed, limit)] for spec in FOUND_FROM], specs_of[sc])
             for sc in scenarios
             for seed in seeds
         }
