@@ -117,10 +117,12 @@ class Ladder:
 
     @property
     def info(self) -> LadderInfo:
+        # The engine's lockstep loop runs one pass at a time: one device for the whole ladder.
         if self.lookup is None:
-            return LadderInfo(self.names, self.params)
+            return LadderInfo(self.names, self.params, devices=(0,) * len(self.names))
         params = (0.0, *self.params) if self.params is not None else None
-        return LadderInfo(self.names_of_members, params, model_free=(0,))
+        members = self.names_of_members
+        return LadderInfo(members, params, model_free=(0,), devices=(0,) * len(members))
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:

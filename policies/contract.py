@@ -92,12 +92,18 @@ class LadderInfo(NamedTuple):
     ``params`` (optional, same order) lets a policy form cold-start priors before it has
     measured anything.  ``model_free`` lists the members with no weights and no KV cache (an
     n-gram prompt-lookup drafter): they propose but cannot verify, so they may only be a
-    chain's first member (:meth:`allows`).
+    chain's first member (:meth:`allows`).  ``devices`` (optional, same order) says where each
+    model's passes run: models with the same number take turns on one device (one pass at a
+    time), so their pass times add up in that device's busy time.  The lockstep serving loop
+    (both worlds' default) runs one pass at a time on the whole ladder, so it gives every model
+    device 0; the pipelined simulator gives each GPU its own number.  ``None``: not known, each
+    model counted as its own device.
     """
 
     names: tuple[str, ...]
     params: tuple[float, ...] | None = None
     model_free: tuple[int, ...] = ()
+    devices: tuple[int, ...] | None = None
 
     @property
     def size(self) -> int:

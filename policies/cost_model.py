@@ -265,6 +265,19 @@ def width(load: SystemLoad, model: int) -> float:
     return max(load.batch_sizes[model], 1.0) if model < len(load.batch_sizes) else 1.0
 
 
+def stages_overlap(devices: Sequence[int] | None) -> bool:
+    """Do the ladder's models run passes at the same time (more than one device)?
+
+    Only then do the requests spread over a chain's stages by Little's law
+    (:func:`solve_widths`).  On one device one pass runs at a time (the lockstep serving loop
+    of both worlds): a request waits at its model while the device serves the others, and
+    the next pass of that model takes every request waiting there, so the widths stay what
+    the passes experience (about ``R`` each), not ``R P_m / L``.  ``None`` (placement not
+    known) reads as separate devices.
+    """
+    return devices is None or len(set(devices)) > 1
+
+
 def little_width(in_flight: float, stage_time: float, round_time: float, cap: float) -> float:
     """Requests at one stage by Little's law, ``R P_m / L``, within ``[1, cap]``."""
     share = in_flight * stage_time / round_time if round_time > 0 else 1.0

@@ -652,9 +652,10 @@ class LoadTracker:
     def prefill_rate(self) -> float:
         return self._prompt_sum / self._second_sum if self._second_sum > 0 else 0.0
 
-    def system_load(self, iterations: int) -> SystemLoad:
+    def system_load(self, iterations: int, devices: tuple[int, ...] | None = None) -> SystemLoad:
         """The :class:`SystemLoad` the planner prices routes in (widths from the experienced
-        ones, at least the target's: a model a chain starts using joins batches as wide)."""
+        ones, at least the target's: a model a chain starts using joins batches as wide), on
+        the ladder's ``devices`` (``LadderInfo.devices``)."""
         floor = self.widths[-1]
         widths = tuple(max(b, floor, 1.0) for b in self.widths)
         caps = (float(max(self.widest)),) * len(self.widest)  # the servers share one batch limit
@@ -664,6 +665,7 @@ class LoadTracker:
         return SystemLoad(
             widths,
             in_flight,
+            devices=devices,
             caps=caps,
             iterations=iterations,
             token_rate=self.token_rate,

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from policies.contract import Policy, RoundFeedback, Route, RouteView, WorldTruth
+from policies.cost_model import stages_overlap
 from policies.estimators import LoadTracker
 from policies.planner import PassCube, RoutePlanner
 
@@ -143,7 +144,9 @@ class Oracle:
         assert self.planner is not None and self.tracker is not None
         if self.objective == "request":
             return self.planner.plan(alpha, table).route
-        load = self.tracker.system_load(ORACLE_WIDTH_STEPS)
+        load = self.tracker.system_load(ORACLE_WIDTH_STEPS)  # as SpecRouter's default: no device sums
+        if not stages_overlap(view.ladder.devices):  # one pass at a time: widths as experienced
+            return self.planner.plan(alpha, table, load).route
         cube = self.truth_cube(view.ladder.size, view.now)
         return self.planner.plan(alpha, table, load, cube).route
 

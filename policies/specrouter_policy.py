@@ -44,8 +44,12 @@ keeps ``route() + observe()`` within a few microseconds.
   bottleneck's throughput under backlog.  Compute-bound verification then makes long
   lookaheads lose and plain decoding win.  (The view's instantaneous batch sizes are 0
   whenever a server is between passes, a poor predictor of the next pass, hence the
-  experienced widths.)  ``objective="request"`` prices the round alone at those widths
-  (``R = 1``); ``load_aware=False`` plans at batch size 1 (``T_eff``, an ablation).
+  experienced widths.)  Where the models run comes from ``LadderInfo.devices``: on a single
+  device (the lockstep loop, one pass at a time) the widths stay the experienced ones instead
+  of following the route by Little's law (:func:`policies.cost_model.stages_overlap`);
+  ``device_busy=True`` also adds the busy times of models sharing a device (off by default).
+  ``objective="request"`` prices the round alone at those widths (``R = 1``);
+  ``load_aware=False`` plans at batch size 1 (``T_eff``, an ablation).
 * **Saturation probe** (``saturation_probe=True``, :class:`SaturationProbe`).  Under a
   backlog the committed-token rate is measured, plain decoding against routing, in windows
   counted in rounds per request; plain decoding holds only while its summed rate over the
@@ -70,7 +74,7 @@ from typing import NamedTuple
 import numpy as np
 
 from policies.contract import LadderInfo, LevelFeedback, RoundFeedback, Route, RouteView
-from policies.cost_model import SystemLoad
+from policies.cost_model import SystemLoad, stages_overlap
 from policies.estimators import (
     AcceptanceMap,
     ChainOverhead,
@@ -164,6 +168,7 @@ class SpecRouter:
         prior: RoutingPrior | str | None = None,
         prior_trials: float = 32.0,
         width_spread: bool = False,
+        device_busy: bool = False,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -208,6 +213,10 @@ class SpecRouter:
         # at the mean width: better in the demo's CPU worlds, worse on the GPU scenarios
         # (measured in docs/policies.md), so off by default.
         self.width_spread = width_spread
+        # Price models that share a device (LadderInfo.devices) by their summed busy time: true
+        # to the pipelined simulator's shared GPU, but off by default because on high_rate it
+        # keeps the router on speculation (docs/policies.md, "Where the models run").
+        self.device_busy = device_busy
         if name:
             self.name = name
         self.ladder: LadderInfo | None = None
@@ -340,6 +349,11 @@ class SpecRouter:
 
     def _domain(self, domain: str | None, ladder: LadderInfo) -> _DomainState:
         if self.ladder is None:
+            if ladder.devices is not None and len(ladder.devices) != ladder.size:
+                raise ValueError(
+                    f"{self.name}: the ladder places {len(ladder.devices)} models on devices "
+                    f"but has {ladder.size} ({', '.join(ladder.names)})"
+                )
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
             self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params, self.planner.columns)
@@ -462,7 +476,8 @@ class SpecRouter:
         assert self.tracker is not None
         if not self.load_aware:
             return SystemLoad((1.0,) * len(self.tracker.widths), 1.0)
-        load = self.tracker.system_load(self.width_steps)
+        assert self.ladder is not None
+        load = self.tracker.system_load(self.width_steps, self.ladder.devices if self.device_busy else None)
         if self.objective == "request":
             return SystemLoad(load.batch_sizes, 1.0)
         return load
@@ -483,7 +498,12 @@ class SpecRouter:
         # Alone on the devices (one request, batches of one) the system objective is T_eff
         # exactly: plan on the table, without the width fixed point.
         alone = load.in_flight < 1.5 and max(load.batch_sizes) < 1.5
-        widths_follow = self.objective == "system" and self.load_aware and not alone
+        widths_follow = (
+            self.objective == "system"
+            and self.load_aware
+            and not alone
+            and stages_overlap(self.ladder.devices if self.ladder else None)
+        )
         return self.planner.plan_chains(
             self.alpha_matrix(state),
             self.pass_table(load),

@@ -123,6 +123,19 @@ class ClusterConfig:
     def gpu_of(self, model: int) -> GPUSpec:
         return self.gpus[self.models[model].gpu]
 
+    def devices(self) -> tuple[int, ...]:
+        """``LadderInfo.devices`` under this cluster's scheduler: lockstep runs one pass at a
+        time on the whole ladder (every model on device 0); pipelined numbers the GPUs in
+        order of first use, and a model placed on no GPU (``HOST``) contends with nothing."""
+        if self.scheduler != "pipelined":
+            return (0,) * len(self.models)
+        numbers: dict[object, int] = {}
+        placed = []
+        for index, model in enumerate(self.models):
+            key = model.gpu if model.gpu != HOST else (HOST, index)
+            placed.append(numbers.setdefault(key, len(numbers)))
+        return tuple(placed)
+
     def shared_gpus(self) -> dict[str, tuple[int, ...]]:
         """GPU name -> ladder indices of the models placed on it (only GPUs with >= 2 models)."""
         placed: dict[str, list[int]] = {}

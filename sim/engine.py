@@ -236,7 +236,9 @@ class Simulation:
         cluster = world.cluster
         self.cluster = cluster
         params = tuple(m.params for m in cluster.models)
-        self.ladder = LadderInfo(cluster.names, params, model_free=cluster.model_free)
+        self.ladder = LadderInfo(
+            cluster.names, params, model_free=cluster.model_free, devices=cluster.devices()
+        )
         self.target = cluster.target
         self.serving = ServingConfig(
             cluster.max_running_requests, cluster.max_batch_size, cluster.max_batched_tokens

@@ -25,6 +25,7 @@ def ladder_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_load_ladder_from_directory_and_from_paths(ladder_dir: Path) -> None:
     ladder = load_ladder(ladder_dir, dtype="float64")
     assert ladder.info.names == ("tiny0", "tiny1", "tiny2") and ladder.target == 2
+    assert ladder.info.devices == (0, 0, 0)  # the engine's lockstep loop: one pass at a time
     assert ladder.dtype == torch.float64 and ladder.vocab_size == 64 and ladder.eos_token_id == 2
     assert ladder.tokenizer("w5 w6")["input_ids"] == [5, 6]
     assert cache_keyword(ladder.models[0]) in {"cache", "past_key_values"}

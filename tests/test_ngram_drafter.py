@@ -91,7 +91,7 @@ def lookup_route(rng: random.Random, target: int) -> Route:
 @pytest.mark.parametrize("name", ["noisy", "agreeing"])
 def test_greedy_chains_from_the_lookup_reproduce_target_only_greedy(name: str) -> None:
     ladder = {"noisy": NOISY_LADDER, "agreeing": AGREEING_LADDER}[name]
-    assert ladder.size == 4 and ladder.info.model_free == (0,)
+    assert ladder.size == 4 and ladder.info.model_free == (0,) and ladder.info.devices == (0,) * 4
     executor = MultiLevelExecutor(ladder, eos_token_id=-1)
     budgets = {seq: 24 for seq in range(len(REPEATING_PROMPTS))}
     for seq, prompt in enumerate(REPEATING_PROMPTS):

@@ -2,15 +2,32 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 
 from policies.baselines import StaticChain
 from policies.contract import LadderInfo, Route, RouteView
-from policies.cost_model import AlphaFn, SystemLoad, enumerate_chains, estimate_round, estimate_system
+from policies.cost_model import (
+    LATENCY_SHOW_THROUGH,
+    AlphaFn,
+    SystemLoad,
+    enumerate_chains,
+    estimate_round,
+    estimate_round_parts,
+    estimate_system,
+    stages_overlap,
+)
 from policies.oracle import PhasedRouter, RouteCensus
 from policies.planner import PassCube, RoutePlanner
 from policies.synthetic import cube_from, pass_table_from
+from sim.config import cluster_from_dict
+from sim.engine import Simulation
+from sim.presets import PRESETS, preset
+from sim.scenario import Scenario
+from sim.world import World
 from specrouter.scenarios import (
     CandidateRun,
     candidate_run,
@@ -19,6 +36,7 @@ from specrouter.scenarios import (
     scenario_phases,
     tuned_static_specs,
 )
+from traces.request import Request
 
 DECODE = (0.4, 1.2, 5.0, 40.0)
 PER_POSITION = (0.01, 0.03, 0.1, 0.8)  # a pass feeding N positions in all: decode + rate * (N - 1)
@@ -75,6 +93,8 @@ def test_the_planner_prices_every_route_as_the_scalar_model() -> None:
         SystemLoad((3.0, 5.0, 8.0, 20.0), 40.0),  # fixed widths: the table path
         SystemLoad((3.0, 5.0, 8.0, 20.0), 40.0, caps=(32.0,) * 4, iterations=3),  # widths follow
         SystemLoad((4.0,) * 4, 40.0, caps=(64.0,) * 4, iterations=3, token_rate=900.0, max_in_flight=120.0),
+        SystemLoad((3.0, 5.0, 8.0, 20.0), 40.0, devices=(0, 0, 1, 2)),  # the llama placement
+        SystemLoad((3.0, 5.0, 8.0, 20.0), 40.0, devices=(0, 0, 0, 0), caps=(32.0,) * 4, iterations=3),
     ]
     grid_width = lambda m, n, w: float(cube.read(np.array([m]), np.array([w]), n + 1)[0, n])  # noqa: E731
     for load in loads:
@@ -87,6 +107,47 @@ def test_the_planner_prices_every_route_as_the_scalar_model() -> None:
                 plan.route, alpha_from_matrix(alpha), roofline if fixed else grid_width, load
             )
             assert plan.t_eff == pytest.approx(scalar.t_sys, rel=1e-9), (plan.route, load)
+
+
+def test_models_on_one_device_add_their_busy_time() -> None:
+    """One device runs one pass at a time: its busy time per round is the sum of its models' shares."""
+    route = Route((0, 2, 3), (4, 3), 3)
+    alpha = alpha_from_matrix(np.full((4, 4), 0.7))
+    widths = (2.0, 2.0, 4.0, 8.0)
+    parts = estimate_round_parts(route, alpha, lambda m, n: linear(m, n, widths[m]))
+    shares = [seconds / widths[m] for m, seconds in zip(route.chain, parts.level_time)]
+    for devices, busy in (
+        ((0, 1, 2, 3), max(shares)),
+        ((0, 0, 1, 1), max(shares[0], shares[1] + shares[2])),
+        ((0, 0, 0, 0), sum(shares)),
+    ):
+        load = SystemLoad(widths, 30.0, devices=devices)
+        system = estimate_system(route, alpha, linear, load)
+        assert system.bottleneck_busy == pytest.approx(busy, rel=1e-12), devices
+        backlog = 30.0 * busy + LATENCY_SHOW_THROUGH * (parts.latency - busy)
+        assert system.t_sys == pytest.approx(max(parts.latency, backlog) / parts.tokens, rel=1e-12)
+    assert stages_overlap(None) and stages_overlap((0, 0, 1, 2)) and not stages_overlap((0, 0, 0))
+
+
+def test_the_worlds_tell_policies_where_models_run() -> None:
+    """Lockstep (one pass at a time) is one device; the pipelined presets number their GPUs."""
+    llama = preset("llama")  # 68M and 1B share a GPU, the 8B and the 70B have their own
+    assert llama.scheduler == "pipelined" and llama.devices() == (0, 0, 1, 2)
+    assert dataclasses.replace(llama, scheduler="lockstep").devices() == (0, 0, 0, 0)
+    assert preset("cpu").devices() == (0, 0, 0)
+    raw = copy.deepcopy(PRESETS["llama"])
+    lookup = {"name": "ngram", "kind": "ngram", "propose": {"*": 0.2}, "accept": {"*": 0.4}}
+    raw["models"] = [lookup, *raw["models"]]
+    assert cluster_from_dict(raw, "llama+ngram").devices() == (0, 1, 1, 2, 3)  # the lookup shares nothing
+    seen: list[LadderInfo] = []
+
+    class Watching(StaticChain):
+        def route(self, view: RouteView) -> Route:
+            seen.append(view.ladder)
+            return super().route(view)
+
+    Simulation(World(llama, Scenario(seed=0)), Watching((0, 2, 3), (2, 2))).run([Request(0, 0.0, 8, 4)])
+    assert seen and all(ladder.devices == (0, 0, 1, 2) for ladder in seen)
 
 
 def test_compute_bound_batches_switch_speculation_off() -> None:
