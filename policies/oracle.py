@@ -145,9 +145,8 @@ class Oracle:
         if self.objective == "request":
             return self.planner.plan(alpha, table).route
         load = self.tracker.system_load(ORACLE_WIDTH_STEPS)  # as SpecRouter's default: no device sums
-        if not stages_overlap(view.ladder.devices):  # one pass at a time: widths as experienced
-            return self.planner.plan(alpha, table, load).route
-        cube = self.truth_cube(view.ladder.size, view.now)
+        # Widths follow the route only where stages overlap; on one device they stay as experienced.
+        cube = self.truth_cube(view.ladder.size, view.now) if stages_overlap(view.ladder.devices) else None
         return self.planner.plan(alpha, table, load, cube).route
 
 

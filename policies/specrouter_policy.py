@@ -491,6 +491,7 @@ class SpecRouter:
     def chain_plans(self, state: _DomainState) -> list[ChainPlan]:
         """Every chain's best lookaheads and cost under the current estimates."""
         assert self.planner is not None and self.profile is not None and self.tracker is not None
+        assert self.ladder is not None  # set with the planner, by the first view
         overhead = None
         if self.overhead is not None:
             overhead = np.array([self.overhead.wait(chain) for chain in self.planner.chains])
@@ -502,7 +503,7 @@ class SpecRouter:
             self.objective == "system"
             and self.load_aware
             and not alone
-            and stages_overlap(self.ladder.devices if self.ladder else None)
+            and stages_overlap(self.ladder.devices)
         )
         return self.planner.plan_chains(
             self.alpha_matrix(state),
