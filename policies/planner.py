@@ -73,12 +73,14 @@ def _verify(pmf: FloatArray, alpha: FloatArray) -> FloatArray:
     ``alpha`` holds one acceptance per row.
     """
     rows, size = pmf.shape
+    # (B, 1) acceptance clipped to [0, 1]: two ufuncs, once (np.clip's wrapper costs more)
+    accept = np.minimum(np.maximum(alpha, 0.0), 1.0)[:, None]
     tail = np.cumsum(pmf[:, ::-1], axis=1)[:, ::-1]  # tail[:, k] = P(n >= k), k = 0..S-1
     at_least = np.zeros((rows, size))
     at_least[:, : size - 1] = tail[:, 1:]  # P(n >= k) for k = 1..S
-    powers = np.clip(alpha, 0.0, 1.0)[:, None] ** np.arange(size)  # a^{k-1} for k = 1..S
+    powers = accept ** np.arange(size)  # a^{k-1} for k = 1..S
     out = np.zeros((rows, size + 1))
-    out[:, 1:] = powers * ((1.0 - np.clip(alpha, 0.0, 1.0))[:, None] * at_least + pmf)
+    out[:, 1:] = powers * ((1.0 - accept) * at_least + pmf)
     return out
 
 
@@ -356,7 +358,8 @@ class RoutePlanner:
                 members, grid, chain_ids, alpha, pass_table, round_overhead, load, pass_time_at
             )
             order = np.lexsort((cost, chain_ids))  # by chain, cheapest first
-            firsts = order[np.r_[True, chain_ids[order][1:] != chain_ids[order][:-1]]]
+            ranked = chain_ids[order]
+            firsts = order[np.concatenate(([True], ranked[1:] != ranked[:-1]))]
             for row in firsts:
                 route = self._route(members, grid, int(row))
                 plans[int(chain_ids[row])] = ChainPlan(
