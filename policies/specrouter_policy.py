@@ -53,8 +53,9 @@ keeps ``route() + observe()`` within a few microseconds.
 * **Saturation probe** (``saturation_probe=True``, :class:`SaturationProbe`).  Under a
   backlog the committed-token rate is measured, plain decoding against routing, in windows
   counted in rounds per request; plain decoding holds only while its summed rate over the
-  hold beats routing's, and probes that lose come ever more rarely (``probe="hold"``: the
-  first version, :class:`BacklogProbe`, which held until the backlog cleared).
+  hold beats routing's, and probes that lose come ever more rarely unless the backlog has
+  doubled since (``probe="hold"``: the first version, :class:`BacklogProbe`, which held
+  until the backlog cleared).
 * **When to re-plan.** Plans are cached per domain and half-octave of those batch
   sizes and recomputed when (a) a domain has gone ``replan_every`` rounds without one;
   (b) the domain's acceptance moved: a fast and a slow discounted acceptance rate of the
@@ -582,6 +583,13 @@ class SaturationProbe(_PlainDecoding):
     * Every probe that does not end in a hold, and every hold the check ended, doubles
       ``gap`` (up to ``GAP_MAX``): a verdict that keeps being confirmed is re-measured ever
       more rarely, so a long saturated run pays a logarithmic number of probes.
+    * **A verdict holds for the load it was judged at**: once the requests in flight reach
+      ``REJUDGE_GROWTH`` times those of the last probe, the next backlogged routed window
+      probes whatever the gap.  (A backlog that builds is backlogged all along -- in flight
+      near the most seen -- so the first probe comes early, at 20-30 requests, where plain
+      decoding rightly loses; on ``high_rate`` seed 4 with pooled chain waits the doubled gap
+      then let speculation run ~200 s at the admission limit, 3,000 committed tokens/s
+      against plain decoding's 4,400.)
 
     (The first version held plain decoding until the backlog cleared and compared the probe
     window with the window before it, unbacklogged or not, and counted the probe's first
@@ -597,6 +605,7 @@ class SaturationProbe(_PlainDecoding):
     ROUTE_ROUNDS = 8.0  # rounds per request in flight of a routed window (2,048 at R = 256)
     WARMUP_ROUNDS = 4.0  # of the probe's warm-up
     PROBE_ROUNDS = 12.0  # and of its measured window
+    REJUDGE_GROWTH = 2.0  # a backlog this many times the last probe's is probed at once
 
     def __init__(self) -> None:
         self.plain = False  # route everything target-only (probing or holding)
@@ -612,6 +621,7 @@ class SaturationProbe(_PlainDecoding):
         self._was_backlogged = False  # the window that just closed started backlogged
         self._mark: tuple[float, float] | None = None  # (committed tokens, clock) at the window start
         self._until = 0  # round count that closes the window
+        self._judged_at = math.inf  # requests in flight when the last probe started
 
     @property
     def spec_rate(self) -> float:
@@ -652,10 +662,16 @@ class SaturationProbe(_PlainDecoding):
             if backlog and started_backlogged:
                 self._spec_tokens = self.SPEC_KEEP * self._spec_tokens + tokens
                 self._spec_seconds = self.SPEC_KEEP * self._spec_seconds + seconds
-                if self.windows_since_probe >= self.gap:
+                # A verdict holds for the load it was judged at: a backlog that has grown
+                # REJUDGE_GROWTH-fold since is probed again whatever the gap.
+                if (
+                    self.windows_since_probe >= self.gap
+                    or tracker.in_flight >= self.REJUDGE_GROWTH * self._judged_at
+                ):
                     self.mode, self.plain = "warmup", True
                     self.windows_since_probe = 0
                     self.probes += 1
+                    self._judged_at = tracker.in_flight
         elif mode == "warmup":
             self.mode = "probe"
         elif mode == "probe":

@@ -133,3 +133,34 @@ def test_routed_windows_are_counted_in_rounds_per_request() -> None:
         drive(small, tracker, 1, lambda plain: 1000.0)
         looks += 1
     assert small.probes == 1 and tracker.rounds <= 4 * PROBE_STEP  # the old fixed windows: 2 x 2,048 rounds
+
+
+def test_a_backlog_that_grew_is_probed_again_at_once() -> None:
+    """high_rate seed 4 with pooled waits: the first probe came at 26 requests in flight while the
+    backlog built (plain decoding lost there, rightly) and doubled the gap; the backlog then grew
+    to the admission limit, where plain decoding commits ~45% more, and the next probe came
+    ~200 s later.  A verdict holds for the load it was judged at: grown REJUDGE_GROWTH-fold, the
+    backlog is probed again within a window."""
+
+    def run(rejudge: float) -> tuple[SaturationProbe, int]:
+        probe, tracker = SaturationProbe(), Tracker(in_flight=20.0, most=20)
+        probe.REJUDGE_GROWTH = rejudge
+
+        def rate(plain: bool) -> float:  # plain decoding loses at 20 in flight, wins at 250
+            return (2000.0 if plain else 1000.0) if tracker.in_flight > 100 else (600.0 if plain else 1000.0)
+
+        while probe.probes == 0 or probe.mode != "route":
+            drive(probe, tracker, 1, rate)
+        assert probe.holds == 0 and probe.gap == 2 * SaturationProbe.GAP_FIRST
+        tracker.in_flight, tracker.most_in_flight = 250.0, 256
+        looks = 0
+        while probe.holds == 0 and looks < 5000:
+            drive(probe, tracker, 1, rate)
+            looks += 1
+        return probe, looks
+
+    probe, looks = run(SaturationProbe.REJUDGE_GROWTH)
+    window_looks = int(SaturationProbe.ROUTE_ROUNDS * 250) // PROBE_STEP + 1
+    assert probe.holds == 1 and probe.plain and looks <= 4 * window_looks  # a routed window, warm-up, probe
+    blind, blind_looks = run(float("inf"))  # the gap alone: 64 routed windows of 8 R first
+    assert blind.holds == 1 and blind_looks >= SaturationProbe.GAP_FIRST * window_looks
