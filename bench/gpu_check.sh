@@ -6,16 +6,28 @@
 #   4. one fidelity cell (bench/fidelity.py --quick) on CUDA
 # and one JSON summary (last line, and $OUT/gpu_check.json; copy it under docs/gpu/ as the record).
 # Without CUDA it says so and exits 0.
-#   bash bench/gpu_check.sh            # OUT defaults to runs/gpu-check
+#   bash bench/gpu_check.sh                        # OUT defaults to runs/gpu-check
+#   GPU_CHECK_DEVICE=cpu bash bench/gpu_check.sh   # rehearse every step on the CPU (about 2.5 minutes)
+# It runs from the source tree (PYTHONPATH), so a machine whose image has torch and transformers
+# but not this package needs nothing installed; a missing pure-Python dependency (simpy) is taken
+# from wheels in .whl/ when they are there (`pip download --no-deps -d .whl simpy`).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/gpu-check}"
+DEVICE="${GPU_CHECK_DEVICE:-cuda}"
 mkdir -p "$OUT"
-if ! python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+if ! python3 -c "import simpy" 2>/dev/null && compgen -G ".whl/*.whl" > /dev/null; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/gpu-check-site .whl/*.whl \
+    && export PYTHONPATH="$PYTHONPATH:/tmp/gpu-check-site"
+fi
+if [ "$DEVICE" = cuda ] && ! python3 -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
   echo '{"goals": {}, "cuda": false, "note": "no CUDA device: nothing to check on a GPU"}'
   exit 0
 fi
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 || true
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader > "$OUT/gpu.txt" 2>&1 \
+  || echo "no GPU ($DEVICE)" > "$OUT/gpu.txt"
+python3 -c "import platform, numpy, simpy, torch, transformers; print(f'python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, numpy {numpy.__version__}, simpy {simpy.__version__}')" > "$OUT/versions.txt" 2>&1
 
 step() {  # name, seconds, command...: run with a time limit, keep its log and its last (JSON) line
   local name="$1" limit="$2"; shift 2
@@ -27,15 +39,18 @@ step() {  # name, seconds, command...: run with a time limit, keep its log and i
   echo "$rc" > "$OUT/$name.rc"
 }
 
-step exactness 120 python3 bench/gpu_exactness.py --device cuda
-step profile 120 specrouter profile --ladder backend/zoo/default --quick --device cuda --out "$OUT/profile.json"
-step backend_speed 120 python3 bench/backend_speed.py --quick --device cuda
-step fidelity 150 python3 bench/fidelity.py --quick --device cuda --out "$OUT/fidelity"
+step exactness 90 python3 bench/gpu_exactness.py --device "$DEVICE"
+step profile 90 python3 -m specrouter profile --ladder backend/zoo/default --quick --device "$DEVICE" --out "$OUT/profile.json"
+step backend_speed 150 python3 bench/backend_speed.py --quick --device "$DEVICE"
+step fidelity 150 python3 bench/fidelity.py --quick --device "$DEVICE" --out "$OUT/fidelity"
 
-python3 - "$OUT" <<'PY'
+python3 - "$OUT" "$DEVICE" <<'PY'
 import json, pathlib, platform, subprocess, sys
 out = pathlib.Path(sys.argv[1])
-summary = {"goals": {}, "cuda": True, "gpu": (out / "gpu.txt").read_text().strip()}
+summary = {
+    "goals": {}, "device": sys.argv[2], "gpu": (out / "gpu.txt").read_text().strip(),
+    "versions": (out / "versions.txt").read_text().strip(),
+}
 for name in ("exactness", "profile", "backend_speed", "fidelity"):
     rc = int((out / f"{name}.rc").read_text())
     try:
