@@ -241,14 +241,16 @@ class MultiLevelExecutor:
         """
         lookup = self.ladder.lookup
         assert lookup is not None
-        vocab, model = self.ladder.vocab_size, step.model
+        vocab, model, device = self.ladder.vocab_size, step.model, self.ladder.device
         for index, slot in enumerate(step.rows):
             if slot.call_candidates != LOOKUP:
                 raise RuntimeError(f"sequence {slot.request_id}: model-free M{model} was asked to score")
             sequence = self._sequence(slot)
             buffer = sequence.buffers[0]
             proposal = lookup.propose(sequence.tokens + [entry.token for entry in buffer], slot.drafted)
-            buffer.extend(_Entry(token, model, {model: point_mass(token, vocab)}) for token in proposal)
+            buffer.extend(
+                _Entry(token, model, {model: point_mass(token, vocab, device)}) for token in proposal
+            )
             step.accepted[index] = len(proposal)
         ended = time.perf_counter()
         step.seconds = ended - began

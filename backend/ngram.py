@@ -82,8 +82,9 @@ class NgramDrafter:
         return list(tokens[best_end + 1 : best_end + 1 + limit])
 
 
-def point_mass(token: int, vocab_size: int) -> torch.Tensor:
-    """The drafter's proposal distribution at a position: ``onehot(token)`` in float64."""
-    q = torch.zeros(vocab_size, dtype=torch.float64)
+def point_mass(token: int, vocab_size: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The drafter's proposal distribution at a position: ``onehot(token)`` in float64, on ``device``
+    (the verifier's, so that the ratio test and the TV estimate never mix devices)."""
+    q = torch.zeros(vocab_size, dtype=torch.float64, device=device)
     q[token] = 1.0
     return q

@@ -590,6 +590,7 @@ def measure_lookup_passes(
     settings: ProfileSettings,
     vocab_size: int,
     clock: Callable[[], float] = time.perf_counter,
+    device: torch.device | str = "cpu",
 ) -> PassTimeTable:
     """Seconds of one lookup pass by rows: per row ``propose(context, draft_positions)`` and the
     point-mass ``q`` of every proposed token (what the executor's lookup pass does), on real
@@ -606,7 +607,7 @@ def measure_lookup_passes(
             start = clock()
             for row in rows:
                 for token in lookup.propose(row, limit):
-                    point_mass(token, vocab_size)
+                    point_mass(token, vocab_size, device)
             elapsed = clock() - start
             if rep >= settings.warmup:
                 timings.append(elapsed)
@@ -729,7 +730,7 @@ def profile_models(
     profiles = []
     grid_meta: dict[str, Any] = {}
     if lookup is not None:
-        table = measure_lookup_passes(lookup, contexts, settings, vocab_size)
+        table = measure_lookup_passes(lookup, contexts, settings, vocab_size, device=device)
         profiles.append(ModelProfile(lookup.name, 0.0, table, kind="ngram"))
         grid_meta[lookup.name] = {
             "contexts": [table.context],

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from test_backend_core_sampling import ALPHA, NOISY, T1, chain_run
 
 from backend.executor import LOSSLESS, MultiLevelExecutor, VerifyRule
-from backend.ngram import NgramDrafter
+from backend.ngram import NgramDrafter, point_mass
 from backend.sampling import SamplingConfig
 from backend.testing import agreeing_ladder, reference_greedy, tiny_ladder
 from policies.baselines import StaticChain
@@ -177,3 +177,12 @@ def test_specrouter_counts_what_the_lookup_did_not_propose_as_rejected() -> None
         clock += 0.01
     alpha, trials = router._domains["prose"].pairs.acceptance(0, 2)
     assert trials > 0 and 0.4 < alpha < 0.6
+
+
+def test_point_mass_lives_on_the_verifier_device() -> None:
+    # the GPU run of bench/backend_speed.py found the lookup's q on the CPU beside CUDA logits;
+    # "meta" stands in for an accelerator here: the tensor must be made there, not moved later
+    q = point_mass(3, 10, device="meta")
+    assert q.device.type == "meta" and q.dtype == torch.float64 and q.shape == (10,)
+    on_cpu = point_mass(3, 10)
+    assert on_cpu.sum().item() == 1.0 and on_cpu[3].item() == 1.0
