@@ -207,6 +207,9 @@ def measure_all(
         for index, item in enumerate(items):
             for method in methods:
                 method.measure(index, item)
+    # each section's figures reach the log at once, so a later section's failure loses none
+    rates = ", ".join(f"{method.name} {method.tokens_per_s:.1f}" for method in methods)
+    print(f"{label} (tokens/s): {rates}", file=sys.stderr)
 
 
 def chain_methods(ladder: Ladder, prompts: Outputs, new_tokens: int, quick: bool) -> list[Method]:

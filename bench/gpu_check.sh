@@ -40,7 +40,7 @@ step() {  # name, seconds, command...: run with a time limit, keep its log and i
 }
 
 step exactness 90 python3 bench/gpu_exactness.py --device "$DEVICE"
-step profile 90 python3 -m specrouter profile --ladder backend/zoo/default --quick --device "$DEVICE" --out "$OUT/profile.json"
+step profile 90 python3 -m specrouter profile --ladder backend/zoo/default --quick --device "$DEVICE" --out "$OUT/ladder_profile.json"
 step backend_speed 150 python3 bench/backend_speed.py --quick --device "$DEVICE"
 step fidelity 150 python3 bench/fidelity.py --quick --device "$DEVICE" --out "$OUT/fidelity"
 
