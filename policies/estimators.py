@@ -497,13 +497,19 @@ class ChainOverhead:
 
         w = n * stale_keep^staleness,   wait = (w E/n + prior pooled) / (w + prior)
 
-    The planner adds a chain's wait to the latency of every round of it.
+    The planner adds a chain's wait to the latency of every round of it.  ``per_chain=False``
+    gives every chain the pooled wait: the target's queue, most of a round's wait, is common to
+    every chain, and a chain's own wait is confounded by *when* it ran (learned in a past
+    overload, it keeps a chain out long after the queue cleared).
     """
 
-    def __init__(self, rate: float = 0.01, prior: float = 5.0, stale_keep: float = 0.995):
+    def __init__(
+        self, rate: float = 0.01, prior: float = 5.0, stale_keep: float = 0.995, per_chain: bool = True
+    ):
         self.keep = 1.0 - rate
         self.prior = prior
         self.stale_keep = stale_keep
+        self.per_chain = per_chain
         self.sums: dict[tuple[int, ...], list[float]] = {}  # chain -> [excess, rounds, last sample]
         self.pooled = [0.0, 0.0]
         self.samples = 0
@@ -526,7 +532,7 @@ class ChainOverhead:
     def wait(self, chain: tuple[int, ...]) -> float:
         """Expected waiting seconds per round of ``chain``."""
         pooled = self.pooled[0] / self.pooled[1] if self.pooled[1] > 0 else 0.0
-        sums = self.sums.get(chain)
+        sums = self.sums.get(chain) if self.per_chain else None
         if sums is None or sums[1] <= 0:
             return pooled
         weight = sums[1] * self.stale_keep ** (self.samples - sums[2])

@@ -30,7 +30,7 @@ keeps ``route() + observe()`` within a few microseconds.
   per round of each chain (sampled every 12th round; a request's first round, which waits
   for admission and prefills, does not count) and the planner adds it to every round's
   latency, so long queues favour rounds that commit more tokens; ``learn_waits=False``
-  turns it off.
+  turns it off, ``chain_waits="pooled"`` gives every chain the wait pooled over all.
 * **The system objective** (``objective="system"``, the default; see
   :func:`policies.cost_model.estimate_system`).  A round is priced in the batch it
   joins: every pass at the width ``b_m`` the policy's passes experienced lately (an EMA
@@ -159,6 +159,7 @@ class SpecRouter:
         min_replan_gap: int = 24,
         followups: int = 4,
         learn_waits: bool = True,
+        chain_waits: str = "per_chain",
         load_aware: bool = True,
         objective: str = "system",
         width_steps: int = 3,
@@ -176,6 +177,9 @@ class SpecRouter:
             raise ValueError(f"SpecRouter objective must be 'system' or 'request', got {objective!r}")
         self.objective = objective
         self.width_steps = width_steps
+        if chain_waits not in ("per_chain", "pooled"):
+            raise ValueError(f"SpecRouter chain_waits must be 'per_chain' or 'pooled', got {chain_waits!r}")
+        self.chain_waits = chain_waits
         if probe not in ("checked", "hold"):
             raise ValueError(f"SpecRouter probe must be 'checked' or 'hold', got {probe!r}")
         if acceptance not in ("sampling", "fitted"):
@@ -360,7 +364,8 @@ class SpecRouter:
             self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params, self.planner.columns)
             self.tracker = LoadTracker(ladder.size, self.load_rate, count_widths=self.width_spread)
             self._feed = [1.0] * ladder.size
-            self.overhead = ChainOverhead() if self.learn_waits else None
+            per_chain = self.chain_waits == "per_chain"
+            self.overhead = ChainOverhead(per_chain=per_chain) if self.learn_waits else None
             self._load_key = (*[0] * ladder.size, 0)
             if self.prior is not None:
                 self._seed_pass_times(self.prior, ladder)

@@ -54,3 +54,22 @@ def test_a_chains_wait_is_still_learned_from_its_later_rounds() -> None:
     assert policy.overhead is not None
     assert policy.overhead.wait(ROUTE.chain) == pytest.approx(LATER_WAIT, rel=0.05)
     assert policy.overhead.samples > 200  # later rounds are sampled (1 in 4 learned rounds)
+
+
+def test_pooled_chain_waits_ignore_each_chains_own_history() -> None:
+    from policies.estimators import ChainOverhead
+
+    own, pooled = ChainOverhead(), ChainOverhead(per_chain=False)
+    for overhead in (own, pooled):
+        for _ in range(50):
+            overhead.add((0, 1), latency=0.010, passes=0.002)  # waited 8 ms per round (a past backlog)
+            overhead.add((1,), latency=0.003, passes=0.002)  # waited 1 ms
+    # the chain that ran in the backlog keeps most of its own 8 ms; pooled, both read the mean
+    assert own.wait((0, 1)) > 0.006 and own.wait((1,)) < 0.003
+    assert pooled.wait((0, 1)) == pytest.approx(0.0045, rel=0.05) == pooled.wait((1,))
+
+
+def test_chain_waits_mode_is_checked() -> None:
+    assert SpecRouter(chain_waits="pooled").chain_waits == "pooled"
+    with pytest.raises(ValueError, match="chain_waits"):
+        SpecRouter(chain_waits="shared")
