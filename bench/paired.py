@@ -96,14 +96,14 @@ def main() -> int:
     print(f"{'scenario':<16}{'baseline ms':>12}" + "".join(f"{v[-34:]:>36}" for v in args.variant))
     for scenario in scenarios:
         base = [done[(scenario, args.baseline, s)] for s in seeds]
-        row: dict[str, Any] = {"baseline_ms": sum(base) / len(base)}
+        entry: dict[str, Any] = {"baseline_ms": sum(base) / len(base)}
         cells = []
         for variant in args.variant:
             change, error = paired_change([done[(scenario, variant, s)] for s in seeds], base)
-            row[variant] = {"change": round(change, 4), "stderr": round(error, 4)}
+            entry[variant] = {"change": round(change, 4), "stderr": round(error, 4)}
             cells.append(f"{100 * change:+.1f}% ± {100 * error:.1f}")
-        table[scenario] = row
-        print(f"{scenario:<16}{row['baseline_ms']:>12.2f}" + "".join(f"{c:>36}" for c in cells))
+        table[scenario] = entry
+        print(f"{scenario:<16}{entry['baseline_ms']:>12.2f}" + "".join(f"{c:>36}" for c in cells))
     goals = {}
     for variant in args.variant:
         worst = max(scenarios, key=lambda sc: table[sc][variant]["change"] - table[sc][variant]["stderr"])
