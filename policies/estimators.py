@@ -512,12 +512,15 @@ class ChainOverhead:
         self.per_chain = per_chain
         self.sums: dict[tuple[int, ...], list[float]] = {}  # chain -> [excess, rounds, last sample]
         self.pooled = [0.0, 0.0]
+        self.target_seconds = 0.0  # discounted like pooled[1]: the rounds' target pass seconds
         self.samples = 0
 
-    def add(self, chain: tuple[int, ...], latency: float, passes: float) -> None:
+    def add(self, chain: tuple[int, ...], latency: float, passes: float, target: float = 0.0) -> None:
+        """One round: its wall time, the seconds of all its passes and of its target passes."""
         excess = latency - passes
         if not (0.0 <= passes < math.inf and 0.0 <= excess < math.inf):
             return
+        self.target_seconds = self.target_seconds * self.keep + target
         self.samples += 1
         sums = self.sums.get(chain)
         if sums is None:
@@ -528,6 +531,10 @@ class ChainOverhead:
         sums[2] = self.samples
         self.pooled[0] = self.pooled[0] * keep + excess
         self.pooled[1] = self.pooled[1] * keep + 1.0
+
+    def target_factor(self) -> float:
+        """Pooled seconds of waiting per second of target pass (``chain_waits="target"``)."""
+        return self.pooled[0] / self.target_seconds if self.target_seconds > 0 else 0.0
 
     def wait(self, chain: tuple[int, ...]) -> float:
         """Expected waiting seconds per round of ``chain``."""

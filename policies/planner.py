@@ -231,6 +231,16 @@ def member_values(members: np.ndarray, values: Sequence[float] | None, default: 
     return table[members]
 
 
+def with_target_wait(waits: FloatArray | None, parts: FloatArray, factor: float) -> FloatArray | None:
+    """Row waits plus ``factor`` times each row's target pass time (``parts[:, -1]``): a round
+    waits at the target for the pass in progress there, which lasts as long as the passes the
+    route itself puts on the target."""
+    if factor <= 0.0:
+        return waits
+    extra = factor * parts[:, -1]
+    return extra if waits is None else waits + extra
+
+
 def solve_row_widths(
     members: np.ndarray,
     grid: np.ndarray,
@@ -238,6 +248,7 @@ def solve_row_widths(
     cube: PassCube,
     load: SystemLoad,
     waits: FloatArray | None,
+    target_wait: float = 0.0,
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """Little's-law widths and requests in flight per row (:func:`policies.cost_model.solve_load`),
     then parts and tokens at them."""
@@ -246,9 +257,10 @@ def solve_row_widths(
     in_flight = np.full(len(members), max(load.in_flight, 1.0))
     parts, tokens = evaluate_route_parts_at(members, grid, alpha, cube, widths)
     for _ in range(load.iterations):
-        round_time = parts.sum(axis=1) + (waits if waits is not None else 0.0)
+        row_waits = with_target_wait(waits, parts, target_wait)
+        round_time = parts.sum(axis=1) + (row_waits if row_waits is not None else 0.0)
         if load.token_rate > 0:  # R = Lambda T_sys(R), within the admission limit
-            cost = system_cost(members, parts, tokens, load, waits, widths, in_flight)
+            cost = system_cost(members, parts, tokens, load, row_waits, widths, in_flight)
             floor = max(load.min_in_flight, 1.0)
             in_flight = np.clip(load.token_rate * cost, floor, max(load.max_in_flight, floor))
         # Our requests spread over the stages by Little's law; other tenants' sequences
@@ -342,6 +354,7 @@ class RoutePlanner:
         round_overhead: FloatArray | None = None,
         load: SystemLoad | None = None,
         pass_time_at: PassCube | None = None,
+        target_wait: float = 0.0,
     ) -> list[ChainPlan]:
         """The best lookaheads of every chain (same order as ``self.chains``).
 
@@ -355,7 +368,7 @@ class RoutePlanner:
         plans: list[ChainPlan | None] = [None] * len(self.chains)
         for members, grid, chain_ids in self._groups:
             latency, tokens, cost = self._score(
-                members, grid, chain_ids, alpha, pass_table, round_overhead, load, pass_time_at
+                members, grid, chain_ids, alpha, pass_table, round_overhead, load, pass_time_at, target_wait
             )
             order = np.lexsort((cost, chain_ids))  # by chain, cheapest first
             ranked = chain_ids[order]
@@ -399,8 +412,11 @@ class RoutePlanner:
         round_overhead: FloatArray | None,
         load: SystemLoad | None,
         pass_time_at: PassCube | None = None,
+        target_wait: float = 0.0,
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
-        """Latency (waits included), tokens and the minimised cost of every row."""
+        """Latency (waits included), tokens and the minimised cost of every row; ``target_wait``
+        adds that many seconds of waiting per second of the row's target pass (system objective
+        only: :func:`with_target_wait`)."""
         waits = round_overhead[chain_ids] if round_overhead is not None else None
         if load is None:
             latency, tokens = evaluate_routes(members, grid, alpha, pass_table)
@@ -412,10 +428,12 @@ class RoutePlanner:
             parts, tokens = evaluate_route_parts(members, grid, alpha, pass_table)
         else:
             parts, tokens, widths, in_flight = solve_row_widths(
-                members, grid, alpha, pass_time_at, load, waits
+                members, grid, alpha, pass_time_at, load, waits, target_wait
             )
+            waits = with_target_wait(waits, parts, target_wait)
             latency = parts.sum(axis=1) + (waits if waits is not None else 0.0)
             return latency, tokens, system_cost(members, parts, tokens, load, waits, widths, in_flight)
+        waits = with_target_wait(waits, parts, target_wait)
         latency = parts.sum(axis=1) + (waits if waits is not None else 0.0)
         return latency, tokens, system_cost(members, parts, tokens, load, waits, widths)
 

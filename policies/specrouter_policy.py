@@ -177,8 +177,10 @@ class SpecRouter:
             raise ValueError(f"SpecRouter objective must be 'system' or 'request', got {objective!r}")
         self.objective = objective
         self.width_steps = width_steps
-        if chain_waits not in ("per_chain", "pooled"):
-            raise ValueError(f"SpecRouter chain_waits must be 'per_chain' or 'pooled', got {chain_waits!r}")
+        if chain_waits not in ("per_chain", "pooled", "target"):
+            raise ValueError(
+                f"SpecRouter chain_waits must be 'per_chain', 'pooled' or 'target', got {chain_waits!r}"
+            )
         self.chain_waits = chain_waits
         if probe not in ("checked", "hold"):
             raise ValueError(f"SpecRouter probe must be 'checked' or 'hold', got {probe!r}")
@@ -307,7 +309,8 @@ class SpecRouter:
                 if sampled:
                     spent += sum([timing.seconds for timing in passes])
         if sampled and self.overhead is not None and not _prefilled(levels[-1], max_feed):
-            self.overhead.add(chain, feedback.finished - feedback.started, spent)
+            target = sum([timing.seconds for timing in levels[-1].passes])
+            self.overhead.add(chain, feedback.finished - feedback.started, spent, target)
         fmap = self.acceptance_map
         size = pairs.ladder_size
         target_accepted = target_trials = first_accepted = first_trials = 0
@@ -499,7 +502,10 @@ class SpecRouter:
         assert self.planner is not None and self.profile is not None and self.tracker is not None
         assert self.ladder is not None  # set with the planner, by the first view
         overhead = None
-        if self.overhead is not None:
+        target_wait = 0.0
+        if self.overhead is not None and self.chain_waits == "target":
+            target_wait = self.overhead.target_factor()
+        elif self.overhead is not None:
             overhead = np.array([self.overhead.wait(chain) for chain in self.planner.chains])
         load = self.system_load()
         # Alone on the devices (one request, batches of one) the system objective is T_eff
@@ -522,6 +528,7 @@ class SpecRouter:
             )
             if widths_follow
             else None,
+            target_wait,
         )
 
     def _replan(self, state: _DomainState) -> _Plan:

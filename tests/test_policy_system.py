@@ -109,6 +109,28 @@ def test_the_planner_prices_every_route_as_the_scalar_model() -> None:
             assert plan.t_eff == pytest.approx(scalar.t_sys, rel=1e-9), (plan.route, load)
 
 
+def test_a_wait_per_target_second_prices_as_the_scalar_model_with_that_wait() -> None:
+    # chain_waits="target": a round waits c seconds per second of its own target passes
+    rng = np.random.default_rng(2)
+    planner = RoutePlanner(4, max_lookahead=4, grid_rows=16)
+    alpha = random_alpha(rng)
+    factor = 0.6
+    load = SystemLoad((3.0, 5.0, 8.0, 20.0), 40.0)
+    table = pass_table_from(lambda m, n: roofline(m, n, load.batch_sizes[m]), 4, planner.columns)
+    plain = {p.route.chain: p for p in planner.plan_chains(alpha, table, None, load)}
+    for plan in planner.plan_chains(alpha, table, None, load, None, factor):
+        at_widths = lambda m, n: roofline(m, n, load.batch_sizes[m])  # noqa: E731
+        target_time = estimate_round_parts(plan.route, alpha_from_matrix(alpha), at_widths).level_time[-1]
+        scalar = estimate_system(
+            plan.route, alpha_from_matrix(alpha), roofline, load, wait=factor * target_time
+        )
+        assert plan.t_eff == pytest.approx(scalar.t_sys, rel=1e-9), plan.route
+        assert plan.t_eff > plain[plan.route.chain].t_eff  # waiting costs every chain something
+    # target-only waits the least: it puts one short pass on the target
+    chains = {p.route.chain: p for p in planner.plan_chains(alpha, table, None, load, None, factor)}
+    assert chains[(3,)].latency - plain[(3,)].latency == pytest.approx(factor * roofline(3, 1, 20.0))
+
+
 def test_models_on_one_device_add_their_busy_time() -> None:
     """One device runs one pass at a time: its busy time per round is the sum of its models' shares."""
     route = Route((0, 2, 3), (4, 3), 3)

@@ -69,7 +69,18 @@ def test_pooled_chain_waits_ignore_each_chains_own_history() -> None:
     assert pooled.wait((0, 1)) == pytest.approx(0.0045, rel=0.05) == pooled.wait((1,))
 
 
+def test_wait_per_target_second_is_pooled_over_chains() -> None:
+    from policies.estimators import ChainOverhead
+
+    overhead = ChainOverhead()
+    for _ in range(50):
+        overhead.add((0, 1), latency=0.014, passes=0.010, target=0.008)  # waited 4 ms on 8 ms of target
+        overhead.add((1,), latency=0.003, passes=0.002, target=0.002)  # waited 1 ms on 2 ms
+    assert overhead.target_factor() == pytest.approx(5 / 10)
+
+
 def test_chain_waits_mode_is_checked() -> None:
     assert SpecRouter(chain_waits="pooled").chain_waits == "pooled"
+    assert SpecRouter(chain_waits="target").chain_waits == "target"
     with pytest.raises(ValueError, match="chain_waits"):
         SpecRouter(chain_waits="shared")
