@@ -575,6 +575,7 @@ class LoadTracker:
         self._width_sums = [[0.0] * len(WIDTH_GRID) for _ in range(ladder_size)]
         self.in_flight = 1.0
         self.most_in_flight = 1
+        self.waiting = 0  # requests waiting for admission when the latest one was admitted
         self.live: dict[int, int] = {}  # request -> round count at its last finished round
         self.rounds = 0
         self._committed = 0
@@ -586,9 +587,11 @@ class LoadTracker:
         self._prompt_sum = 0.0  # and prompt positions
 
     def see_view(self, view: RouteView) -> None:
-        """A round starts: a new request's prompt will be prefilled."""
+        """A round starts: a new request's prompt will be prefilled, with ``view.waiting``
+        requests still waiting for a slot (the admission queue when it was admitted)."""
         if not view.generated_tokens:
             self._prompts += view.prompt_tokens
+            self.waiting = view.waiting
 
     def see_pass(self, model: int, batch_size: int) -> None:
         self.widths[model] += self.rate * (batch_size - self.widths[model])

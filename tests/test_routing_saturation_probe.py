@@ -19,6 +19,7 @@ class Tracker:
         self.rounds = 0
         self.in_flight = in_flight
         self.most_in_flight = most
+        self.waiting = 0  # requests waiting for admission
         self.clock = 0.0
 
 
@@ -142,7 +143,7 @@ def test_a_backlog_that_grew_is_probed_again_at_once() -> None:
     ~200 s later.  A verdict holds for the load it was judged at: grown REJUDGE_GROWTH-fold, the
     backlog is probed again within a window."""
 
-    def run(rejudge: float) -> tuple[SaturationProbe, int]:
+    def run(rejudge: float, waiting: int = 40) -> tuple[SaturationProbe, int]:
         probe, tracker = SaturationProbe(), Tracker(in_flight=20.0, most=20)
         probe.REJUDGE_GROWTH = rejudge
 
@@ -152,7 +153,7 @@ def test_a_backlog_that_grew_is_probed_again_at_once() -> None:
         while probe.probes == 0 or probe.mode != "route":
             drive(probe, tracker, 1, rate)
         assert probe.holds == 0 and probe.gap == 2 * SaturationProbe.GAP_FIRST
-        tracker.in_flight, tracker.most_in_flight = 250.0, 256
+        tracker.in_flight, tracker.most_in_flight, tracker.waiting = 250.0, 256, waiting
         looks = 0
         while probe.holds == 0 and looks < 5000:
             drive(probe, tracker, 1, rate)
@@ -164,3 +165,6 @@ def test_a_backlog_that_grew_is_probed_again_at_once() -> None:
     assert probe.holds == 1 and probe.plain and looks <= 4 * window_looks  # a routed window, warm-up, probe
     blind, blind_looks = run(float("inf"))  # the gap alone: 64 routed windows of 8 R first
     assert blind.holds == 1 and blind_looks >= SaturationProbe.GAP_FIRST * window_looks
+    # without an admission limit (nobody waits for a slot) a grown backlog waits for the gap
+    unlimited, unlimited_looks = run(SaturationProbe.REJUDGE_GROWTH, waiting=0)
+    assert unlimited.holds == 1 and unlimited_looks >= SaturationProbe.GAP_FIRST * window_looks
