@@ -5,7 +5,8 @@
 
 Every (scenario, policy, seed) is one whole-trace simulated run (seeded, so bit-for-bit
 repeatable); each run's mean TPOT is appended to ``--out`` (JSON lines) as it finishes and
-a rerun skips the runs already there, so an interrupted comparison resumes.  Per scenario it
+a rerun skips the runs already there for the same code (commit and uncommitted changes), so an
+interrupted comparison resumes and a changed default is never compared with stale rows.  Per scenario it
 prints the baseline's mean TPOT and, per variant, the mean over seeds of the paired ratio
 ``variant / baseline - 1`` with its standard error: the seed-to-seed spread of the worlds
 cancels in the pairing, so a change of a few percent shows where unpaired means would hide it.
@@ -16,16 +17,31 @@ paired change is at most one standard error above zero ("no worse anywhere").
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import os
 import platform
+import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 from specrouter.scenarios.runner import run_scenario, scenario_names
+
+
+def code_state() -> str:
+    """The commit and a hash of the uncommitted changes: cached runs are reused only for the same code."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    diff = git("diff", "HEAD", "--", "policies", "sim", "traces", "specrouter", "backend")
+    return f"{commit}+{hashlib.sha1(diff.encode()).hexdigest()[:8]}" if diff else commit
 
 
 def run_one(task: tuple[str, str, int]) -> dict[str, Any]:
@@ -74,21 +90,25 @@ def main() -> int:
         return 2
     seeds = seeds_of(args.seeds)
     specs = [args.baseline, *args.variant]
+    code = code_state()
     done: dict[tuple[str, str, int], float] = {}
     if args.out.exists():
         for line in args.out.read_text().splitlines():
             row = json.loads(line)
-            done[(row["scenario"], row["policy"], row["seed"])] = row["tpot_mean_ms"]
+            if row.get("code") == code:  # runs of other code are kept in the file, not reused
+                done[(row["scenario"], row["policy"], row["seed"])] = row["tpot_mean_ms"]
     tasks = [(sc, sp, s) for sc in scenarios for sp in specs for s in seeds if (sc, sp, s) not in done]
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    print(f"paired: {len(tasks)} runs to do, {len(done)} kept from {args.out}", file=sys.stderr)
+    print(
+        f"paired: {len(tasks)} runs to do, {len(done)} of code {code} kept from {args.out}", file=sys.stderr
+    )
     # one fresh process per run: a policy's module-level caches never leak between runs
     with ProcessPoolExecutor(args.jobs, max_tasks_per_child=1) as pool, args.out.open("a") as sink:
         futures = [pool.submit(run_one, task) for task in tasks]
         for count, future in enumerate(as_completed(futures), 1):
             row = future.result()
             done[(row["scenario"], row["policy"], row["seed"])] = row["tpot_mean_ms"]
-            sink.write(json.dumps(row) + "\n")
+            sink.write(json.dumps({**row, "code": code}) + "\n")
             sink.flush()
             print(f"  [{count}/{len(tasks)}] {row['scenario']} seed {row['seed']} {row['policy']}: "
                   f"{row['tpot_mean_ms']:.2f} ms", file=sys.stderr)  # fmt: skip
@@ -113,6 +133,7 @@ def main() -> int:
             "target": "<= stderr", "met": cell["change"] <= cell["stderr"],
         }  # fmt: skip
     machine = {"host": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version()}
+    machine["code"] = code
     print(
         json.dumps(
             {"goals": goals, "baseline": args.baseline, "seeds": seeds, "table": table, "machine": machine}
