@@ -410,7 +410,8 @@ def hindsight_oracle(
     """The best route per scenario phase, found by simulated rollouts.
 
     ``candidates`` are whole runs of candidate policies on this scenario and seed (every
-    static chain, target-only, the truth planner), summarised by :func:`candidate_run`.
+    static chain, target-only, the truth planner; ``bench/policy_quality.py`` passes every
+    policy it ran, the adaptive ones too), summarised by :func:`candidate_run`.
     Each phase (between the scenario's event times, :func:`phase_boundaries`) gets the
     candidate whose requests arriving in that phase had the lowest mean TPOT; the phased
     policy is replayed once -- a seeded run repeats bit for bit, so this is the figure
