@@ -1,7 +1,7 @@
 """SpecRouter: adaptive chain routing learned from round feedback (docs/design.md §1).
 
 Per round the policy answers from a cache; the work happens at re-plan time.  Learning
-is sampled: ``observe`` folds every ``learn_every``-th round (default 4) into the
+is sampled: ``observe`` folds every ``learn_every``-th round (default 3) into the
 estimates -- a trace replay has ~1e6 rounds, far more than the estimates need -- which
 keeps ``route() + observe()`` within a few microseconds.
 
@@ -27,7 +27,7 @@ keeps ``route() + observe()`` within a few microseconds.
 * **Waiting.** A round's wall time exceeds its passes by the waits between them
   (queues, batch formation, models sharing a GPU), and by how much depends on the
   servers a chain visits.  :class:`~policies.estimators.ChainOverhead` learns it (sampled
-  every 16th round; a request's first round, which waits for admission and prefills, does
+  every 12th round; a request's first round, which waits for admission and prefills, does
   not count) and the planner adds it to every round's latency, so long queues favour rounds
   that commit more tokens.  ``chain_waits="target"`` (the default): the wait per second of
   target pass, pooled over all chains, times the route's own target time -- a round waits
@@ -168,7 +168,7 @@ class SpecRouter:
         width_steps: int = 3,
         saturation_probe: bool = True,
         probe: str = "checked",
-        learn_every: int = 4,
+        learn_every: int = 3,
         per_domain: bool = True,
         prior: RoutingPrior | str | None = None,
         prior_trials: float = 32.0,
