@@ -423,19 +423,17 @@ class RoutePlanner:
             if waits is not None:
                 latency = latency + waits
             return latency, tokens, latency / tokens
-        widths = None
+        widths: FloatArray | None = None  # None: the load's widths and requests in flight
+        in_flight: FloatArray | None = None
         if pass_time_at is None:
             parts, tokens = evaluate_route_parts(members, grid, alpha, pass_table)
         else:
             parts, tokens, widths, in_flight = solve_row_widths(
                 members, grid, alpha, pass_time_at, load, waits, target_wait
             )
-            waits = with_target_wait(waits, parts, target_wait)
-            latency = parts.sum(axis=1) + (waits if waits is not None else 0.0)
-            return latency, tokens, system_cost(members, parts, tokens, load, waits, widths, in_flight)
         waits = with_target_wait(waits, parts, target_wait)
         latency = parts.sum(axis=1) + (waits if waits is not None else 0.0)
-        return latency, tokens, system_cost(members, parts, tokens, load, waits, widths)
+        return latency, tokens, system_cost(members, parts, tokens, load, waits, widths, in_flight)
 
     def _route(self, members: np.ndarray, grid: np.ndarray, row: int) -> Route:
         """The Route of one grid row, built once and cached (routes are compared by identity)."""
