@@ -581,16 +581,19 @@ class LoadTracker:
         self._committed = 0
         self.committed_total = 0
         self._prompts = 0
+        self._budgets = 0
         self._clock = 0.0
         self._token_sum = 0.0  # discounted committed tokens,
         self._second_sum = 0.0  # seconds,
-        self._prompt_sum = 0.0  # and prompt positions
+        self._prompt_sum = 0.0  # prompt positions
+        self._budget_sum = 0.0  # and output budgets (max_new_tokens) of the admitted requests
 
     def see_view(self, view: RouteView) -> None:
         """A round starts: a new request's prompt will be prefilled, with ``view.waiting``
         requests still waiting for a slot (the admission queue when it was admitted)."""
         if not view.generated_tokens:
             self._prompts += view.prompt_tokens
+            self._budgets += view.max_new_tokens
             self.waiting = view.waiting
 
     def see_pass(self, model: int, batch_size: int) -> None:
@@ -657,7 +660,8 @@ class LoadTracker:
             self._token_sum = keep * self._token_sum + self._committed
             self._second_sum = keep * self._second_sum + elapsed
             self._prompt_sum = keep * self._prompt_sum + self._prompts
-            self._committed = self._prompts = 0
+            self._budget_sum = keep * self._budget_sum + self._budgets
+            self._committed = self._prompts = self._budgets = 0
             self._clock = feedback.finished
 
     @property
@@ -668,7 +672,15 @@ class LoadTracker:
     def prefill_rate(self) -> float:
         return self._prompt_sum / self._second_sum if self._second_sum > 0 else 0.0
 
-    def system_load(self, iterations: int, devices: tuple[int, ...] | None = None) -> SystemLoad:
+    @property
+    def offered_rate(self) -> float:
+        """Output tokens per second the admitted requests ask for (their ``max_new_tokens``):
+        the demand, which leads the committed rate while arrivals ramp up."""
+        return self._budget_sum / self._second_sum if self._second_sum > 0 else 0.0
+
+    def system_load(
+        self, iterations: int, devices: tuple[int, ...] | None = None, offered: bool = False
+    ) -> SystemLoad:
         """The :class:`SystemLoad` the planner prices routes in (widths from the experienced
         ones, at least the target's: a model a chain starts using joins batches as wide), on
         the ladder's ``devices`` (``LadderInfo.devices``)."""
@@ -678,13 +690,21 @@ class LoadTracker:
         # A batch wider than our requests in flight carries someone else's sequences.
         foreign = max(0.0, max(self.widths) - self.in_flight)
         in_flight = self.in_flight + foreign
+        token_rate = self.token_rate
+        most = max(float(self.most_in_flight), in_flight)
+        if offered and token_rate > 0 and self.offered_rate > token_rate:
+            # Arrivals outgrow what is committed: by Little's law the requests in flight grow
+            # with the demand, and a route is priced in the load it is heading for.
+            growth = self.offered_rate / token_rate
+            token_rate *= growth
+            most = max(most, in_flight * growth)
         return SystemLoad(
             widths,
             in_flight,
             devices=devices,
             caps=caps,
             iterations=iterations,
-            token_rate=self.token_rate,
-            max_in_flight=max(float(self.most_in_flight), in_flight),
+            token_rate=token_rate,
+            max_in_flight=most,
             min_in_flight=max(foreign, 1.0),
         )

@@ -51,6 +51,9 @@ keeps ``route() + observe()`` within a few microseconds.
   device (the lockstep loop, one pass at a time) the widths stay the experienced ones instead
   of following the route by Little's law (:func:`policies.cost_model.stages_overlap`);
   ``device_busy=True`` also adds the busy times of models sharing a device (off by default).
+  ``offered_load=True`` (the default) prices routes in the load the demand heads for: while
+  the admitted requests ask for more tokens per second (their ``max_new_tokens``) than the
+  rounds commit, ``Lambda`` and the ceiling on ``R`` grow by that ratio (arrivals ramping up).
   ``objective="request"`` prices the round alone at those widths (``R = 1``);
   ``load_aware=False`` plans at batch size 1 (``T_eff``, an ablation).
 * **Saturation probe** (``saturation_probe=True``, :class:`SaturationProbe`).  Under a
@@ -174,11 +177,13 @@ class SpecRouter:
         prior_trials: float = 32.0,
         width_spread: bool = False,
         device_busy: bool = False,
+        offered_load: bool = True,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
             raise ValueError(f"SpecRouter objective must be 'system' or 'request', got {objective!r}")
         self.objective = objective
+        self.offered_load = offered_load
         self.width_steps = width_steps
         if chain_waits not in ("per_chain", "pooled", "target"):
             raise ValueError(
@@ -273,42 +278,40 @@ class SpecRouter:
         return plan.route
 
     def observe(self, feedback: RoundFeedback) -> None:
-        self.rounds += 1
+        rounds = self.rounds = self.rounds + 1
         tracker = self.tracker
-        if tracker is not None:
-            tracker.see_round(feedback)
-            if self.saturation_probe and not self.rounds % self._probe_step:
-                self._backlog.step(tracker, feedback.finished)
+        if tracker is None:
+            return  # a round this policy never routed
+        tracker.see_round(feedback)
+        if self.saturation_probe and not rounds % self._probe_step:
+            self._backlog.step(tracker, feedback.finished)
+        if rounds % self.learn_every:
+            return  # sampled learning: the estimates see every learn_every-th round
         state = self._domains.get(feedback.domain if self.per_domain else None)
         profile = self.profile
         if state is None or profile is None:
             return  # a round this policy never routed
-        if self.rounds % self.learn_every:
-            return  # sampled learning: the estimates see every learn_every-th round
         pairs = state.pairs
         pairs.rounds += 1
         chain = feedback.route.chain
         levels = feedback.levels
         update = profile.update
-        tracker = self.tracker
-        assert tracker is not None
         see_pass = tracker.see_pass
         feed = self._feed
         max_feed = profile.max_positions
         prefill_rate = tracker.prefill_rate
-        sampled = (self.rounds // self.learn_every) % SLOW_FEED_EVERY == 0
+        sampled = (rounds // self.learn_every) % SLOW_FEED_EVERY == 0
         spent = 0.0
         for level in levels:
             passes = level.passes
             if passes:
                 # One pass per level feeds the profile (a drafter's passes are alike; at
                 # ~1e6 rounds per replay sampling loses nothing and saves most of the cost).
-                last = passes[-1]
-                model = last.model
-                if last.tokens <= max_feed:  # prefill and catch-up are not routing feeds
-                    feed[model] += FEED_RATE * (last.tokens - feed[model])
-                update(model, last.tokens, last.batch_size, last.seconds, feed[model], prefill_rate)
-                see_pass(model, last.batch_size)
+                model, tokens, batch_size, seconds = passes[-1]
+                if tokens <= max_feed:  # prefill and catch-up are not routing feeds
+                    feed[model] += FEED_RATE * (tokens - feed[model])
+                update(model, tokens, batch_size, seconds, feed[model], prefill_rate)
+                see_pass(model, batch_size)
                 if sampled:
                     spent += sum([timing.seconds for timing in passes])
         if sampled and self.overhead is not None and not _prefilled(levels[-1], max_feed):
@@ -319,28 +322,33 @@ class SpecRouter:
         target_accepted = target_trials = first_accepted = first_trials = 0
         top = len(levels) - 1
         asked = levels[0].proposed  # a model-free drafter's tokens asked for (0 for a model drafter)
+        add_acceptance = pairs.add_acceptance
+        fitted = sampled and fmap.mode == "fitted"
         for j in range(1, len(levels)):
             level = levels[j]
-            if j == 1 and asked > level.proposed:
+            _, proposed, accepted, emitted, _ = level
+            if j == 1 and asked > proposed:
                 # what the lookup did not propose counts as rejected: the planner prices it as a
                 # drafter of the route's lookahead, so its acceptance must include "no proposal"
+                proposed = asked
                 level = level._replace(proposed=asked)
-            if level.proposed:
-                lower = chain[j - 1]
-                trials = pairs.add_acceptance(lower, chain[j], level.proposed, level.accepted, level.emitted)
+            if proposed:
+                lower, upper = chain[j - 1], chain[j]
+                trials = add_acceptance(lower, upper, proposed, accepted, emitted)
                 if j == top:
-                    target_accepted, target_trials = level.accepted, trials
+                    target_accepted, target_trials = accepted, trials
                 elif j == 1:
-                    first_accepted, first_trials = level.accepted, trials
-                if sampled and fmap.mode == "fitted" and trials:
-                    key = lower * size + chain[j]
+                    first_accepted, first_trials = accepted, trials
+                if fitted and trials:
+                    key = lower * size + upper
                     if pairs.similarity_weight[key] > 0:
                         fmap.add(pairs.similarity[key], round_acceptance(level, trials), trials)
-        for sample in feedback.tv:
-            pairs.add_tv(sample.lower, sample.upper, sample.values)
-        if self.rounds % LOAD_KEY_EVERY < self.learn_every:
+        add_tv = pairs.add_tv
+        for lower, upper, values in feedback.tv:
+            add_tv(lower, upper, values)
+        if rounds % LOAD_KEY_EVERY < self.learn_every:
             self._load_key = (*[_half_octave(b) for b in tracker.widths], _half_octave(tracker.in_flight))
-        since_epoch = self.rounds - self._epoch_round
+        since_epoch = rounds - self._epoch_round
         # A settled cell that moved (a slowdown) re-plans soon; a newly known part of the
         # curve (wider batches than before) only every 8 gaps: under a swinging load new
         # cells appear all the time and each re-plan invalidates every cached plan.
@@ -349,7 +357,7 @@ class SpecRouter:
             profile.fresh and since_epoch >= 8 * self.min_replan_gap and tracker.in_flight >= 1.5
         ):
             self._epoch += 1
-            self._epoch_round = self.rounds
+            self._epoch_round = rounds
             profile.snapshot()
             self.replan_causes["timing"] += 1
             for domain_state in self._domains.values():
@@ -489,7 +497,9 @@ class SpecRouter:
         if not self.load_aware:
             return SystemLoad((1.0,) * len(self.tracker.widths), 1.0)
         assert self.ladder is not None
-        load = self.tracker.system_load(self.width_steps, self.ladder.devices if self.device_busy else None)
+        load = self.tracker.system_load(
+            self.width_steps, self.ladder.devices if self.device_busy else None, self.offered_load
+        )
         if self.objective == "request":
             return SystemLoad(load.batch_sizes, 1.0)
         return load
