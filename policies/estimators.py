@@ -144,9 +144,11 @@ class PassTimeProfile:
         (3-level chains hand the target variable counts) would misfile -- a request
         feeding 1 position into a batch whose others feed 9 is not a cheap pass; the max
         keeps a uniform batch exact while the mean lags a change of route.  ``prefill_rate`` (prompt positions
-        arriving per second) adds the prefills such a pass carries, ``prefill_rate *
-        seconds`` on average: under load new requests' prompts ride in the decode passes,
-        and a long pass carries more of them.
+        arriving per second) adds ``prefill_rate * seconds``: written when prompts rode in the
+        decode passes.  The serving loop no longer mixes them (``policies.serving.same_kind``),
+        but filing without the term measured worse (docs/policies.md, 2026-12-07: slowdown
+        +4.2% +- 1.5, high_rate +2.7% +- 1.7 on 8 seeds): it files the passes of a busy period
+        further up the curve, which prices the load the prefill passes put on the device.
         """
         if tokens > self.max_positions or not 0.0 <= seconds < math.inf:
             return
