@@ -15,6 +15,7 @@ from policies.contract import LadderInfo, LevelFeedback, PassTiming, RoundFeedba
 from policies.cost_model import SystemLoad
 from policies.estimators import LoadTracker
 from policies.planner import RoutePlanner
+from policies.specrouter_policy import SpecRouter
 from policies.synthetic import cube_from
 
 LADDER = LadderInfo(("draft", "target"))
@@ -91,3 +92,18 @@ def test_speculation_shortens_and_switches_off_as_the_demand_leads() -> None:
     drafted = [r.lookaheads[0] for r in routes[:3]]
     assert drafted[0] >= 4 and drafted[0] > drafted[1] > drafted[2]
     assert routes[3].chain == (1,)
+
+
+def test_specrouter_prices_in_the_offered_load_unless_told_not_to() -> None:
+    """The same stream of admissions and rounds: the default prices at the demand, the ablation
+    (``offered_load=False``) at the committed rate."""
+    routers = {flag: SpecRouter(offered_load=flag) for flag in (True, False)}
+    for router in routers.values():
+        for request in range(60):
+            router.route(view(request, 400))
+            for k in range(8):
+                router.observe(round_done(request, request + (k + 1) / 8, 200 // 8))
+    heading, carried = routers[True].system_load(), routers[False].system_load()
+    assert carried.token_rate == pytest.approx(200, rel=0.02)
+    assert heading.token_rate == pytest.approx(400, rel=0.02)
+    assert heading.max_in_flight > carried.max_in_flight
