@@ -650,6 +650,7 @@ class SaturationProbe(_PlainDecoding):
         self._mark: tuple[float, float] | None = None  # (committed tokens, clock) at the window start
         self._until = 0  # round count that closes the window
         self._judged_at = math.inf  # requests in flight when the last probe started
+        self._provisional = False  # the last probe lost while the demand outran the committed rate
 
     @property
     def spec_rate(self) -> float:
@@ -694,7 +695,8 @@ class SaturationProbe(_PlainDecoding):
                 # REJUDGE_GROWTH-fold since, up to the admission limit, is probed again
                 # whatever the gap.
                 grown = tracker.in_flight >= self.REJUDGE_GROWTH * self._judged_at
-                if self.windows_since_probe >= self.gap or (grown and tracker.waiting > 0):
+                stale = grown and (tracker.waiting > 0 or self._provisional)
+                if self.windows_since_probe >= self.gap or stale:
                     self.mode, self.plain = "warmup", True
                     self.windows_since_probe = 0
                     self.probes += 1
@@ -707,6 +709,10 @@ class SaturationProbe(_PlainDecoding):
                 self.holds += 1
                 self._hold_tokens, self._hold_seconds, self._hold_windows = tokens, seconds, 1
             else:
+                # Lost while the admitted requests asked for more than the rounds committed:
+                # arrivals were still ramping up, so the windows measured a transient, not the
+                # capacity of either arm; the next doubling of the backlog re-judges.
+                self._provisional = tracker.offered_rate > (1.0 + self.MARGIN) * tracker.token_rate
                 self._resume(double=True)
         else:  # hold
             self._hold_tokens += tokens

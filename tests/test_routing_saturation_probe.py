@@ -21,6 +21,8 @@ class Tracker:
         self.most_in_flight = most
         self.waiting = 0  # requests waiting for admission
         self.clock = 0.0
+        self.token_rate = 1000.0  # committed tokens per second
+        self.offered_rate = 1000.0  # and asked for by the admitted requests (the demand is met)
 
 
 def drive(
@@ -168,3 +170,35 @@ def test_a_backlog_that_grew_is_probed_again_at_once() -> None:
     # without an admission limit (nobody waits for a slot) a grown backlog waits for the gap
     unlimited, unlimited_looks = run(SaturationProbe.REJUDGE_GROWTH, waiting=0)
     assert unlimited.holds == 1 and unlimited_looks >= SaturationProbe.GAP_FIRST * window_looks
+
+
+def test_a_probe_lost_while_the_demand_led_is_judged_again_when_the_backlog_doubles() -> None:
+    """high_rate seed 5: the first probe came at 23 requests in flight while arrivals ramped up
+    (the admitted requests asked for 2x what the rounds committed), plain decoding lost, and the
+    doubled gap let speculation run to the admission limit at 32 s.  A verdict taken while the
+    demand led is provisional: the next doubling re-judges it with no admission limit in sight.
+    One taken with the demand met waits for the gap (the saturated sim_speed workload, where
+    re-judging every doubling cost 337 -> 401 ms)."""
+
+    def run(offered: float) -> tuple[SaturationProbe, int]:
+        probe, tracker = SaturationProbe(), Tracker(in_flight=20.0, most=20)
+        tracker.offered_rate = offered
+
+        def rate(plain: bool) -> float:  # plain decoding loses at 20 in flight, wins at 250
+            return (2000.0 if plain else 1000.0) if tracker.in_flight > 100 else (600.0 if plain else 1000.0)
+
+        while probe.probes == 0 or probe.mode != "route":
+            drive(probe, tracker, 1, rate)
+        assert probe.holds == 0 and probe.gap == 2 * SaturationProbe.GAP_FIRST
+        tracker.in_flight, tracker.most_in_flight = 250.0, 256  # nobody waits for a slot
+        looks = 0
+        while probe.holds == 0 and looks < 5000:
+            drive(probe, tracker, 1, rate)
+            looks += 1
+        return probe, looks
+
+    window_looks = int(SaturationProbe.ROUTE_ROUNDS * 250) // PROBE_STEP + 1
+    ramp, ramp_looks = run(offered=2000.0)
+    assert ramp.holds == 1 and ramp_looks <= 4 * window_looks
+    met, met_looks = run(offered=1000.0)
+    assert met.holds == 1 and met_looks >= SaturationProbe.GAP_FIRST * window_looks
