@@ -618,6 +618,11 @@ class SaturationProbe(_PlainDecoding):
       slot): a backlog that grows without one -- the ``bench/sim_speed.py`` workload, where
       routing's measured rate falls as unclipped prompts pile up -- re-judged at every doubling,
       held plain decoding from 640 requests in flight to the end (3 seeds: 469 ms against 330).
+      Or when the verdict is **provisional**: the probe lost while the admitted requests asked
+      for more tokens per second than the rounds committed (``LoadTracker.offered_rate``), so
+      arrivals were still ramping up and both arms measured a transient (``high_rate`` seed 5:
+      lost at 23 in flight, 8.8 s; re-judged at 14.7 s and held, 1.046 -> 0.996x target-only).
+      The saturated workload's first verdict came with the demand met, so it still waits.
 
     (The first version held plain decoding until the backlog cleared and compared the probe
     window with the window before it, unbacklogged or not, and counted the probe's first
