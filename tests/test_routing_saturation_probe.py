@@ -138,6 +138,31 @@ def test_routed_windows_are_counted_in_rounds_per_request() -> None:
     assert small.probes == 1 and tracker.rounds <= 4 * PROBE_STEP  # the old fixed windows: 2 x 2,048 rounds
 
 
+def probe_after_growth(
+    rejudge: float = SaturationProbe.REJUDGE_GROWTH, waiting: int = 0, offered: float = 1000.0
+) -> tuple[SaturationProbe, int]:
+    """A backlog builds from 20 requests in flight, where plain decoding loses the first probe and
+    the gap doubles; it then grows to 250, where plain decoding commits twice as much, with
+    ``waiting`` requests without a slot and the admitted ones asking ``offered`` tokens per second
+    (1,000 are committed).  Returns the probe and the looks it took to hold plain decoding."""
+    probe, tracker = SaturationProbe(), Tracker(in_flight=20.0, most=20)
+    probe.REJUDGE_GROWTH = rejudge
+    tracker.offered_rate = offered
+
+    def rate(plain: bool) -> float:  # plain decoding loses at 20 in flight, wins at 250
+        return (2000.0 if plain else 1000.0) if tracker.in_flight > 100 else (600.0 if plain else 1000.0)
+
+    while probe.probes == 0 or probe.mode != "route":
+        drive(probe, tracker, 1, rate)
+    assert probe.holds == 0 and probe.gap == 2 * SaturationProbe.GAP_FIRST
+    tracker.in_flight, tracker.most_in_flight, tracker.waiting = 250.0, 256, waiting
+    looks = 0
+    while probe.holds == 0 and looks < 5000:
+        drive(probe, tracker, 1, rate)
+        looks += 1
+    return probe, looks
+
+
 def test_a_backlog_that_grew_is_probed_again_at_once() -> None:
     """high_rate seed 4 with pooled waits: the first probe came at 26 requests in flight while the
     backlog built (plain decoding lost there, rightly) and doubled the gap; the backlog then grew
@@ -145,30 +170,13 @@ def test_a_backlog_that_grew_is_probed_again_at_once() -> None:
     ~200 s later.  A verdict holds for the load it was judged at: grown REJUDGE_GROWTH-fold, the
     backlog is probed again within a window."""
 
-    def run(rejudge: float, waiting: int = 40) -> tuple[SaturationProbe, int]:
-        probe, tracker = SaturationProbe(), Tracker(in_flight=20.0, most=20)
-        probe.REJUDGE_GROWTH = rejudge
-
-        def rate(plain: bool) -> float:  # plain decoding loses at 20 in flight, wins at 250
-            return (2000.0 if plain else 1000.0) if tracker.in_flight > 100 else (600.0 if plain else 1000.0)
-
-        while probe.probes == 0 or probe.mode != "route":
-            drive(probe, tracker, 1, rate)
-        assert probe.holds == 0 and probe.gap == 2 * SaturationProbe.GAP_FIRST
-        tracker.in_flight, tracker.most_in_flight, tracker.waiting = 250.0, 256, waiting
-        looks = 0
-        while probe.holds == 0 and looks < 5000:
-            drive(probe, tracker, 1, rate)
-            looks += 1
-        return probe, looks
-
-    probe, looks = run(SaturationProbe.REJUDGE_GROWTH)
+    probe, looks = probe_after_growth(waiting=40)
     window_looks = int(SaturationProbe.ROUTE_ROUNDS * 250) // PROBE_STEP + 1
     assert probe.holds == 1 and probe.plain and looks <= 4 * window_looks  # a routed window, warm-up, probe
-    blind, blind_looks = run(float("inf"))  # the gap alone: 64 routed windows of 8 R first
+    blind, blind_looks = probe_after_growth(float("inf"), waiting=40)  # the gap alone: 64 windows of 8 R
     assert blind.holds == 1 and blind_looks >= SaturationProbe.GAP_FIRST * window_looks
     # without an admission limit (nobody waits for a slot) a grown backlog waits for the gap
-    unlimited, unlimited_looks = run(SaturationProbe.REJUDGE_GROWTH, waiting=0)
+    unlimited, unlimited_looks = probe_after_growth(waiting=0)
     assert unlimited.holds == 1 and unlimited_looks >= SaturationProbe.GAP_FIRST * window_looks
 
 
@@ -180,25 +188,8 @@ def test_a_probe_lost_while_the_demand_led_is_judged_again_when_the_backlog_doub
     One taken with the demand met waits for the gap (the saturated sim_speed workload, where
     re-judging every doubling cost 337 -> 401 ms)."""
 
-    def run(offered: float) -> tuple[SaturationProbe, int]:
-        probe, tracker = SaturationProbe(), Tracker(in_flight=20.0, most=20)
-        tracker.offered_rate = offered
-
-        def rate(plain: bool) -> float:  # plain decoding loses at 20 in flight, wins at 250
-            return (2000.0 if plain else 1000.0) if tracker.in_flight > 100 else (600.0 if plain else 1000.0)
-
-        while probe.probes == 0 or probe.mode != "route":
-            drive(probe, tracker, 1, rate)
-        assert probe.holds == 0 and probe.gap == 2 * SaturationProbe.GAP_FIRST
-        tracker.in_flight, tracker.most_in_flight = 250.0, 256  # nobody waits for a slot
-        looks = 0
-        while probe.holds == 0 and looks < 5000:
-            drive(probe, tracker, 1, rate)
-            looks += 1
-        return probe, looks
-
     window_looks = int(SaturationProbe.ROUTE_ROUNDS * 250) // PROBE_STEP + 1
-    ramp, ramp_looks = run(offered=2000.0)
+    ramp, ramp_looks = probe_after_growth(offered=2000.0)
     assert ramp.holds == 1 and ramp_looks <= 4 * window_looks
-    met, met_looks = run(offered=1000.0)
+    met, met_looks = probe_after_growth(offered=1000.0)
     assert met.holds == 1 and met_looks >= SaturationProbe.GAP_FIRST * window_looks
