@@ -680,6 +680,12 @@ class LoadTracker:
         the demand, which leads the committed rate while arrivals ramp up."""
         return self._budget_sum / self._second_sum if self._second_sum > 0 else 0.0
 
+    @property
+    def demand_lead(self) -> float:
+        """``g``: the offered over the committed token rate (1 until something is committed)."""
+        token_rate = self.token_rate
+        return self.offered_rate / token_rate if token_rate > 0 else 1.0
+
     def system_load(
         self, iterations: int, devices: tuple[int, ...] | None = None, offered: bool = False
     ) -> SystemLoad:
@@ -694,12 +700,12 @@ class LoadTracker:
         in_flight = self.in_flight + foreign
         token_rate = self.token_rate
         most = max(float(self.most_in_flight), in_flight)
-        if offered and token_rate > 0 and self.offered_rate > token_rate:
+        lead = self.demand_lead
+        if offered and lead > 1.0:
             # Arrivals outgrow what is committed: by Little's law the requests in flight grow
             # with the demand, and a route is priced in the load it is heading for.
-            growth = self.offered_rate / token_rate
-            token_rate *= growth
-            most = max(most, in_flight * growth)
+            token_rate = self.offered_rate
+            most = max(most, in_flight * lead)
         return SystemLoad(
             widths,
             in_flight,

@@ -619,7 +619,7 @@ class SaturationProbe(_PlainDecoding):
       routing's measured rate falls as unclipped prompts pile up -- re-judged at every doubling,
       held plain decoding from 640 requests in flight to the end (3 seeds: 469 ms against 330).
       Or when the verdict is **provisional**: the probe lost while the admitted requests asked
-      for more tokens per second than the rounds committed (``LoadTracker.offered_rate``), so
+      for more tokens per second than the rounds committed (``LoadTracker.demand_lead``), so
       arrivals were still ramping up and both arms measured a transient (``high_rate`` seed 5:
       lost at 23 in flight, 8.8 s; re-judged at 14.7 s and held, 1.046 -> 0.996x target-only).
       The saturated workload's first verdict came with the demand met, so it still waits.
@@ -717,7 +717,7 @@ class SaturationProbe(_PlainDecoding):
                 # Lost while the admitted requests asked for more than the rounds committed:
                 # arrivals were still ramping up, so the windows measured a transient, not the
                 # capacity of either arm; the next doubling of the backlog re-judges.
-                self._provisional = tracker.offered_rate > (1.0 + self.MARGIN) * tracker.token_rate
+                self._provisional = tracker.demand_lead > 1.0 + self.MARGIN
                 self._resume(double=True)
         else:  # hold
             self._hold_tokens += tokens

@@ -8,6 +8,8 @@ by the ratio."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 
@@ -32,18 +34,26 @@ def round_done(request_id: int, finished: float, committed: int) -> RoundFeedbac
     return RoundFeedback(request_id, None, route, finished - 0.02, finished, (target,), (), False)
 
 
-def fed(tracker: LoadTracker, budgets_per_second: int, committed_per_second: int, seconds: int) -> None:
-    """Admit requests asking for ``budgets_per_second`` tokens each second while the rounds commit
-    ``committed_per_second`` (8 rounds a second: the tracker updates its rates every 8 rounds)."""
+def fed(
+    admit: Callable[[RouteView], object],
+    finish: Callable[[RoundFeedback], None],
+    budgets_per_second: int,
+    committed_per_second: int,
+    seconds: int,
+) -> None:
+    """Admit a request asking for ``budgets_per_second`` tokens each second while the rounds commit
+    ``committed_per_second`` (8 rounds a second: the tracker updates its rates every 8 rounds);
+    ``admit`` and ``finish`` are a tracker's ``see_view`` / ``see_round`` or a policy's ``route`` /
+    ``observe``."""
     for request in range(seconds):
-        tracker.see_view(view(request, budgets_per_second))
+        admit(view(request, budgets_per_second))
         for k in range(8):
-            tracker.see_round(round_done(request, request + (k + 1) / 8, committed_per_second // 8))
+            finish(round_done(request, request + (k + 1) / 8, committed_per_second // 8))
 
 
 def test_the_offered_rate_is_the_admitted_budgets_per_second() -> None:
     tracker = LoadTracker(2)
-    fed(tracker, budgets_per_second=400, committed_per_second=200, seconds=60)
+    fed(tracker.see_view, tracker.see_round, budgets_per_second=400, committed_per_second=200, seconds=60)
     assert tracker.offered_rate == pytest.approx(400, rel=0.02)
     assert tracker.token_rate == pytest.approx(200, rel=0.02)
     tracker.see_view(view(99, 10_000, generated=5))  # a later round of a request: no new demand
@@ -52,7 +62,7 @@ def test_the_offered_rate_is_the_admitted_budgets_per_second() -> None:
 
 def test_a_leading_demand_grows_the_rate_and_the_ceiling_of_the_requests_in_flight() -> None:
     tracker = LoadTracker(2)
-    fed(tracker, budgets_per_second=400, committed_per_second=200, seconds=60)
+    fed(tracker.see_view, tracker.see_round, budgets_per_second=400, committed_per_second=200, seconds=60)
     carried = tracker.system_load(3)
     heading = tracker.system_load(3, offered=True)
     growth = tracker.offered_rate / tracker.token_rate
@@ -63,7 +73,9 @@ def test_a_leading_demand_grows_the_rate_and_the_ceiling_of_the_requests_in_flig
 
 def test_a_demand_that_is_met_changes_nothing() -> None:
     tracker = LoadTracker(2)
-    fed(tracker, budgets_per_second=200, committed_per_second=400, seconds=60)  # budgets cut short
+    fed(
+        tracker.see_view, tracker.see_round, budgets_per_second=200, committed_per_second=400, seconds=60
+    )  # budgets cut short
     assert tracker.system_load(3, offered=True) == tracker.system_load(3)
 
 
@@ -99,10 +111,7 @@ def test_specrouter_prices_in_the_offered_load_unless_told_not_to() -> None:
     (``offered_load=False``) at the committed rate."""
     routers = {flag: SpecRouter(offered_load=flag) for flag in (True, False)}
     for router in routers.values():
-        for request in range(60):
-            router.route(view(request, 400))
-            for k in range(8):
-                router.observe(round_done(request, request + (k + 1) / 8, 200 // 8))
+        fed(router.route, router.observe, budgets_per_second=400, committed_per_second=200, seconds=60)
     heading, carried = routers[True].system_load(), routers[False].system_load()
     assert carried.token_rate == pytest.approx(200, rel=0.02)
     assert heading.token_rate == pytest.approx(400, rel=0.02)

@@ -21,8 +21,7 @@ class Tracker:
         self.most_in_flight = most
         self.waiting = 0  # requests waiting for admission
         self.clock = 0.0
-        self.token_rate = 1000.0  # committed tokens per second
-        self.offered_rate = 1000.0  # and asked for by the admitted requests (the demand is met)
+        self.demand_lead = 1.0  # offered over committed tokens per second (the demand is met)
 
 
 def drive(
@@ -139,15 +138,15 @@ def test_routed_windows_are_counted_in_rounds_per_request() -> None:
 
 
 def probe_after_growth(
-    rejudge: float = SaturationProbe.REJUDGE_GROWTH, waiting: int = 0, offered: float = 1000.0
+    rejudge: float = SaturationProbe.REJUDGE_GROWTH, waiting: int = 0, lead: float = 1.0
 ) -> tuple[SaturationProbe, int]:
     """A backlog builds from 20 requests in flight, where plain decoding loses the first probe and
     the gap doubles; it then grows to 250, where plain decoding commits twice as much, with
-    ``waiting`` requests without a slot and the admitted ones asking ``offered`` tokens per second
-    (1,000 are committed).  Returns the probe and the looks it took to hold plain decoding."""
+    ``waiting`` requests without a slot and the admitted ones asking ``lead`` times the tokens per
+    second the rounds commit.  Returns the probe and the looks it took to hold plain decoding."""
     probe, tracker = SaturationProbe(), Tracker(in_flight=20.0, most=20)
     probe.REJUDGE_GROWTH = rejudge
-    tracker.offered_rate = offered
+    tracker.demand_lead = lead
 
     def rate(plain: bool) -> float:  # plain decoding loses at 20 in flight, wins at 250
         return (2000.0 if plain else 1000.0) if tracker.in_flight > 100 else (600.0 if plain else 1000.0)
@@ -189,7 +188,7 @@ def test_a_probe_lost_while_the_demand_led_is_judged_again_when_the_backlog_doub
     re-judging every doubling cost 337 -> 401 ms)."""
 
     window_looks = int(SaturationProbe.ROUTE_ROUNDS * 250) // PROBE_STEP + 1
-    ramp, ramp_looks = probe_after_growth(offered=2000.0)
+    ramp, ramp_looks = probe_after_growth(lead=2.0)
     assert ramp.holds == 1 and ramp_looks <= 4 * window_looks
-    met, met_looks = probe_after_growth(offered=1000.0)
+    met, met_looks = probe_after_growth(lead=1.0)
     assert met.holds == 1 and met_looks >= SaturationProbe.GAP_FIRST * window_looks
