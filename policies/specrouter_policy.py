@@ -76,6 +76,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -295,36 +296,22 @@ class SpecRouter:
         pairs.rounds += 1
         chain = feedback.route.chain
         levels = feedback.levels
-        update = profile.update
-        see_pass = tracker.see_pass
-        feed = self._feed
-        max_feed = profile.max_positions
-        prefill_rate = tracker.prefill_rate
-        sampled = (rounds // self.learn_every) % SLOW_FEED_EVERY == 0
-        spent = 0.0
-        for level in levels:
-            passes = level.passes
-            if passes:
-                # One pass per level feeds the profile (a drafter's passes are alike; at
-                # ~1e6 rounds per replay sampling loses nothing and saves most of the cost).
-                model, tokens, batch_size, seconds = passes[-1]
-                if tokens <= max_feed:  # prefill and catch-up are not routing feeds
-                    feed[model] += FEED_RATE * (tokens - feed[model])
-                update(model, tokens, batch_size, seconds, feed[model], prefill_rate)
-                see_pass(model, batch_size)
-                if sampled:
-                    spent += sum([timing.seconds for timing in passes])
-        if sampled and self.overhead is not None and not _prefilled(levels[-1], max_feed):
-            target = sum([timing.seconds for timing in levels[-1].passes])
-            self.overhead.add(chain, feedback.finished - feedback.started, spent, target)
-        fmap = self.acceptance_map
-        size = pairs.ladder_size
+        # Of the learned rounds, 1 in SLOW_FEED_EVERY also feeds the slow estimates (waits, f).
+        sampled = not (rounds // self.learn_every) % SLOW_FEED_EVERY
+        self._learn_pass_times(levels, profile, tracker)
+        if sampled and self.overhead is not None and not _prefilled(levels[-1], profile.max_positions):
+            self.overhead.add(
+                chain,
+                feedback.finished - feedback.started,
+                sum([sum([timing.seconds for timing in level.passes]) for level in levels]),
+                sum([timing.seconds for timing in levels[-1].passes]),
+            )
         target_accepted = target_trials = first_accepted = first_trials = 0
         top = len(levels) - 1
         asked = levels[0].proposed  # a model-free drafter's tokens asked for (0 for a model drafter)
         add_acceptance = pairs.add_acceptance
-        fitted = sampled and fmap.mode == "fitted"
-        for j in range(1, len(levels)):
+        fmap = self.acceptance_map if sampled and self.acceptance_map.mode == "fitted" else None
+        for j in range(1, top + 1):
             level = levels[j]
             _, proposed, accepted, emitted, _ = level
             if j == 1 and asked > proposed:
@@ -339,13 +326,11 @@ class SpecRouter:
                     target_accepted, target_trials = accepted, trials
                 elif j == 1:
                     first_accepted, first_trials = accepted, trials
-                if fitted and trials:
-                    key = lower * size + upper
+                if fmap is not None and trials:
+                    key = lower * pairs.ladder_size + upper
                     if pairs.similarity_weight[key] > 0:
                         fmap.add(pairs.similarity[key], round_acceptance(level, trials), trials)
-        add_tv = pairs.add_tv
-        for lower, upper, values in feedback.tv:
-            add_tv(lower, upper, values)
+        pairs.add_tvs(feedback.tv)
         if rounds % LOAD_KEY_EVERY < self.learn_every:
             self._load_key = (*[_half_octave(b) for b in tracker.widths], _half_octave(tracker.in_flight))
         since_epoch = rounds - self._epoch_round
@@ -365,6 +350,26 @@ class SpecRouter:
         self._watch(state, feedback.route, target_accepted, target_trials, first_accepted, first_trials)
 
     # -- internals -----------------------------------------------------------------------
+
+    def _learn_pass_times(
+        self, levels: Sequence[LevelFeedback], profile: PassTimeProfile, tracker: LoadTracker
+    ) -> None:
+        """Feed the pass-time profile and the pass widths: one pass per level (a drafter's
+        passes are alike; at ~1e6 rounds per replay sampling loses nothing and saves most of
+        the cost)."""
+        update = profile.update
+        see_pass = tracker.see_pass
+        feed = self._feed
+        max_feed = profile.max_positions
+        prefill_rate = tracker.prefill_rate
+        for level in levels:
+            passes = level.passes
+            if passes:
+                model, tokens, batch_size, seconds = passes[-1]
+                if tokens <= max_feed:  # prefill and catch-up are not routing feeds
+                    feed[model] += FEED_RATE * (tokens - feed[model])
+                update(model, tokens, batch_size, seconds, feed[model], prefill_rate)
+                see_pass(model, batch_size)
 
     def _domain(self, domain: str | None, ladder: LadderInfo) -> _DomainState:
         if self.ladder is None:
