@@ -7,10 +7,11 @@ times, slowdowns included -- and picks the route with the lowest *system* cost
 :class:`~policies.planner.RoutePlanner` search space SpecRouter uses: passes priced at the
 width the route leads to, with the requests in flight and the committed-token rate it
 observes (a :class:`~policies.estimators.LoadTracker` fed by the views and feedback, like
-SpecRouter's).  It knows the expected state, not the outcome of each draw, and it plans
-with a model: it is the limit *of the cost model*, not of routing.  (The truth has no
-queueing, GPU sharing or prefill riding in batches, so it is no bound: see
-:class:`PhasedRouter` and ``specrouter.scenarios.hindsight_oracle`` for the honest one.)
+SpecRouter's), and the offered load while the admitted demand leads it, as SpecRouter does.
+It knows the expected state, not the outcome of each draw, and it plans with a model: it is
+the limit *of the cost model*, not of routing.  (The truth has no queueing, GPU sharing or
+prefill riding in batches, so it is no bound: see :class:`PhasedRouter` and
+``specrouter.scenarios.hindsight_oracle`` for the honest one.)
 
 Plans are cached per (domain, time bucket of ``time_bucket`` seconds, half-octave of the
 requests in flight and of the target's width); a cache miss costs one planner call and,
@@ -33,7 +34,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from policies.contract import Policy, RoundFeedback, Route, RouteView, WorldTruth
-from policies.cost_model import stages_overlap
+from policies.cost_model import SystemLoad, stages_overlap
 from policies.estimators import LoadTracker
 from policies.planner import PassCube, RoutePlanner
 
@@ -53,6 +54,7 @@ class Oracle:
         max_lookahead: int = 8,
         grid_rows: int = 64,
         objective: str = "system",
+        offered_load: bool = True,
     ):
         if not isinstance(world, WorldTruth):
             raise TypeError(f"Oracle needs a WorldTruth (alpha, pass_time), got {type(world).__name__}")
@@ -65,6 +67,9 @@ class Oracle:
         self.max_lookahead = max_lookahead
         self.grid_rows = grid_rows
         self.objective = objective
+        # The objective SpecRouter prices in (``SpecRouter(offered_load=True)``): while the
+        # admitted requests' demand leads the committed rate, at the load it heads for.
+        self.offered_load = offered_load
         self.planner: RoutePlanner | None = None
         self.tracker: LoadTracker | None = None
         self._cache: dict[tuple[object, ...], Route] = {}
@@ -102,6 +107,12 @@ class Oracle:
         target = feedback.levels[-1]
         if target.passes:
             tracker.see_pass(target.model, target.passes[-1].batch_size)
+
+    def system_load(self) -> SystemLoad:
+        """The load a route is priced in: SpecRouter's by default (no device sums; the offered
+        load while the demand leads, unless ``offered_load=False``)."""
+        assert self.tracker is not None
+        return self.tracker.system_load(ORACLE_WIDTH_STEPS, offered=self.offered_load)
 
     def truth_tables(self, view: RouteView) -> tuple[np.ndarray, np.ndarray]:
         """True acceptance matrix and pass-time table at this view's domain, time and batch sizes."""
@@ -144,7 +155,7 @@ class Oracle:
         assert self.planner is not None and self.tracker is not None
         if self.objective == "request":
             return self.planner.plan(alpha, table).route
-        load = self.tracker.system_load(ORACLE_WIDTH_STEPS)  # as SpecRouter's default: no device sums
+        load = self.system_load()
         # Widths follow the route only where stages overlap; on one device they stay as experienced.
         cube = self.truth_cube(view.ladder.size, view.now) if stages_overlap(view.ladder.devices) else None
         return self.planner.plan(alpha, table, load, cube).route

@@ -16,6 +16,7 @@ import pytest
 from policies.contract import LadderInfo, LevelFeedback, PassTiming, RoundFeedback, Route, RouteView
 from policies.cost_model import SystemLoad
 from policies.estimators import LoadTracker
+from policies.oracle import Oracle
 from policies.planner import RoutePlanner
 from policies.specrouter_policy import SpecRouter
 from policies.synthetic import cube_from
@@ -113,6 +114,28 @@ def test_specrouter_prices_in_the_offered_load_unless_told_not_to() -> None:
     for router in routers.values():
         fed(router.route, router.observe, budgets_per_second=400, committed_per_second=200, seconds=60)
     heading, carried = routers[True].system_load(), routers[False].system_load()
+    assert carried.token_rate == pytest.approx(200, rel=0.02)
+    assert heading.token_rate == pytest.approx(400, rel=0.02)
+    assert heading.max_in_flight > carried.max_in_flight
+
+
+class _TwoModelTruth:
+    """A world's truth for the oracle: a fixed acceptance and the decode pass times."""
+
+    def alpha(self, lower: int, upper: int, domain: str | None, now: float) -> float:
+        return 0.7
+
+    def pass_time(self, model: int, tokens: int, batch_size: int, now: float) -> float:
+        return DECODE[model]
+
+
+def test_the_oracle_prices_in_the_offered_load_as_specrouter_does() -> None:
+    """The truth planner shares SpecRouter's objective: the same stream prices at the demand by
+    default and at the committed rate with ``offered_load=False``."""
+    oracles = {flag: Oracle(_TwoModelTruth(), offered_load=flag) for flag in (True, False)}
+    for oracle in oracles.values():
+        fed(oracle.route, oracle.observe, budgets_per_second=400, committed_per_second=200, seconds=60)
+    heading, carried = oracles[True].system_load(), oracles[False].system_load()
     assert carried.token_rate == pytest.approx(200, rel=0.02)
     assert heading.token_rate == pytest.approx(400, rel=0.02)
     assert heading.max_in_flight > carried.max_in_flight
