@@ -20,7 +20,9 @@ keeps ``route() + observe()`` within a few microseconds.
 * **Exploration.** An optimism bonus ``c sqrt((a (1 - a) + 1 / (n_eff + 2)) / (n_eff + 1))``
   (a Bernoulli standard error with a floor) is added to each pair, where ``n_eff`` is its
   evidence decayed by how long ago it was last observed, so pairs nobody routes through
-  slowly look attractive again and get re-measured.
+  slowly look attractive again and get re-measured.  ``explore_ramp=K`` (off by default) grows
+  the bonus as ``sqrt(t / K)`` over the first ``K`` rounds: a short run cannot earn back long
+  exploratory lookaheads, a long one needs them early (measured in docs/policies.md).
 * **Selection.** :class:`~policies.planner.RoutePlanner` scores every chain and its
   lookahead grid by ``T_eff``.  Hysteresis: the current chain is kept while its best
   ``T_eff`` is within ``hysteresis`` of the best chain's.
@@ -154,6 +156,7 @@ class SpecRouter:
         grid_rows: int = 64,
         hysteresis: float = 0.03,
         optimism: float = 0.5,
+        explore_ramp: int = 0,
         prior_alpha: float = 0.5,
         prior_strength: float = 2.0,
         similarity_weight: float = 0.5,
@@ -207,6 +210,10 @@ class SpecRouter:
         self.grid_rows = grid_rows
         self.hysteresis = hysteresis
         self.optimism = optimism
+        if explore_ramp < 0:
+            raise ValueError(f"SpecRouter explore_ramp must be >= 0 rounds, got {explore_ramp}")
+        # Off by default: it helps runs of a few hundred rounds and costs long ones (docs/policies.md).
+        self.explore_ramp = explore_ramp
         self.prior_alpha = prior_alpha
         self.prior_strength = prior_strength
         self.similarity_weight = similarity_weight
@@ -477,6 +484,10 @@ class SpecRouter:
         pairs = state.pairs
         size = pairs.ladder_size
         bonus_scale = self.optimism if optimism is None else optimism
+        if self.rounds < self.explore_ramp:
+            # Exploring pays only over the rounds left to use what it finds, and a young router
+            # has seen few: the bonus grows as sqrt(rounds / explore_ramp) until the ramp ends.
+            bonus_scale *= math.sqrt(self.rounds / self.explore_ramp)
         fmap = self.acceptance_map
         alpha = np.ones((size, size))
         for lower in range(size):
