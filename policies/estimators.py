@@ -47,6 +47,7 @@ TOTAL_CELLS = EXACT_TOTALS + 12 * TOTAL_STEPS_PER_OCTAVE  # up to 64 * 2^12 = 26
 FRESH_SAMPLES = 4  # a cell with this many samples is known: a part of the curve the plan did not see
 PRIOR_UNTIL_KNOWN = 3  # a model's prior curve (seed) is dropped once this many of its cells are known
 UNMEASURED_FRACTION = 0.05  # prior pass time of an unmeasured model, as a fraction of the target's
+SEQUENCE_COST_RATE = 0.01  # sign step of the per-sequence cost (PassTimeProfile, width_cost)
 
 
 def read_curve(totals: np.ndarray, times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -101,6 +102,26 @@ class PassTimeProfile:
     ``[0, V/N]`` (time per position never grows with batching); below the first it
     extends the first segment's slope, clipped to ``[V N/N_0, V]`` (a pass never gets
     slower with fewer positions, nor cheaper per position); one measured cell reads flat.
+
+    **Width as its own axis** (``width_cost=True``): on a CPU a pass costs the width more than
+    the positions (attention and cache work per sequence: the demo's target, ``b = 4, n = 1``
+    8.89 ms against ``b = 1, n = 4`` 6.93), and on a GPU each sequence's KV reads add to the
+    weights' stream, so a cell of the ``N`` curve mixes passes whose cost differs with their
+    width.  With the option the profile reads
+
+        ``V_m(n, b) = f_m(N) + c_m (b - 1)``,  ``N = n b``,
+
+    ``c_m >= 0`` one per-sequence cost per model and ``f_m`` the width-one curve: each cell's
+    time less ``c_m (w - 1)``, ``w`` the mean width of the passes it filed (kept per cell like
+    its mean ``N``), made non-decreasing in ``N``.  A pass is filed at its cell's mean width,
+    ``t - c_m (b - w)``, so a change of ``c_m`` re-reads every cell at once.  ``c_m`` is a
+    median regression within cells: a pass whose width differs from its cell's by ``d = b - w``
+    steps ``c += rho V d / max(b, w)^2 sign(t - V - c d)`` (``rho`` = ``SEQUENCE_COST_RATE``;
+    above the exact cells the expected time also takes the curve's local slope times the pass's
+    distance from the cell's mean ``N``).  One number per model pools every cell where widths
+    meet, so it is identified where a free factor per width was not (docs/policies.md), and
+    where widths never meet (a drafter feeding one position: ``N`` is the width) it stays 0 and
+    the reading is the pooled curve's.  With ``c_m = 0`` the reading is the pooled curve exactly.
     """
 
     def __init__(
@@ -109,6 +130,7 @@ class PassTimeProfile:
         rate: float = 0.05,
         params: Sequence[float] | None = None,
         max_positions: int = 64,
+        width_cost: bool = False,
     ):
         if not 0.0 < rate < 1.0:
             raise ValueError(f"PassTimeProfile rate must be in (0, 1), got {rate}")
@@ -121,6 +143,10 @@ class PassTimeProfile:
         self._time = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
         self._total = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean N of the cell's samples
         self._count = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
+        self.width_cost = width_cost
+        self._width = [[1.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean width of the cell's samples
+        self.sequence_cost = [0.0] * ladder_size  # c_m, seconds per sequence in the batch
+        self._prior_width: list[np.ndarray | None] = [None] * ladder_size
         self._snapshot = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
         self._prior: list[tuple[np.ndarray, np.ndarray] | None] = [None] * ladder_size  # seed()
         self.moved = False  # some settled cell left its snapshot by more than ``tolerance``
@@ -166,6 +192,10 @@ class PassTimeProfile:
         counts[cell] = c
         times = self._time[model]
         value = times[cell]
+        if self.width_cost and c > 1:
+            seconds = self._learn_width(model, cell, c, value, float(max(batch_size, 1)), seconds, total)
+        elif self.width_cost:
+            self._width[model][cell] = float(max(batch_size, 1))
         if c == 1:
             times[cell] = value = seconds
             self._total[model][cell] = float(total)
@@ -188,7 +218,35 @@ class PassTimeProfile:
             if abs(value - reference) > self.tolerance * reference:
                 self.moved = True
 
-    def seed(self, model: int, points: Sequence[tuple[float, float]]) -> None:
+    def _learn_width(
+        self, model: int, cell: int, count: int, value: float, width: float, seconds: float, total: int
+    ) -> float:
+        """One pass's step of the per-sequence cost ``c_m`` and its cell's mean width
+        (``count`` the cell's samples with this one, ``value`` its time before it); returns
+        the pass's time at the cell's mean width, what the cell files."""
+        widths = self._width[model]
+        mean_width = widths[cell]
+        spread = width - mean_width
+        if count > 2 and (spread > 0.05 or spread < -0.05):
+            cost = self.sequence_cost[model]
+            expected = value + cost * spread
+            if cell > EXACT_TOTALS and self._count[model][cell - 1]:
+                totals = self._total[model]
+                below = totals[cell - 1]
+                if totals[cell] > below:  # the curve's local slope: the cell spans 9% in N
+                    slope = (value - self._time[model][cell - 1]) / (totals[cell] - below)
+                    if slope > 0.0:
+                        expected += slope * (total - totals[cell])
+            wide = width if width > mean_width else mean_width
+            move = SEQUENCE_COST_RATE * value * spread / (wide * wide)
+            cost = cost + move if seconds > expected else cost - move if seconds < expected else cost
+            self.sequence_cost[model] = min(max(cost, 0.0), value / wide)
+        widths[cell] += spread * (self.rate if count * self.rate > 1.0 else 1.0 / count)
+        return max(seconds - self.sequence_cost[model] * spread, 0.0)
+
+    def seed(
+        self, model: int, points: Sequence[tuple[float, float]], widths: Sequence[float] | None = None
+    ) -> None:
         """A prior curve for ``model``: ``(N, seconds)`` points from a profile (a warm start).
 
         The prior fills the cells real passes have not reached, *scaled* by the median ratio
@@ -200,10 +258,16 @@ class PassTimeProfile:
         ``N`` in the demo's world), and kept prior cells steered a long run onto routes its own
         measurements did not support (demo world, 3 seeds: TPOT 7.46 ms kept, 7.28 dropped).
         """
-        kept = sorted((t, v) for t, v in points if t >= 1.0 and 0.0 < v < math.inf)
+        mean_widths = [1.0] * len(points) if widths is None else list(widths)
+        if len(mean_widths) != len(points):
+            raise ValueError(f"seed: {len(mean_widths)} widths for {len(points)} points")
+        kept = sorted((t, v, w) for (t, v), w in zip(points, mean_widths) if t >= 1.0 and 0.0 < v < math.inf)
         if kept:
-            totals = np.array([t for t, _ in kept])
-            self._prior[model] = (totals, np.maximum.accumulate(np.array([v for _, v in kept])))
+            totals = np.array([t for t, _, _ in kept])
+            times = np.array([v for _, v, _ in kept])
+            # with the width axis the times are made non-decreasing at width one (_points)
+            self._prior[model] = (totals, times if self.width_cost else np.maximum.accumulate(times))
+            self._prior_width[model] = np.array([max(w, 1.0) for _, _, w in kept])
 
     def snapshot(self) -> None:
         """Remember the current estimates; :attr:`moved` reports departures from them."""
@@ -217,6 +281,11 @@ class PassTimeProfile:
     def points(self, model: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Measured ``(N, V)`` of a model (and the scaled prior where nothing was measured:
         :meth:`seed`), sorted by ``N``, ``V`` made non-decreasing; ``None`` if none."""
+        found = self._points(model)
+        return None if found is None else (found[0], found[1])
+
+    def _points(self, model: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """:meth:`points` and the mean width of each point's passes."""
         counts = self._count[model]
         cells = [c for c in range(TOTAL_CELLS) if counts[c]]
         prior = self._prior[model]
@@ -224,23 +293,47 @@ class PassTimeProfile:
             return None
         totals = np.array([self._total[model][c] for c in cells])
         times = np.array([self._time[model][c] for c in cells])
+        widths = np.array([self._width[model][c] for c in cells])
         if prior is not None and sum(c >= FRESH_SAMPLES for c in counts) < PRIOR_UNTIL_KNOWN:
             prior_totals, prior_times = prior
+            prior_widths = self._prior_width[model]
+            if prior_widths is None:
+                prior_widths = np.ones(len(prior_totals))
             scale = float(np.median(times / read_curve(prior_totals, prior_times, totals))) if cells else 1.0
             measured_cells = set(cells)
             fill = [total_cell(int(t + 0.5)) not in measured_cells for t in prior_totals]
             totals = np.concatenate([totals, prior_totals[fill]])
             times = np.concatenate([times, scale * prior_times[fill]])
+            widths = np.concatenate([widths, prior_widths[fill]])
         order = np.argsort(totals, kind="stable")
-        return totals[order], np.maximum.accumulate(times[order])  # never cheaper with more positions
+        times = times[order]
+        if self.width_cost:  # the width-one curve f_m: every cell moved to width one
+            times = np.maximum(times - self.sequence_cost[model] * (widths[order] - 1.0), 0.0)
+        # never cheaper with more positions
+        return totals[order], np.maximum.accumulate(times), widths[order]
+
+    def _read(
+        self,
+        model: int,
+        points: tuple[np.ndarray, np.ndarray, np.ndarray],
+        wanted: np.ndarray,
+        width: np.ndarray,
+    ) -> np.ndarray:
+        """``V`` at ``wanted`` total positions in batches of ``width`` (broadcast): the curve,
+        plus (``width_cost``) the per-sequence cost of the sequences beyond the first."""
+        seconds = read_curve(points[0], points[1], wanted)
+        if self.width_cost:
+            seconds = seconds + self.sequence_cost[model] * (width - 1.0)
+        return seconds
 
     def curve(self, model: int, batch_size: float, columns: int) -> np.ndarray | None:
         """``V_m(n, b)`` for ``n = 0 .. columns-1`` (``n = 0`` reads as 1); ``None`` if unmeasured."""
-        points = self.points(model)
+        points = self._points(model)
         if points is None:
             return None
-        wanted = np.maximum(np.arange(columns, dtype=float), 1.0) * max(batch_size, 1.0)
-        return read_curve(*points, wanted)
+        width = max(batch_size, 1.0)
+        wanted = np.maximum(np.arange(columns, dtype=float), 1.0) * width
+        return self._read(model, points, wanted, np.full(columns, width))
 
     def cube(self, widths: np.ndarray, columns: int, prefill_rate: float = 0.0) -> np.ndarray:
         """``(K, len(widths), columns)`` pass times at every width and positions per sequence
@@ -255,12 +348,13 @@ class PassTimeProfile:
         wanted = widths[:, None] * positions[None, :]
         out = np.zeros((k, len(widths), columns))
         known: list[int] = []
+        width = np.broadcast_to(widths[:, None], wanted.shape)
         for model in range(k):
-            points = self.points(model)
+            points = self._points(model)
             if points is not None:
-                seconds = read_curve(*points, wanted)
+                seconds = self._read(model, points, wanted, width)
                 for _ in range(3 if prefill_rate > 0.0 else 0):
-                    seconds = read_curve(*points, wanted + prefill_rate * seconds)
+                    seconds = self._read(model, points, wanted + prefill_rate * seconds, width)
                 out[model] = seconds
                 known.append(model)
         if len(known) < k:

@@ -178,6 +178,7 @@ class SpecRouter:
         width_spread: bool = False,
         device_busy: bool = False,
         offered_load: bool = True,
+        width_cost: bool = False,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -232,6 +233,9 @@ class SpecRouter:
         # to the pipelined simulator's shared GPU, but off by default because on high_rate it
         # keeps the router on speculation (docs/policies.md, "Where the models run").
         self.device_busy = device_busy
+        # Pass time with the width as its own axis: the N curve plus a learned per-sequence
+        # cost (PassTimeProfile, width_cost).
+        self.width_cost = width_cost
         if name:
             self.name = name
         self.ladder: LadderInfo | None = None
@@ -375,7 +379,9 @@ class SpecRouter:
                 )
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
-            self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params, self.planner.columns)
+            self.profile = PassTimeProfile(
+                ladder.size, self.time_rate, ladder.params, self.planner.columns, self.width_cost
+            )
             self.tracker = LoadTracker(ladder.size, self.load_rate, count_widths=self.width_spread)
             self._feed = [1.0] * ladder.size
             per_chain = self.chain_waits == "per_chain"
@@ -410,7 +416,10 @@ class SpecRouter:
             )
         assert self.profile is not None
         for model, points in enumerate(prior.pass_times):
-            self.profile.seed(model, points)
+            widths = prior.pass_widths[model] if len(prior.pass_widths) == len(prior.pass_times) else None
+            self.profile.seed(model, points, widths)
+            if self.width_cost and len(prior.sequence_costs) == len(prior.pass_times):
+                self.profile.sequence_cost[model] = prior.sequence_costs[model]
 
     def _watch(
         self,
