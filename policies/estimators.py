@@ -47,7 +47,8 @@ TOTAL_CELLS = EXACT_TOTALS + 12 * TOTAL_STEPS_PER_OCTAVE  # up to 64 * 2^12 = 26
 FRESH_SAMPLES = 4  # a cell with this many samples is known: a part of the curve the plan did not see
 PRIOR_UNTIL_KNOWN = 3  # a model's prior curve (seed) is dropped once this many of its cells are known
 UNMEASURED_FRACTION = 0.05  # prior pass time of an unmeasured model, as a fraction of the target's
-SEQUENCE_COST_RATE = 0.01  # sign step of the per-sequence cost (PassTimeProfile, width_cost)
+COST_RATE_SHARE = 0.25  # the cost cells' median step, as a share of the curve's (width_cost)
+COST_REFIT = 64  # passes of a model between two fits of its per-sequence cost (width_cost)
 
 
 def read_curve(totals: np.ndarray, times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -65,6 +66,13 @@ def read_curve(totals: np.ndarray, times: np.ndarray, wanted: np.ndarray) -> np.
             extended = times[0] - slope * (totals[0] - wanted[below])
             out[below] = np.clip(extended, times[0] * wanted[below] / totals[0], times[0])
     return out
+
+
+def width_bin(width: float) -> int:
+    """Bin of a batch width for the per-sequence cost: exact up to 8, then 4 per octave."""
+    if width <= 8.0:
+        return int(width + 0.5)
+    return 8 + int(4.0 * math.log2(width / 8.0) + 0.5)
 
 
 def total_cell(total: int) -> int:
@@ -145,6 +153,10 @@ class PassTimeProfile:
         self._count = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
         self.width_cost = width_cost
         self._width = [[1.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean width of the cell's samples
+        # the per-sequence cost's cells (_learn_cost): (positions cell, width bin) ->
+        # [median time, samples, mean N, mean width]; refitted every COST_REFIT passes
+        self._cost_cells: list[dict[tuple[int, int], list[float]]] = [{} for _ in range(ladder_size)]
+        self._cost_updates = [0] * ladder_size
         self.sequence_cost = [0.0] * ladder_size  # c_m, seconds per sequence in the batch
         self._prior_width: list[np.ndarray | None] = [None] * ladder_size
         self._snapshot = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
@@ -184,6 +196,8 @@ class PassTimeProfile:
             total = tokens * batch_size
         else:
             total = int(max(mean_feed, tokens) * batch_size + 0.5)
+        if self.width_cost:
+            self._learn_cost(model, total, float(max(batch_size, 1)), seconds)
         if prefill_rate > 0.0:
             total += int(prefill_rate * seconds + 0.5)
         cell = total if total <= EXACT_TOTALS else total_cell(total)
@@ -192,10 +206,14 @@ class PassTimeProfile:
         counts[cell] = c
         times = self._time[model]
         value = times[cell]
-        if self.width_cost and c > 1:
-            seconds = self._learn_width(model, cell, c, value, float(max(batch_size, 1)), seconds, total)
-        elif self.width_cost:
-            self._width[model][cell] = float(max(batch_size, 1))
+        if self.width_cost:  # filed at the cell's mean width
+            widths = self._width[model]
+            spread = max(batch_size, 1) - widths[cell]
+            if c == 1:
+                widths[cell] += spread
+            else:
+                widths[cell] += spread * (self.rate if c * self.rate > 1.0 else 1.0 / c)
+                seconds = max(seconds - self.sequence_cost[model] * spread, 0.0)
         if c == 1:
             times[cell] = value = seconds
             self._total[model][cell] = float(total)
@@ -218,31 +236,76 @@ class PassTimeProfile:
             if abs(value - reference) > self.tolerance * reference:
                 self.moved = True
 
-    def _learn_width(
-        self, model: int, cell: int, count: int, value: float, width: float, seconds: float, total: int
-    ) -> float:
-        """One pass's step of the per-sequence cost ``c_m`` and its cell's mean width
-        (``count`` the cell's samples with this one, ``value`` its time before it); returns
-        the pass's time at the cell's mean width, what the cell files."""
-        widths = self._width[model]
-        mean_width = widths[cell]
-        spread = width - mean_width
-        if count > 2 and (spread > 0.05 or spread < -0.05):
-            cost = self.sequence_cost[model]
-            expected = value + cost * spread
-            if cell > EXACT_TOTALS and self._count[model][cell - 1]:
-                totals = self._total[model]
-                below = totals[cell - 1]
-                if totals[cell] > below:  # the curve's local slope: the cell spans 9% in N
-                    slope = (value - self._time[model][cell - 1]) / (totals[cell] - below)
-                    if slope > 0.0:
-                        expected += slope * (total - totals[cell])
-            wide = width if width > mean_width else mean_width
-            move = SEQUENCE_COST_RATE * value * spread / (wide * wide)
-            cost = cost + move if seconds > expected else cost - move if seconds < expected else cost
-            self.sequence_cost[model] = min(max(cost, 0.0), value / wide)
-        widths[cell] += spread * (self.rate if count * self.rate > 1.0 else 1.0 / count)
-        return max(seconds - self.sequence_cost[model] * spread, 0.0)
+    def _learn_cost(self, model: int, total: int, width: float, seconds: float) -> None:
+        """File one pass in the per-sequence cost's own cells: one per (positions the batch
+        decodes, width), without the prefill term of :meth:`update` (it grows with the
+        pass's time and so with its width); each a median like the curve's cells."""
+        cell = total if total <= EXACT_TOTALS else total_cell(total)
+        key = (cell, width_bin(width))
+        entry = self._cost_cells[model].get(key)
+        if entry is None:
+            self._cost_cells[model][key] = [seconds, 1.0, float(total), width]
+            return
+        count = entry[1] + 1.0
+        entry[1] = count
+        rate = COST_RATE_SHARE * self.rate  # c is a difference of cells: steadier medians
+        step = rate if count * rate > 1.0 else 1.0 / count
+        value = entry[0]
+        if seconds > value:
+            entry[0] = value * (1.0 + step)
+        elif seconds < value:
+            entry[0] = value * (1.0 - step)
+        entry[2] += (total - entry[2]) * step
+        entry[3] += (width - entry[3]) * step
+        self._cost_updates[model] += 1
+
+    def fit_sequence_cost(self, model: int) -> float:
+        """``c_m`` from the cost cells: the least-squares slope of time on width within each
+        positions cell that holds two or more known widths, pooled over the cells (each width
+        cell weighs its samples, at most 64; above the exact cells the times are first moved
+        to the cell's mean ``N`` along the curve's local slope), at least 0 and at most the
+        cheapest known pass time per sequence.  Kept (and returned) unchanged where no
+        positions cell holds two widths."""
+        self._cost_updates[model] = 0
+        by_cell: dict[int, list[list[float]]] = {}
+        for (cell, _), entry in self._cost_cells[model].items():
+            if entry[1] >= FRESH_SAMPLES:
+                by_cell.setdefault(cell, []).append(entry)
+        moment = spread = 0.0
+        curve: tuple[np.ndarray, np.ndarray] | None = None
+        for cell, entries in by_cell.items():
+            if len(entries) < 2:
+                continue
+            data = np.array(entries)
+            weight = np.minimum(data[:, 1], 64.0)
+            times, totals, widths = data[:, 0], data[:, 2], data[:, 3]
+            if cell > EXACT_TOTALS:
+                if curve is None:
+                    curve = self._raw_points(model)
+                if curve is not None and len(curve[0]) >= 2:
+                    mean_total = float(np.average(totals, weights=weight))
+                    around = np.array([mean_total / 1.05, mean_total * 1.05])
+                    rise = read_curve(curve[0], curve[1], around)
+                    slope = max(0.0, float(rise[1] - rise[0]) / float(around[1] - around[0]))
+                    times = times - slope * (totals - mean_total)
+            mean_width = float(np.average(widths, weights=weight))
+            mean_time = float(np.average(times, weights=weight))
+            moment += float(np.sum(weight * (widths - mean_width) * (times - mean_time)))
+            spread += float(np.sum(weight * (widths - mean_width) ** 2))
+        if spread > 0.0:
+            cheapest = min(entry[0] / entry[3] for entries in by_cell.values() for entry in entries)
+            self.sequence_cost[model] = min(max(moment / spread, 0.0), cheapest)
+        return self.sequence_cost[model]
+
+    def _raw_points(self, model: int) -> tuple[np.ndarray, np.ndarray] | None:
+        counts = self._count[model]
+        cells = [c for c in range(TOTAL_CELLS) if counts[c]]
+        if len(cells) < 2:
+            return None
+        totals = np.array([self._total[model][c] for c in cells])
+        times = np.array([self._time[model][c] for c in cells])
+        order = np.argsort(totals, kind="stable")
+        return totals[order], np.maximum.accumulate(times[order])
 
     def seed(
         self, model: int, points: Sequence[tuple[float, float]], widths: Sequence[float] | None = None
@@ -291,6 +354,8 @@ class PassTimeProfile:
         prior = self._prior[model]
         if not cells and prior is None:
             return None
+        if self.width_cost and self._cost_updates[model] >= COST_REFIT:
+            self.fit_sequence_cost(model)
         totals = np.array([self._total[model][c] for c in cells])
         times = np.array([self._time[model][c] for c in cells])
         widths = np.array([self._width[model][c] for c in cells])

@@ -179,6 +179,7 @@ class SpecRouter:
         device_busy: bool = False,
         offered_load: bool = True,
         width_cost: bool = False,
+        file_prefill: bool = True,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -236,6 +237,9 @@ class SpecRouter:
         # Pass time with the width as its own axis: the N curve plus a learned per-sequence
         # cost (PassTimeProfile, width_cost).
         self.width_cost = width_cost
+        # File (and read the cube's) pass times with the prompt positions arriving per second of
+        # pass (PassTimeProfile.update): on by default; off, the curve is in decode positions.
+        self.file_prefill = file_prefill
         if name:
             self.name = name
         self.ladder: LadderInfo | None = None
@@ -303,7 +307,7 @@ class SpecRouter:
         see_pass = tracker.see_pass
         feed = self._feed
         max_feed = profile.max_positions
-        prefill_rate = tracker.prefill_rate
+        prefill_rate = tracker.prefill_rate if self.file_prefill else 0.0
         sampled = (rounds // self.learn_every) % SLOW_FEED_EVERY == 0
         spent = 0.0
         for level in levels:
@@ -545,7 +549,9 @@ class SpecRouter:
             overhead,
             None if alone else load,
             PassCube(
-                self.profile.cube(WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate),
+                self.profile.cube(
+                    WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate if self.file_prefill else 0.0
+                ),
                 self.tracker.width_spread() if self.width_spread else None,
             )
             if widths_follow
