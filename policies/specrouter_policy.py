@@ -178,7 +178,7 @@ class SpecRouter:
         width_spread: bool = False,
         device_busy: bool = False,
         offered_load: bool = True,
-        width_cost: bool = False,
+        width_cost: str = "off",
         file_prefill: bool = True,
         name: str | None = None,
     ):
@@ -235,11 +235,17 @@ class SpecRouter:
         # keeps the router on speculation (docs/policies.md, "Where the models run").
         self.device_busy = device_busy
         # Pass time with the width as its own axis: the N curve plus a learned per-sequence
-        # cost (PassTimeProfile, width_cost).
+        # cost (PassTimeProfile, width_cost).  "on": always; "one_device": where the ladder
+        # runs on one device (the lockstep loop), and there with the curve filed in decode
+        # positions (no prefill term); "off" (default): the pooled curve in N.
+        if width_cost not in ("off", "on", "one_device"):
+            raise ValueError(f"SpecRouter width_cost must be 'off', 'on' or 'one_device', got {width_cost!r}")
         self.width_cost = width_cost
         # File (and read the cube's) pass times with the prompt positions arriving per second of
         # pass (PassTimeProfile.update): on by default; off, the curve is in decode positions.
         self.file_prefill = file_prefill
+        self._width_axis = width_cost == "on"  # settled by the first ladder (_domain)
+        self._file_prefill = file_prefill
         if name:
             self.name = name
         self.ladder: LadderInfo | None = None
@@ -307,7 +313,7 @@ class SpecRouter:
         see_pass = tracker.see_pass
         feed = self._feed
         max_feed = profile.max_positions
-        prefill_rate = tracker.prefill_rate if self.file_prefill else 0.0
+        prefill_rate = tracker.prefill_rate if self._file_prefill else 0.0
         sampled = (rounds // self.learn_every) % SLOW_FEED_EVERY == 0
         spent = 0.0
         for level in levels:
@@ -383,8 +389,10 @@ class SpecRouter:
                 )
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
+            if self.width_cost == "one_device" and not stages_overlap(ladder.devices):
+                self._width_axis, self._file_prefill = True, False
             self.profile = PassTimeProfile(
-                ladder.size, self.time_rate, ladder.params, self.planner.columns, self.width_cost
+                ladder.size, self.time_rate, ladder.params, self.planner.columns, self._width_axis
             )
             self.tracker = LoadTracker(ladder.size, self.load_rate, count_widths=self.width_spread)
             self._feed = [1.0] * ladder.size
@@ -422,7 +430,7 @@ class SpecRouter:
         for model, points in enumerate(prior.pass_times):
             widths = prior.pass_widths[model] if len(prior.pass_widths) == len(prior.pass_times) else None
             self.profile.seed(model, points, widths)
-            if self.width_cost and len(prior.sequence_costs) == len(prior.pass_times):
+            if self._width_axis and len(prior.sequence_costs) == len(prior.pass_times):
                 self.profile.sequence_cost[model] = prior.sequence_costs[model]
 
     def _watch(
@@ -550,7 +558,7 @@ class SpecRouter:
             None if alone else load,
             PassCube(
                 self.profile.cube(
-                    WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate if self.file_prefill else 0.0
+                    WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate if self._file_prefill else 0.0
                 ),
                 self.tracker.width_spread() if self.width_spread else None,
             )

@@ -5,11 +5,12 @@ learned by least squares within cells of (positions, width) medians."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from policies.contract import LadderInfo
 from policies.estimators import PassTimeProfile
 from policies.prior import prior_from_profile
-from policies.registry import make_policy
+from policies.registry import PolicySpecError, make_policy
 from policies.specrouter_policy import SpecRouter
 from traces.world_profile import ModelProfile, PassTimeTable, WorldProfile
 
@@ -94,7 +95,7 @@ def test_the_prior_carries_the_profile_per_sequence_cost() -> None:
     totals = [total for total, _ in prior.pass_times[0]]
     assert totals[:4] == [1.0, 2.0, 4.0, 8.0]
     assert prior.pass_widths[0][:4] == (1.0, 1.5, 7 / 3, 7 / 3)  # N=4: widths 1, 2, 4
-    policy = SpecRouter(prior=prior, width_cost=True)
+    policy = SpecRouter(prior=prior, width_cost="on")
     policy._domain(None, LadderInfo(("d", "a")))
     assert policy.profile is not None
     assert policy.profile.sequence_cost == list(prior.sequence_costs)
@@ -104,6 +105,20 @@ def test_the_prior_carries_the_profile_per_sequence_cost() -> None:
 
 
 def test_the_option_parses_from_a_spec_and_is_off_by_default() -> None:
-    policy = make_policy("specrouter:width_cost=true")
-    assert isinstance(policy, SpecRouter) and policy.width_cost
-    assert not SpecRouter().width_cost
+    policy = make_policy("specrouter:width_cost=on")
+    assert isinstance(policy, SpecRouter) and policy.width_cost == "on"
+    assert SpecRouter().width_cost == "off"
+    with pytest.raises(PolicySpecError):
+        make_policy("specrouter:width_cost=sometimes")
+
+
+def test_one_device_turns_the_width_axis_on_only_where_the_ladder_shares_one_device() -> None:
+    for devices, axis in ((None, False), ((0, 1), False), ((0, 0), True)):
+        policy = SpecRouter(width_cost="one_device")
+        policy._domain(None, LadderInfo(("d", "a"), devices=devices))
+        assert policy.profile is not None
+        assert policy.profile.width_cost is axis
+        assert policy._file_prefill is not axis  # one device: filed in decode positions
+    on = SpecRouter(width_cost="on")
+    on._domain(None, LadderInfo(("d", "a"), devices=(0, 1)))
+    assert on.profile is not None and on.profile.width_cost and on._file_prefill
