@@ -122,14 +122,15 @@ class PassTimeProfile:
     ``c_m >= 0`` one per-sequence cost per model and ``f_m`` the width-one curve: each cell's
     time less ``c_m (w - 1)``, ``w`` the mean width of the passes it filed (kept per cell like
     its mean ``N``), made non-decreasing in ``N``.  A pass is filed at its cell's mean width,
-    ``t - c_m (b - w)``, so a change of ``c_m`` re-reads every cell at once.  ``c_m`` is a
-    median regression within cells: a pass whose width differs from its cell's by ``d = b - w``
-    steps ``c += rho V d / max(b, w)^2 sign(t - V - c d)`` (``rho`` = ``SEQUENCE_COST_RATE``;
-    above the exact cells the expected time also takes the curve's local slope times the pass's
-    distance from the cell's mean ``N``).  One number per model pools every cell where widths
-    meet, so it is identified where a free factor per width was not (docs/policies.md), and
-    where widths never meet (a drafter feeding one position: ``N`` is the width) it stays 0 and
-    the reading is the pooled curve's.  With ``c_m = 0`` the reading is the pooled curve exactly.
+    ``t - c_m (b - w)``, so a change of ``c_m`` re-reads every cell at once.  ``c_m`` is fitted
+    (:meth:`fit_sequence_cost`, every ``COST_REFIT`` passes of the model, when read) from cells
+    of its own: one median per (positions the batch decodes, width bin), filed without the
+    prefill term and with a quarter of the curve's step (``c_m`` is a difference of cells);
+    within each positions cell that holds two or more known widths, the least-squares slope of
+    time on width, pooled over the cells.  One number per model pools every cell where widths
+    meet, so it is identified where a free factor per width was not (docs/policies.md); where
+    widths never meet (a drafter feeding one position: ``N`` is the width) it stays 0 and the
+    reading is the pooled curve's, as it is wherever ``c_m = 0``.
     """
 
     def __init__(

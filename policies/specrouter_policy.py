@@ -51,6 +51,10 @@ keeps ``route() + observe()`` within a few microseconds.
   device (the lockstep loop, one pass at a time) the widths stay the experienced ones instead
   of following the route by Little's law (:func:`policies.cost_model.stages_overlap`);
   ``device_busy=True`` also adds the busy times of models sharing a device (off by default).
+  ``width_cost`` gives the pass time the width as its own axis, ``V = f(N) + c (b - 1)`` with
+  a learned per-sequence cost ``c`` (:class:`~policies.estimators.PassTimeProfile`):
+  ``"on"``, ``"one_device"`` (only where the ladder shares one device, the curve then filed
+  in decode positions, ``file_prefill=False``), ``"off"`` (the default: the pooled curve).
   ``offered_load=True`` (the default) prices routes in the load the demand heads for: while
   the admitted requests ask for more tokens per second (their ``max_new_tokens``) than the
   rounds commit, ``Lambda`` and the ceiling on ``R`` grow by that ratio (arrivals ramping up).
