@@ -48,6 +48,7 @@ FRESH_SAMPLES = 4  # a cell with this many samples is known: a part of the curve
 PRIOR_UNTIL_KNOWN = 3  # a model's prior curve (seed) is dropped once this many of its cells are known
 UNMEASURED_FRACTION = 0.05  # prior pass time of an unmeasured model, as a fraction of the target's
 COST_RATE_SHARE = 0.25  # the cost cells' median step, as a share of the curve's (width_cost)
+WIDTH_BINS = 64  # width bins of the per-sequence cost's cells (width_bin; key = cell * WIDTH_BINS + bin)
 COST_REFIT = 64  # passes of a model between two fits of its per-sequence cost (width_cost)
 
 
@@ -72,7 +73,7 @@ def width_bin(width: float) -> int:
     """Bin of a batch width for the per-sequence cost: exact up to 8, then 4 per octave."""
     if width <= 8.0:
         return int(width + 0.5)
-    return 8 + int(4.0 * math.log2(width / 8.0) + 0.5)
+    return min(8 + int(4.0 * math.log2(width / 8.0) + 0.5), WIDTH_BINS - 1)
 
 
 def total_cell(total: int) -> int:
@@ -154,9 +155,9 @@ class PassTimeProfile:
         self._count = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
         self.width_cost = width_cost
         self._width = [[1.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean width of the cell's samples
-        # the per-sequence cost's cells (_learn_cost): (positions cell, width bin) ->
+        # the per-sequence cost's cells (_learn_cost): positions cell * WIDTH_BINS + width bin ->
         # [median time, samples, mean N, mean width]; refitted every COST_REFIT passes
-        self._cost_cells: list[dict[tuple[int, int], list[float]]] = [{} for _ in range(ladder_size)]
+        self._cost_cells: list[dict[int, list[float]]] = [{} for _ in range(ladder_size)]
         self._cost_updates = [0] * ladder_size
         self.sequence_cost = [0.0] * ladder_size  # c_m, seconds per sequence in the batch
         self._prior_width: list[np.ndarray | None] = [None] * ladder_size
@@ -198,7 +199,7 @@ class PassTimeProfile:
         else:
             total = int(max(mean_feed, tokens) * batch_size + 0.5)
         if self.width_cost:
-            self._learn_cost(model, total, float(max(batch_size, 1)), seconds)
+            self._learn_cost(model, total, batch_size if batch_size > 1 else 1, seconds)
         if prefill_rate > 0.0:
             total += int(prefill_rate * seconds + 0.5)
         cell = total if total <= EXACT_TOTALS else total_cell(total)
@@ -237,15 +238,16 @@ class PassTimeProfile:
             if abs(value - reference) > self.tolerance * reference:
                 self.moved = True
 
-    def _learn_cost(self, model: int, total: int, width: float, seconds: float) -> None:
+    def _learn_cost(self, model: int, total: int, width: int, seconds: float) -> None:
         """File one pass in the per-sequence cost's own cells: one per (positions the batch
         decodes, width), without the prefill term of :meth:`update` (it grows with the
         pass's time and so with its width); each a median like the curve's cells."""
         cell = total if total <= EXACT_TOTALS else total_cell(total)
-        key = (cell, width_bin(width))
-        entry = self._cost_cells[model].get(key)
+        key = cell * WIDTH_BINS + (width if width <= 8 else width_bin(width))
+        cells = self._cost_cells[model]
+        entry = cells.get(key)
         if entry is None:
-            self._cost_cells[model][key] = [seconds, 1.0, float(total), width]
+            cells[key] = [seconds, 1.0, float(total), float(width)]
             return
         count = entry[1] + 1.0
         entry[1] = count
@@ -269,9 +271,9 @@ class PassTimeProfile:
         positions cell holds two widths."""
         self._cost_updates[model] = 0
         by_cell: dict[int, list[list[float]]] = {}
-        for (cell, _), entry in self._cost_cells[model].items():
+        for key, entry in self._cost_cells[model].items():
             if entry[1] >= FRESH_SAMPLES:
-                by_cell.setdefault(cell, []).append(entry)
+                by_cell.setdefault(key // WIDTH_BINS, []).append(entry)
         moment = spread = 0.0
         curve: tuple[np.ndarray, np.ndarray] | None = None
         for cell, entries in by_cell.items():
