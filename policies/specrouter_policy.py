@@ -53,8 +53,8 @@ keeps ``route() + observe()`` within a few microseconds.
   ``device_busy=True`` also adds the busy times of models sharing a device (off by default).
   ``width_cost`` gives the pass time the width as its own axis, ``V = f(N) + c (b - 1)`` with
   a learned per-sequence cost ``c`` (:class:`~policies.estimators.PassTimeProfile`):
-  ``"on"``, ``"one_device"`` (only where the ladder shares one device, the curve then filed
-  in decode positions, ``file_prefill=False``), ``"off"`` (the default: the pooled curve).
+  ``"on"``, ``"one_device"`` (the default: only where the ladder shares one device, the curve
+  then filed in decode positions, ``file_prefill=False``), ``"off"`` (the pooled curve).
   ``offered_load=True`` (the default) prices routes in the load the demand heads for: while
   the admitted requests ask for more tokens per second (their ``max_new_tokens``) than the
   rounds commit, ``Lambda`` and the ceiling on ``R`` grow by that ratio (arrivals ramping up).
@@ -182,7 +182,7 @@ class SpecRouter:
         width_spread: bool = False,
         device_busy: bool = False,
         offered_load: bool = True,
-        width_cost: str = "off",
+        width_cost: str = "one_device",
         file_prefill: bool = True,
         name: str | None = None,
     ):
@@ -239,9 +239,10 @@ class SpecRouter:
         # keeps the router on speculation (docs/policies.md, "Where the models run").
         self.device_busy = device_busy
         # Pass time with the width as its own axis: the N curve plus a learned per-sequence
-        # cost (PassTimeProfile, width_cost).  "on": always; "one_device": where the ladder
-        # runs on one device (the lockstep loop), and there with the curve filed in decode
-        # positions (no prefill term); "off" (default): the pooled curve in N.
+        # cost (PassTimeProfile, width_cost).  "on": always; "one_device" (the default): where
+        # the ladder runs on one device (the lockstep loop), and there with the curve filed in
+        # decode positions (no prefill term); "off": the pooled curve in N.  On the GPU presets
+        # "on" measured worse (its cost is learned on a misfiled N: docs/policies.md).
         if width_cost not in ("off", "on", "one_device"):
             raise ValueError(f"SpecRouter width_cost must be 'off', 'on' or 'one_device', got {width_cost!r}")
         self.width_cost = width_cost

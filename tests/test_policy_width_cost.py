@@ -104,10 +104,10 @@ def test_the_prior_carries_the_profile_per_sequence_cost() -> None:
     assert abs(table_read[2] - world(2, 4)) < 0.05 * world(2, 4)
 
 
-def test_the_option_parses_from_a_spec_and_is_off_by_default() -> None:
+def test_the_option_parses_from_a_spec_and_is_one_device_by_default() -> None:
     policy = make_policy("specrouter:width_cost=on")
     assert isinstance(policy, SpecRouter) and policy.width_cost == "on"
-    assert SpecRouter().width_cost == "off"
+    assert SpecRouter().width_cost == "one_device"
     with pytest.raises(PolicySpecError):
         make_policy("specrouter:width_cost=sometimes")
 
