@@ -47,6 +47,9 @@ TOTAL_CELLS = EXACT_TOTALS + 12 * TOTAL_STEPS_PER_OCTAVE  # up to 64 * 2^12 = 26
 FRESH_SAMPLES = 4  # a cell with this many samples is known: a part of the curve the plan did not see
 PRIOR_UNTIL_KNOWN = 3  # a model's prior curve (seed) is dropped once this many of its cells are known
 UNMEASURED_FRACTION = 0.05  # prior pass time of an unmeasured model, as a fraction of the target's
+COST_RATE_SHARE = 0.25  # the cost cells' median step, as a share of the curve's (width_cost)
+WIDTH_BINS = 64  # width bins of the per-sequence cost's cells (width_bin; key = cell * WIDTH_BINS + bin)
+COST_REFIT = 64  # passes of a model between two fits of its per-sequence cost (width_cost)
 
 
 def read_curve(totals: np.ndarray, times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -64,6 +67,13 @@ def read_curve(totals: np.ndarray, times: np.ndarray, wanted: np.ndarray) -> np.
             extended = times[0] - slope * (totals[0] - wanted[below])
             out[below] = np.clip(extended, times[0] * wanted[below] / totals[0], times[0])
     return out
+
+
+def width_bin(width: float) -> int:
+    """Bin of a batch width for the per-sequence cost: exact up to 8, then 4 per octave."""
+    if width <= 8.0:
+        return int(width + 0.5)
+    return min(8 + int(4.0 * math.log2(width / 8.0) + 0.5), WIDTH_BINS - 1)
 
 
 def total_cell(total: int) -> int:
@@ -101,6 +111,27 @@ class PassTimeProfile:
     ``[0, V/N]`` (time per position never grows with batching); below the first it
     extends the first segment's slope, clipped to ``[V N/N_0, V]`` (a pass never gets
     slower with fewer positions, nor cheaper per position); one measured cell reads flat.
+
+    **Width as its own axis** (``width_cost=True``): on a CPU a pass costs the width more than
+    the positions (attention and cache work per sequence: the demo's target, ``b = 4, n = 1``
+    8.89 ms against ``b = 1, n = 4`` 6.93), and on a GPU each sequence's KV reads add to the
+    weights' stream, so a cell of the ``N`` curve mixes passes whose cost differs with their
+    width.  With the option the profile reads
+
+        ``V_m(n, b) = f_m(N) + c_m (b - 1)``,  ``N = n b``,
+
+    ``c_m >= 0`` one per-sequence cost per model and ``f_m`` the width-one curve: each cell's
+    time less ``c_m (w - 1)``, ``w`` the mean width of the passes it filed (kept per cell like
+    its mean ``N``), made non-decreasing in ``N``.  A pass is filed at its cell's mean width,
+    ``t - c_m (b - w)``, so a change of ``c_m`` re-reads every cell at once.  ``c_m`` is fitted
+    (:meth:`fit_sequence_cost`, every ``COST_REFIT`` passes of the model, when read) from cells
+    of its own: one median per (positions the batch decodes, width bin), filed without the
+    prefill term and with a quarter of the curve's step (``c_m`` is a difference of cells);
+    within each positions cell that holds two or more known widths, the least-squares slope of
+    time on width, pooled over the cells.  One number per model pools every cell where widths
+    meet, so it is identified where a free factor per width was not (docs/policies.md); where
+    widths never meet (a drafter feeding one position: ``N`` is the width) it stays 0 and the
+    reading is the pooled curve's, as it is wherever ``c_m = 0``.
     """
 
     def __init__(
@@ -109,6 +140,7 @@ class PassTimeProfile:
         rate: float = 0.05,
         params: Sequence[float] | None = None,
         max_positions: int = 64,
+        width_cost: bool = False,
     ):
         if not 0.0 < rate < 1.0:
             raise ValueError(f"PassTimeProfile rate must be in (0, 1), got {rate}")
@@ -121,6 +153,14 @@ class PassTimeProfile:
         self._time = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
         self._total = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean N of the cell's samples
         self._count = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
+        self.width_cost = width_cost
+        self._width = [[1.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean width of the cell's samples
+        # the per-sequence cost's cells (_learn_cost): positions cell * WIDTH_BINS + width bin ->
+        # [median time, samples, mean N, mean width]; refitted every COST_REFIT passes
+        self._cost_cells: list[dict[int, list[float]]] = [{} for _ in range(ladder_size)]
+        self._cost_updates = [0] * ladder_size
+        self.sequence_cost = [0.0] * ladder_size  # c_m, seconds per sequence in the batch
+        self._prior_width: list[np.ndarray | None] = [None] * ladder_size
         self._snapshot = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
         self._prior: list[tuple[np.ndarray, np.ndarray] | None] = [None] * ladder_size  # seed()
         self.moved = False  # some settled cell left its snapshot by more than ``tolerance``
@@ -158,6 +198,8 @@ class PassTimeProfile:
             total = tokens * batch_size
         else:
             total = int(max(mean_feed, tokens) * batch_size + 0.5)
+        if self.width_cost:
+            self._learn_cost(model, total, batch_size if batch_size > 1 else 1, seconds)
         if prefill_rate > 0.0:
             total += int(prefill_rate * seconds + 0.5)
         cell = total if total <= EXACT_TOTALS else total_cell(total)
@@ -166,6 +208,14 @@ class PassTimeProfile:
         counts[cell] = c
         times = self._time[model]
         value = times[cell]
+        if self.width_cost:  # filed at the cell's mean width
+            widths = self._width[model]
+            spread = max(batch_size, 1) - widths[cell]
+            if c == 1:
+                widths[cell] += spread
+            else:
+                widths[cell] += spread * (self.rate if c * self.rate > 1.0 else 1.0 / c)
+                seconds = max(seconds - self.sequence_cost[model] * spread, 0.0)
         if c == 1:
             times[cell] = value = seconds
             self._total[model][cell] = float(total)
@@ -188,7 +238,81 @@ class PassTimeProfile:
             if abs(value - reference) > self.tolerance * reference:
                 self.moved = True
 
-    def seed(self, model: int, points: Sequence[tuple[float, float]]) -> None:
+    def _learn_cost(self, model: int, total: int, width: int, seconds: float) -> None:
+        """File one pass in the per-sequence cost's own cells: one per (positions the batch
+        decodes, width), without the prefill term of :meth:`update` (it grows with the
+        pass's time and so with its width); each a median like the curve's cells."""
+        cell = total if total <= EXACT_TOTALS else total_cell(total)
+        key = cell * WIDTH_BINS + (width if width <= 8 else width_bin(width))
+        cells = self._cost_cells[model]
+        entry = cells.get(key)
+        if entry is None:
+            cells[key] = [seconds, 1.0, float(total), float(width)]
+            return
+        count = entry[1] + 1.0
+        entry[1] = count
+        rate = COST_RATE_SHARE * self.rate  # c is a difference of cells: steadier medians
+        step = rate if count * rate > 1.0 else 1.0 / count
+        value = entry[0]
+        if seconds > value:
+            entry[0] = value * (1.0 + step)
+        elif seconds < value:
+            entry[0] = value * (1.0 - step)
+        entry[2] += (total - entry[2]) * step
+        entry[3] += (width - entry[3]) * step
+        self._cost_updates[model] += 1
+
+    def fit_sequence_cost(self, model: int) -> float:
+        """``c_m`` from the cost cells: the least-squares slope of time on width within each
+        positions cell that holds two or more known widths, pooled over the cells (each width
+        cell weighs its samples, at most 64; above the exact cells the times are first moved
+        to the cell's mean ``N`` along the curve's local slope), at least 0 and at most the
+        cheapest known pass time per sequence.  Kept (and returned) unchanged where no
+        positions cell holds two widths."""
+        self._cost_updates[model] = 0
+        by_cell: dict[int, list[list[float]]] = {}
+        for key, entry in self._cost_cells[model].items():
+            if entry[1] >= FRESH_SAMPLES:
+                by_cell.setdefault(key // WIDTH_BINS, []).append(entry)
+        moment = spread = 0.0
+        curve: tuple[np.ndarray, np.ndarray] | None = None
+        for cell, entries in by_cell.items():
+            if len(entries) < 2:
+                continue
+            data = np.array(entries)
+            weight = np.minimum(data[:, 1], 64.0)
+            times, totals, widths = data[:, 0], data[:, 2], data[:, 3]
+            if cell > EXACT_TOTALS:
+                if curve is None:
+                    curve = self._raw_points(model)
+                if curve is not None and len(curve[0]) >= 2:
+                    mean_total = float(np.average(totals, weights=weight))
+                    around = np.array([mean_total / 1.05, mean_total * 1.05])
+                    rise = read_curve(curve[0], curve[1], around)
+                    slope = max(0.0, float(rise[1] - rise[0]) / float(around[1] - around[0]))
+                    times = times - slope * (totals - mean_total)
+            mean_width = float(np.average(widths, weights=weight))
+            mean_time = float(np.average(times, weights=weight))
+            moment += float(np.sum(weight * (widths - mean_width) * (times - mean_time)))
+            spread += float(np.sum(weight * (widths - mean_width) ** 2))
+        if spread > 0.0:
+            cheapest = min(entry[0] / entry[3] for entries in by_cell.values() for entry in entries)
+            self.sequence_cost[model] = min(max(moment / spread, 0.0), cheapest)
+        return self.sequence_cost[model]
+
+    def _raw_points(self, model: int) -> tuple[np.ndarray, np.ndarray] | None:
+        counts = self._count[model]
+        cells = [c for c in range(TOTAL_CELLS) if counts[c]]
+        if len(cells) < 2:
+            return None
+        totals = np.array([self._total[model][c] for c in cells])
+        times = np.array([self._time[model][c] for c in cells])
+        order = np.argsort(totals, kind="stable")
+        return totals[order], np.maximum.accumulate(times[order])
+
+    def seed(
+        self, model: int, points: Sequence[tuple[float, float]], widths: Sequence[float] | None = None
+    ) -> None:
         """A prior curve for ``model``: ``(N, seconds)`` points from a profile (a warm start).
 
         The prior fills the cells real passes have not reached, *scaled* by the median ratio
@@ -200,10 +324,16 @@ class PassTimeProfile:
         ``N`` in the demo's world), and kept prior cells steered a long run onto routes its own
         measurements did not support (demo world, 3 seeds: TPOT 7.46 ms kept, 7.28 dropped).
         """
-        kept = sorted((t, v) for t, v in points if t >= 1.0 and 0.0 < v < math.inf)
+        mean_widths = [1.0] * len(points) if widths is None else list(widths)
+        if len(mean_widths) != len(points):
+            raise ValueError(f"seed: {len(mean_widths)} widths for {len(points)} points")
+        kept = sorted((t, v, w) for (t, v), w in zip(points, mean_widths) if t >= 1.0 and 0.0 < v < math.inf)
         if kept:
-            totals = np.array([t for t, _ in kept])
-            self._prior[model] = (totals, np.maximum.accumulate(np.array([v for _, v in kept])))
+            totals = np.array([t for t, _, _ in kept])
+            times = np.array([v for _, v, _ in kept])
+            # with the width axis the times are made non-decreasing at width one (_points)
+            self._prior[model] = (totals, times if self.width_cost else np.maximum.accumulate(times))
+            self._prior_width[model] = np.array([max(w, 1.0) for _, _, w in kept])
 
     def snapshot(self) -> None:
         """Remember the current estimates; :attr:`moved` reports departures from them."""
@@ -217,30 +347,61 @@ class PassTimeProfile:
     def points(self, model: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Measured ``(N, V)`` of a model (and the scaled prior where nothing was measured:
         :meth:`seed`), sorted by ``N``, ``V`` made non-decreasing; ``None`` if none."""
+        found = self._points(model)
+        return None if found is None else (found[0], found[1])
+
+    def _points(self, model: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """:meth:`points` and the mean width of each point's passes."""
         counts = self._count[model]
         cells = [c for c in range(TOTAL_CELLS) if counts[c]]
         prior = self._prior[model]
         if not cells and prior is None:
             return None
+        if self.width_cost and self._cost_updates[model] >= COST_REFIT:
+            self.fit_sequence_cost(model)
         totals = np.array([self._total[model][c] for c in cells])
         times = np.array([self._time[model][c] for c in cells])
+        widths = np.array([self._width[model][c] for c in cells])
         if prior is not None and sum(c >= FRESH_SAMPLES for c in counts) < PRIOR_UNTIL_KNOWN:
             prior_totals, prior_times = prior
+            prior_widths = self._prior_width[model]
+            if prior_widths is None:
+                prior_widths = np.ones(len(prior_totals))
             scale = float(np.median(times / read_curve(prior_totals, prior_times, totals))) if cells else 1.0
             measured_cells = set(cells)
             fill = [total_cell(int(t + 0.5)) not in measured_cells for t in prior_totals]
             totals = np.concatenate([totals, prior_totals[fill]])
             times = np.concatenate([times, scale * prior_times[fill]])
+            widths = np.concatenate([widths, prior_widths[fill]])
         order = np.argsort(totals, kind="stable")
-        return totals[order], np.maximum.accumulate(times[order])  # never cheaper with more positions
+        times = times[order]
+        if self.width_cost:  # the width-one curve f_m: every cell moved to width one
+            times = np.maximum(times - self.sequence_cost[model] * (widths[order] - 1.0), 0.0)
+        # never cheaper with more positions
+        return totals[order], np.maximum.accumulate(times), widths[order]
+
+    def _read(
+        self,
+        model: int,
+        points: tuple[np.ndarray, np.ndarray, np.ndarray],
+        wanted: np.ndarray,
+        width: np.ndarray,
+    ) -> np.ndarray:
+        """``V`` at ``wanted`` total positions in batches of ``width`` (broadcast): the curve,
+        plus (``width_cost``) the per-sequence cost of the sequences beyond the first."""
+        seconds = read_curve(points[0], points[1], wanted)
+        if self.width_cost:
+            seconds = seconds + self.sequence_cost[model] * (width - 1.0)
+        return seconds
 
     def curve(self, model: int, batch_size: float, columns: int) -> np.ndarray | None:
         """``V_m(n, b)`` for ``n = 0 .. columns-1`` (``n = 0`` reads as 1); ``None`` if unmeasured."""
-        points = self.points(model)
+        points = self._points(model)
         if points is None:
             return None
-        wanted = np.maximum(np.arange(columns, dtype=float), 1.0) * max(batch_size, 1.0)
-        return read_curve(*points, wanted)
+        width = max(batch_size, 1.0)
+        wanted = np.maximum(np.arange(columns, dtype=float), 1.0) * width
+        return self._read(model, points, wanted, np.full(columns, width))
 
     def cube(self, widths: np.ndarray, columns: int, prefill_rate: float = 0.0) -> np.ndarray:
         """``(K, len(widths), columns)`` pass times at every width and positions per sequence
@@ -255,12 +416,13 @@ class PassTimeProfile:
         wanted = widths[:, None] * positions[None, :]
         out = np.zeros((k, len(widths), columns))
         known: list[int] = []
+        width = np.broadcast_to(widths[:, None], wanted.shape)
         for model in range(k):
-            points = self.points(model)
+            points = self._points(model)
             if points is not None:
-                seconds = read_curve(*points, wanted)
+                seconds = self._read(model, points, wanted, width)
                 for _ in range(3 if prefill_rate > 0.0 else 0):
-                    seconds = read_curve(*points, wanted + prefill_rate * seconds)
+                    seconds = self._read(model, points, wanted + prefill_rate * seconds, width)
                 out[model] = seconds
                 known.append(model)
         if len(known) < k:

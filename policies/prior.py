@@ -12,7 +12,11 @@ run of a few hundred tokens slower than the best static chain.  The paper schedu
 * ``acceptance[(domain, lower, upper)]``: the profiled per-token acceptance ``α`` of the pair
   (``domain`` ``None``: all domains), the quantity :class:`policies.estimators.PairStats`
   estimates (greedy: the stop-at-first-rejection MLE ``A / (A + R)``);
-* ``names``: the ladder it was measured on, checked against the ladder the policy routes.
+* ``names``: the ladder it was measured on, checked against the ladder the policy routes;
+* ``pass_widths[m]``: the mean batch width of the cells behind each point of ``pass_times[m]``,
+  and ``sequence_costs[m]``: the profile's per-sequence cost ``c_m`` (seconds per sequence at
+  a fixed ``N``: the within-``N`` least-squares slope of the table's times on the width, at
+  least 0), the width axis of ``PassTimeProfile(width_cost=True)``.
 
 SpecRouter seeds its estimators with the prior as ``prior_trials`` pseudo-observations (pass
 times: a few samples per cell), so the first plan is the profile's best route and real feedback
@@ -43,6 +47,10 @@ class RoutingPrior(NamedTuple):
     """``(domain, lower, upper) -> α``; ``domain`` ``None`` is every domain."""
     source: str = "<profile>"
     """Where it came from (a file name), for run records."""
+    pass_widths: tuple[tuple[float, ...], ...] = ()
+    """Per model, the mean batch width of each ``pass_times`` point (empty: not known)."""
+    sequence_costs: tuple[float, ...] = ()
+    """Per model, the profile's seconds per sequence at a fixed ``N`` (empty: not known)."""
 
     def alpha(self, domain: str | None, lower: int, upper: int) -> float | None:
         """The pair's profiled acceptance on ``domain``, else on all domains, else ``None``."""
@@ -61,21 +69,42 @@ def prior_from_profile(
     if mode not in ("greedy", "sampling"):
         raise ValueError(f"routing prior mode must be 'greedy' or 'sampling', got {mode!r}")
     pass_times = []
+    pass_widths = []
+    sequence_costs = []
     for model in profile.models:
         table = model.pass_time
-        by_total: dict[float, list[float]] = defaultdict(list)
+        by_total: dict[float, list[tuple[float, float]]] = defaultdict(list)
         if not model.model_free:  # a lookup pass is timed by rows, not positions: learned online
             for batch, row in zip(table.batch_sizes, table.seconds):
                 for tokens, seconds in zip(table.tokens, row):
-                    by_total[float(batch * tokens)].append(seconds)
-        pass_times.append(tuple((total, sum(v) / len(v)) for total, v in sorted(by_total.items())))
+                    by_total[float(batch * tokens)].append((float(batch), seconds))
+        cells = sorted(by_total.items())
+        pass_times.append(tuple((total, sum(v for _, v in c) / len(c)) for total, c in cells))
+        pass_widths.append(tuple(sum(b for b, _ in c) / len(c) for _, c in cells))
+        sequence_costs.append(_sequence_cost([c for _, c in cells]))
     model_free = set(profile.model_free)
     acceptance = {
         (pair.domain, pair.lower, pair.upper): pair.alpha
         for pair in profile.acceptance
         if pair.mode == mode and pair.lower not in model_free
     }
-    return RoutingPrior(profile.names, tuple(pass_times), acceptance, source)
+    return RoutingPrior(
+        profile.names, tuple(pass_times), acceptance, source, tuple(pass_widths), tuple(sequence_costs)
+    )
+
+
+def _sequence_cost(cells: list[list[tuple[float, float]]]) -> float:
+    """Seconds per sequence at a fixed ``N``: the least-squares slope of time on width within
+    the cells (``(width, seconds)`` of one ``N`` each) that hold several widths, at least 0."""
+    moment = spread = 0.0
+    for cell in cells:
+        if len(cell) < 2:
+            continue
+        mean_width = sum(b for b, _ in cell) / len(cell)
+        mean_time = sum(v for _, v in cell) / len(cell)
+        moment += sum((b - mean_width) * (v - mean_time) for b, v in cell)
+        spread += sum((b - mean_width) ** 2 for b, _ in cell)
+    return max(moment / spread, 0.0) if spread > 0.0 else 0.0
 
 
 def load_prior(path: str | Path, mode: str | None = None) -> RoutingPrior:

@@ -53,6 +53,10 @@ keeps ``route() + observe()`` within a few microseconds.
   device (the lockstep loop, one pass at a time) the widths stay the experienced ones instead
   of following the route by Little's law (:func:`policies.cost_model.stages_overlap`);
   ``device_busy=True`` also adds the busy times of models sharing a device (off by default).
+  ``width_cost`` gives the pass time the width as its own axis, ``V = f(N) + c (b - 1)`` with
+  a learned per-sequence cost ``c`` (:class:`~policies.estimators.PassTimeProfile`):
+  ``"on"``, ``"one_device"`` (the default: only where the ladder shares one device, the curve
+  then filed in decode positions, ``file_prefill=False``), ``"off"`` (the pooled curve).
   ``offered_load=True`` (the default) prices routes in the load the demand heads for: while
   the admitted requests ask for more tokens per second (their ``max_new_tokens``) than the
   rounds commit, ``Lambda`` and the ceiling on ``R`` grow by that ratio (arrivals ramping up).
@@ -182,6 +186,8 @@ class SpecRouter:
         width_spread: bool = False,
         device_busy: bool = False,
         offered_load: bool = True,
+        width_cost: str = "one_device",
+        file_prefill: bool = True,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -240,6 +246,19 @@ class SpecRouter:
         # to the pipelined simulator's shared GPU, but off by default because on high_rate it
         # keeps the router on speculation (docs/policies.md, "Where the models run").
         self.device_busy = device_busy
+        # Pass time with the width as its own axis: the N curve plus a learned per-sequence
+        # cost (PassTimeProfile, width_cost).  "on": always; "one_device" (the default): where
+        # the ladder runs on one device (the lockstep loop), and there with the curve filed in
+        # decode positions (no prefill term); "off": the pooled curve in N.  On the GPU presets
+        # "on" measured worse (its cost is learned on a misfiled N: docs/policies.md).
+        if width_cost not in ("off", "on", "one_device"):
+            raise ValueError(f"SpecRouter width_cost must be 'off', 'on' or 'one_device', got {width_cost!r}")
+        self.width_cost = width_cost
+        # File (and read the cube's) pass times with the prompt positions arriving per second of
+        # pass (PassTimeProfile.update): on by default; off, the curve is in decode positions.
+        self.file_prefill = file_prefill
+        self._width_axis = width_cost == "on"  # settled by the first ladder (_domain)
+        self._file_prefill = file_prefill
         if name:
             self.name = name
         self.ladder: LadderInfo | None = None
@@ -368,7 +387,8 @@ class SpecRouter:
         see_pass = tracker.see_pass
         feed = self._feed
         max_feed = profile.max_positions
-        prefill_rate = tracker.prefill_rate
+        # the prefill term of the filing (PassTimeProfile.update), unless filed in decode positions
+        prefill_rate = tracker.prefill_rate if self._file_prefill else 0.0
         for level in levels:
             passes = level.passes
             if passes:
@@ -387,7 +407,11 @@ class SpecRouter:
                 )
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
-            self.profile = PassTimeProfile(ladder.size, self.time_rate, ladder.params, self.planner.columns)
+            if self.width_cost == "one_device" and not stages_overlap(ladder.devices):
+                self._width_axis, self._file_prefill = True, False
+            self.profile = PassTimeProfile(
+                ladder.size, self.time_rate, ladder.params, self.planner.columns, self._width_axis
+            )
             self.tracker = LoadTracker(ladder.size, self.load_rate, count_widths=self.width_spread)
             self._feed = [1.0] * ladder.size
             per_chain = self.chain_waits == "per_chain"
@@ -422,7 +446,10 @@ class SpecRouter:
             )
         assert self.profile is not None
         for model, points in enumerate(prior.pass_times):
-            self.profile.seed(model, points)
+            widths = prior.pass_widths[model] if len(prior.pass_widths) == len(prior.pass_times) else None
+            self.profile.seed(model, points, widths)
+            if self._width_axis and len(prior.sequence_costs) == len(prior.pass_times):
+                self.profile.sequence_cost[model] = prior.sequence_costs[model]
 
     def _watch(
         self,
@@ -552,7 +579,9 @@ class SpecRouter:
             overhead,
             None if alone else load,
             PassCube(
-                self.profile.cube(WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate),
+                self.profile.cube(
+                    WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate if self._file_prefill else 0.0
+                ),
                 self.tracker.width_spread() if self.width_spread else None,
             )
             if widths_follow
