@@ -331,7 +331,7 @@ class PassTimeProfile:
         if kept:
             totals = np.array([t for t, _, _ in kept])
             times = np.array([v for _, v, _ in kept])
-            # with the width axis the times are made non-decreasing at width one (_points)
+            # with the width axis the times are made non-decreasing at width one (points)
             self._prior[model] = (totals, times if self.width_cost else np.maximum.accumulate(times))
             self._prior_width[model] = np.array([max(w, 1.0) for _, _, w in kept])
 
@@ -346,44 +346,42 @@ class PassTimeProfile:
 
     def points(self, model: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Measured ``(N, V)`` of a model (and the scaled prior where nothing was measured:
-        :meth:`seed`), sorted by ``N``, ``V`` made non-decreasing; ``None`` if none."""
-        found = self._points(model)
-        return None if found is None else (found[0], found[1])
-
-    def _points(self, model: int) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """:meth:`points` and the mean width of each point's passes."""
+        :meth:`seed`), sorted by ``N``, ``V`` made non-decreasing (with ``width_cost`` the
+        width-one curve ``f_m``); ``None`` if none."""
         counts = self._count[model]
-        cells = [c for c in range(TOTAL_CELLS) if counts[c]]
+        cells = [c for c, count in enumerate(counts) if count]  # in order of N: cells are ranges of N
         prior = self._prior[model]
         if not cells and prior is None:
             return None
-        if self.width_cost and self._cost_updates[model] >= COST_REFIT:
+        width_cost = self.width_cost
+        if width_cost and self._cost_updates[model] >= COST_REFIT:
             self.fit_sequence_cost(model)
-        totals = np.array([self._total[model][c] for c in cells])
-        times = np.array([self._time[model][c] for c in cells])
-        widths = np.array([self._width[model][c] for c in cells])
+        cell_totals, cell_times = self._total[model], self._time[model]
+        totals = np.array([cell_totals[c] for c in cells])
+        times = np.array([cell_times[c] for c in cells])
+        widths = np.array([self._width[model][c] for c in cells]) if width_cost else None
         if prior is not None and sum(c >= FRESH_SAMPLES for c in counts) < PRIOR_UNTIL_KNOWN:
             prior_totals, prior_times = prior
-            prior_widths = self._prior_width[model]
-            if prior_widths is None:
-                prior_widths = np.ones(len(prior_totals))
             scale = float(np.median(times / read_curve(prior_totals, prior_times, totals))) if cells else 1.0
             measured_cells = set(cells)
             fill = [total_cell(int(t + 0.5)) not in measured_cells for t in prior_totals]
             totals = np.concatenate([totals, prior_totals[fill]])
             times = np.concatenate([times, scale * prior_times[fill]])
-            widths = np.concatenate([widths, prior_widths[fill]])
-        order = np.argsort(totals, kind="stable")
-        times = times[order]
-        if self.width_cost:  # the width-one curve f_m: every cell moved to width one
-            times = np.maximum(times - self.sequence_cost[model] * (widths[order] - 1.0), 0.0)
-        # never cheaper with more positions
-        return totals[order], np.maximum.accumulate(times), widths[order]
+            if widths is not None:
+                prior_widths = self._prior_width[model]
+                fill_widths = prior_widths[fill] if prior_widths is not None else np.ones(int(sum(fill)))
+                widths = np.concatenate([widths, fill_widths])
+            order = np.argsort(totals, kind="stable")
+            totals, times = totals[order], times[order]
+            widths = widths[order] if widths is not None else None
+        if widths is not None:  # the width-one curve f_m: every cell moved to width one
+            times = np.maximum(times - self.sequence_cost[model] * (widths - 1.0), 0.0)
+        return totals, np.maximum.accumulate(times)  # never cheaper with more positions
 
     def _read(
         self,
         model: int,
-        points: tuple[np.ndarray, np.ndarray, np.ndarray],
+        points: tuple[np.ndarray, np.ndarray],
         wanted: np.ndarray,
         width: np.ndarray,
     ) -> np.ndarray:
@@ -396,7 +394,7 @@ class PassTimeProfile:
 
     def curve(self, model: int, batch_size: float, columns: int) -> np.ndarray | None:
         """``V_m(n, b)`` for ``n = 0 .. columns-1`` (``n = 0`` reads as 1); ``None`` if unmeasured."""
-        points = self._points(model)
+        points = self.points(model)
         if points is None:
             return None
         width = max(batch_size, 1.0)
@@ -418,7 +416,7 @@ class PassTimeProfile:
         known: list[int] = []
         width = np.broadcast_to(widths[:, None], wanted.shape)
         for model in range(k):
-            points = self._points(model)
+            points = self.points(model)
             if points is not None:
                 seconds = self._read(model, points, wanted, width)
                 for _ in range(3 if prefill_rate > 0.0 else 0):
@@ -478,6 +476,9 @@ class PairStats:
         self.trials = [0.0] * size  # discounted acceptance trials (single-verify levels)
         # Levels that verified several times in a round: accepted, verifies, candidates.
         self.pooled = [[0.0, 0.0, 0.0] for _ in range(size)]
+        # the last moments solved per pair and their solution (acceptance(): a re-plan asks
+        # every pair, and a pair the route does not verify asks the same again)
+        self._solved: list[tuple[tuple[float, float], float] | None] = [None] * size
         self.last_seen = [-1] * size  # round index of the last update of either statistic
         self.rounds = 0
 
@@ -553,7 +554,11 @@ class PairStats:
         weight = trials
         pooled_accepted, verifies, candidates = self.pooled[key]
         if verifies > 0:
-            estimate = _solve_truncated_geometric(pooled_accepted / verifies, candidates / verifies)
+            moments = (pooled_accepted / verifies, candidates / verifies)
+            solved = self._solved[key]
+            if solved is None or solved[0] != moments:  # the pairs a route skips keep their sums
+                solved = self._solved[key] = (moments, _solve_truncated_geometric(*moments))
+            estimate = solved[1]
             pooled_weight = pooled_accepted + verifies
             total += estimate * pooled_weight
             weight += pooled_weight

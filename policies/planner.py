@@ -75,9 +75,8 @@ def _verify(pmf: FloatArray, alpha: FloatArray) -> FloatArray:
     rows, size = pmf.shape
     # (B, 1) acceptance clipped to [0, 1]: two ufuncs, once (np.clip's wrapper costs more)
     accept = np.minimum(np.maximum(alpha, 0.0), 1.0)[:, None]
-    tail = np.cumsum(pmf[:, ::-1], axis=1)[:, ::-1]  # tail[:, k] = P(n >= k), k = 0..S-1
     at_least = np.zeros((rows, size))
-    at_least[:, : size - 1] = tail[:, 1:]  # P(n >= k) for k = 1..S
+    at_least[:, : size - 1] = pmf[:, :0:-1].cumsum(axis=1)[:, ::-1]  # P(n >= k) for k = 1..S
     powers = accept ** np.arange(size)  # a^{k-1} for k = 1..S
     out = np.zeros((rows, size + 1))
     out[:, 1:] = powers * ((1.0 - accept) * at_least + pmf)
