@@ -29,7 +29,7 @@ keeps ``route() + observe()`` within a few microseconds.
 * **Waiting.** A round's wall time exceeds its passes by the waits between them
   (queues, batch formation, models sharing a GPU), and by how much depends on the
   servers a chain visits.  :class:`~policies.estimators.ChainOverhead` learns it (sampled
-  every 12th round; a request's first round, which waits for admission and prefills, does
+  every 16th round; a request's first round, which waits for admission and prefills, does
   not count) and the planner adds it to every round's latency, so long queues favour rounds
   that commit more tokens.  ``chain_waits="target"`` (the default): the wait per second of
   target pass, pooled over all chains, times the route's own target time -- a round waits
@@ -179,7 +179,7 @@ class SpecRouter:
         width_steps: int = 3,
         saturation_probe: bool = True,
         probe: str = "checked",
-        learn_every: int = 3,
+        learn_every: int = 4,
         per_domain: bool = True,
         prior: RoutingPrior | str | None = None,
         prior_trials: float = 32.0,
