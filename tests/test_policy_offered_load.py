@@ -107,18 +107,6 @@ def test_speculation_shortens_and_switches_off_as_the_demand_leads() -> None:
     assert routes[3].chain == (1,)
 
 
-def test_specrouter_prices_in_the_offered_load_unless_told_not_to() -> None:
-    """The same stream of admissions and rounds: the default prices at the demand, the ablation
-    (``offered_load=False``) at the committed rate."""
-    routers = {flag: SpecRouter(offered_load=flag) for flag in (True, False)}
-    for router in routers.values():
-        fed(router.route, router.observe, budgets_per_second=400, committed_per_second=200, seconds=60)
-    heading, carried = routers[True].system_load(), routers[False].system_load()
-    assert carried.token_rate == pytest.approx(200, rel=0.02)
-    assert heading.token_rate == pytest.approx(400, rel=0.02)
-    assert heading.max_in_flight > carried.max_in_flight
-
-
 class _TwoModelTruth:
     """A world's truth for the oracle: a fixed acceptance and the decode pass times."""
 
@@ -129,13 +117,24 @@ class _TwoModelTruth:
         return DECODE[model]
 
 
-def test_the_oracle_prices_in_the_offered_load_as_specrouter_does() -> None:
-    """The truth planner shares SpecRouter's objective: the same stream prices at the demand by
-    default and at the committed rate with ``offered_load=False``."""
-    oracles = {flag: Oracle(_TwoModelTruth(), offered_load=flag) for flag in (True, False)}
-    for oracle in oracles.values():
-        fed(oracle.route, oracle.observe, budgets_per_second=400, committed_per_second=200, seconds=60)
-    heading, carried = oracles[True].system_load(), oracles[False].system_load()
+def specrouter(offered_load: bool) -> SpecRouter | Oracle:
+    return SpecRouter(offered_load=offered_load)
+
+
+def oracle(offered_load: bool) -> SpecRouter | Oracle:
+    return Oracle(_TwoModelTruth(), offered_load=offered_load)
+
+
+@pytest.mark.parametrize("build", [specrouter, oracle])
+def test_specrouter_and_the_oracle_price_in_the_offered_load_unless_told_not_to(
+    build: Callable[[bool], SpecRouter | Oracle],
+) -> None:
+    """The same stream of admissions and rounds: by default SpecRouter and the truth planner (one
+    objective) price at the demand, the ablation (``offered_load=False``) at the committed rate."""
+    routers = {flag: build(flag) for flag in (True, False)}
+    for router in routers.values():
+        fed(router.route, router.observe, budgets_per_second=400, committed_per_second=200, seconds=60)
+    heading, carried = routers[True].system_load(), routers[False].system_load()
     assert carried.token_rate == pytest.approx(200, rel=0.02)
     assert heading.token_rate == pytest.approx(400, rel=0.02)
     assert heading.max_in_flight > carried.max_in_flight
