@@ -141,6 +141,7 @@ class _DomainState:
         self.watch_target = _AcceptanceWatch()  # the chain's target level
         self.watch_first = _AcceptanceWatch()  # its level 1 (idle on a two-level chain)
         self.followups = 0  # re-plans still due while the estimates settle after a change
+        self.periodic_counted = -1  # planned_at of the plan a periodic re-plan was last counted for
 
 
 class SpecRouter:
@@ -475,8 +476,12 @@ class SpecRouter:
         """
         since = state.pairs.rounds - state.planned_at
         if since >= self.replan_every:
+            # bumped every learned round until a plan is made (none is while plain decoding
+            # holds); counted once per plan that went stale
             state.version += 1
-            self.replan_causes["periodic"] += 1
+            if state.periodic_counted != state.planned_at:
+                state.periodic_counted = state.planned_at
+                self.replan_causes["periodic"] += 1
             return
         if state.followups and since >= self.min_replan_gap:
             state.followups -= 1

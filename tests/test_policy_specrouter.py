@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from policies.contract import LadderInfo, RouteView
 from policies.cost_model import estimate_round
 from policies.planner import RoutePlanner
 from policies.specrouter_policy import SpecRouter
@@ -115,3 +116,23 @@ def test_per_domain_state_keeps_domains_apart() -> None:
     chat_route = policy.route(world._peek_view(1, "chat"))
     assert 2 in code_route.chain and 2 not in chat_route.chain
     assert np.isfinite(policy.pass_table()).all()
+
+
+def test_a_periodic_replan_is_counted_once_per_stale_plan() -> None:
+    """While no plan is made (plain decoding holds), every learned round past ``replan_every``
+    invalidates the plans again, but the cause is one stale plan, counted once."""
+    router = SpecRouter(replan_every=8)
+    ladder = LadderInfo(("draft", "target"))
+    route = router.route(RouteView(0, 16, 0, 64, None, 0.0, ladder, (1, 1), (0, 0)))
+    state = router._domains[None]
+    state.pairs.rounds = 20  # 20 learned rounds since the plan at 0
+    versions = []
+    for _ in range(5):
+        router._watch(state, route, 1, 2, 0, 0)
+        versions.append(state.version)
+    assert versions == sorted(set(versions))  # still invalidated every round
+    assert router.replan_causes["periodic"] == 1
+    router.route(RouteView(0, 16, 1, 64, None, 1.0, ladder, (1, 1), (0, 0)))  # re-plans
+    state.pairs.rounds += 8
+    router._watch(state, route, 1, 2, 0, 0)
+    assert router.replan_causes["periodic"] == 2
