@@ -301,14 +301,19 @@ class PassTimeProfile:
         return self.sequence_cost[model]
 
     def _raw_points(self, model: int) -> tuple[np.ndarray, np.ndarray] | None:
-        counts = self._count[model]
-        cells = [c for c in range(TOTAL_CELLS) if counts[c]]
+        """The measured cells alone (no prior, no move to width one), ``V`` made non-decreasing;
+        ``None`` below two cells."""
+        cells, totals, times = self._measured(model)
         if len(cells) < 2:
             return None
-        totals = np.array([self._total[model][c] for c in cells])
-        times = np.array([self._time[model][c] for c in cells])
-        order = np.argsort(totals, kind="stable")
-        return totals[order], np.maximum.accumulate(times[order])
+        return totals, np.maximum.accumulate(times)
+
+    def _measured(self, model: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """The model's measured cells in order of ``N`` (cells are ranges of ``N``), their mean
+        ``N`` and their median times."""
+        cells = [c for c, count in enumerate(self._count[model]) if count]
+        cell_totals, cell_times = self._total[model], self._time[model]
+        return cells, np.array([cell_totals[c] for c in cells]), np.array([cell_times[c] for c in cells])
 
     def seed(
         self, model: int, points: Sequence[tuple[float, float]], widths: Sequence[float] | None = None
@@ -348,19 +353,15 @@ class PassTimeProfile:
         """Measured ``(N, V)`` of a model (and the scaled prior where nothing was measured:
         :meth:`seed`), sorted by ``N``, ``V`` made non-decreasing (with ``width_cost`` the
         width-one curve ``f_m``); ``None`` if none."""
-        counts = self._count[model]
-        cells = [c for c, count in enumerate(counts) if count]  # in order of N: cells are ranges of N
+        cells, totals, times = self._measured(model)
         prior = self._prior[model]
         if not cells and prior is None:
             return None
         width_cost = self.width_cost
         if width_cost and self._cost_updates[model] >= COST_REFIT:
             self.fit_sequence_cost(model)
-        cell_totals, cell_times = self._total[model], self._time[model]
-        totals = np.array([cell_totals[c] for c in cells])
-        times = np.array([cell_times[c] for c in cells])
         widths = np.array([self._width[model][c] for c in cells]) if width_cost else None
-        if prior is not None and sum(c >= FRESH_SAMPLES for c in counts) < PRIOR_UNTIL_KNOWN:
+        if prior is not None and sum(c >= FRESH_SAMPLES for c in self._count[model]) < PRIOR_UNTIL_KNOWN:
             prior_totals, prior_times = prior
             scale = float(np.median(times / read_curve(prior_totals, prior_times, totals))) if cells else 1.0
             measured_cells = set(cells)

@@ -388,8 +388,7 @@ class SpecRouter:
         see_pass = tracker.see_pass
         feed = self._feed
         max_feed = profile.max_positions
-        # the prefill term of the filing (PassTimeProfile.update), unless filed in decode positions
-        prefill_rate = tracker.prefill_rate if self._file_prefill else 0.0
+        prefill_rate = self._filed_prefill_rate(tracker)
         for level in levels:
             passes = level.passes
             if passes:
@@ -398,6 +397,11 @@ class SpecRouter:
                     feed[model] += FEED_RATE * (tokens - feed[model])
                 update(model, tokens, batch_size, seconds, feed[model], prefill_rate)
                 see_pass(model, batch_size)
+
+    def _filed_prefill_rate(self, tracker: LoadTracker) -> float:
+        """Prompt positions per second that pass times are filed (and the cube read) with:
+        the tracker's, unless the curve is filed in decode positions (``file_prefill``)."""
+        return tracker.prefill_rate if self._file_prefill else 0.0
 
     def _domain(self, domain: str | None, ladder: LadderInfo) -> _DomainState:
         if self.ladder is None:
@@ -584,9 +588,7 @@ class SpecRouter:
             overhead,
             None if alone else load,
             PassCube(
-                self.profile.cube(
-                    WIDTH_GRID, self.planner.columns, self.tracker.prefill_rate if self._file_prefill else 0.0
-                ),
+                self.profile.cube(WIDTH_GRID, self.planner.columns, self._filed_prefill_rate(self.tracker)),
                 self.tracker.width_spread() if self.width_spread else None,
             )
             if widths_follow
