@@ -125,7 +125,11 @@ class RouteView(NamedTuple):
     is the number of sequences in model ``m``'s latest pass (0 before its first, or while
     the model idles in the pipelined simulator), ``queue_lengths[m]`` the calls pending on
     model ``m`` when the round starts.  ``waiting`` counts arrived requests that have no
-    engine slot yet (the backlog).  ``domain`` is the request's optional tag (e.g.
+    engine slot yet (the backlog).  ``work_left`` is the output the workload still asks for, in
+    tokens over every request it will ever send, once its input is closed -- no request will
+    arrive after those already in (a fixed prompt set, a replayed trace past its last arrival)
+    -- and ``None`` while more may arrive: what a batch job knows about its own size, which tells
+    a learning policy how long it can use what it explores.  ``domain`` is the request's optional tag (e.g.
     ``"code"``); policies may keep per-domain state when it is present.  Both worlds fill
     these the same way (:mod:`policies.serving`).
     """
@@ -140,6 +144,7 @@ class RouteView(NamedTuple):
     batch_sizes: tuple[int, ...]
     queue_lengths: tuple[int, ...]
     waiting: int = 0
+    work_left: int | None = None
 
 
 class PassTiming(NamedTuple):

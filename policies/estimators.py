@@ -346,6 +346,19 @@ class PassTimeProfile:
         self.moved = False
         self.fresh = False
 
+    def known_span(self, model: int) -> tuple[float, float] | None:
+        """The range of ``N`` where the model's curve interpolates -- from its smallest to its
+        largest measured cell (everywhere while a prior is kept) -- rather than extrapolates;
+        ``None`` if nothing was measured (its reads are scaled from another model's)."""
+        if self._prior[model] is not None:
+            return 0.0, math.inf
+        counts = self._count[model]
+        cells = [c for c, count in enumerate(counts) if count]
+        if not cells:
+            return None
+        totals = self._total[model]
+        return totals[cells[0]], totals[cells[-1]]
+
     def measured(self, model: int) -> bool:
         return any(self._count[model]) or self._prior[model] is not None
 
@@ -740,7 +753,8 @@ class LoadTracker:
     * ``Lambda``, committed tokens per second over all requests, and the prompt
       positions arriving per second (prefills), as discounted ratios of sums.
     * per model the width of its passes (EMA of what was experienced, from
-      ``PassTiming.batch_size`` or the views) and the widest seen (its cap, as far as seen),
+      ``PassTiming.batch_size`` or the views; its first passes averaged, so a batch wide from
+      the start reads wide at once) and the widest seen (its cap, as far as seen),
       and how the widths spread around their mean (:meth:`width_spread`: counts per width bin,
       halved every 4,096 rounds).
     """
@@ -749,10 +763,12 @@ class LoadTracker:
         self.rate = rate
         self.count_widths = count_widths  # keep the width histogram of width_spread()
         self.widths = [1.0] * ladder_size
+        self._passes_seen = [0] * ladder_size
         self.widest = [1] * ladder_size
         self._width_counts = [[0.0] * len(WIDTH_GRID) for _ in range(ladder_size)]
         self._width_sums = [[0.0] * len(WIDTH_GRID) for _ in range(ladder_size)]
         self.in_flight = 1.0
+        self._in_flight_looks = 0  # as the widths: steps 1/n at first
         self.most_in_flight = 1
         self.waiting = 0  # requests waiting for admission when the latest one was admitted
         self.live: dict[int, int] = {}  # request -> round count at its last finished round
@@ -766,17 +782,35 @@ class LoadTracker:
         self._second_sum = 0.0  # seconds,
         self._prompt_sum = 0.0  # prompt positions
         self._budget_sum = 0.0  # and output budgets (max_new_tokens) of the admitted requests
+        self._work_left: int | None = None  # RouteView.work_left at the latest admission that knew it
+        self._work_mark = 0  # committed_total then
 
     def see_view(self, view: RouteView) -> None:
         """A round starts: a new request's prompt will be prefilled, with ``view.waiting``
-        requests still waiting for a slot (the admission queue when it was admitted)."""
+        requests still waiting for a slot (the admission queue when it was admitted), and
+        ``view.work_left`` tokens still to generate if the workload's input is closed."""
         if not view.generated_tokens:
             self._prompts += view.prompt_tokens
             self._budgets += view.max_new_tokens
             self.waiting = view.waiting
+            if view.work_left is not None:
+                self._work_left, self._work_mark = view.work_left, self.committed_total
+
+    @property
+    def work_left(self) -> float:
+        """Tokens the workload still asks for (``inf`` while its input is open): the latest
+        ``RouteView.work_left`` seen, less what was committed since."""
+        if self._work_left is None:
+            return math.inf
+        return max(self._work_left - (self.committed_total - self._work_mark), 0)
 
     def see_pass(self, model: int, batch_size: int) -> None:
-        self.widths[model] += self.rate * (batch_size - self.widths[model])
+        # the first passes take steps 1/n (the mean so far), then the EMA's rate: a width that
+        # started at 1 would take ~1/rate passes to reach a batch that was wide from the start
+        seen = self._passes_seen[model] = self._passes_seen[model] + 1
+        self.widths[model] += (self.rate if seen * self.rate >= 1.0 else 1.0 / seen) * (
+            batch_size - self.widths[model]
+        )
         if batch_size > self.widest[model]:
             self.widest[model] = batch_size
         if not self.count_widths:
@@ -831,7 +865,8 @@ class LoadTracker:
             horizon = max(4096, 8 * len(self.live))
             self.live = {rid: seen for rid, seen in self.live.items() if rounds - seen <= horizon}
         live = len(self.live)
-        self.in_flight += self.rate * (live - self.in_flight)
+        looks = self._in_flight_looks = self._in_flight_looks + 1
+        self.in_flight += (self.rate if looks * self.rate >= 1.0 else 1.0 / looks) * (live - self.in_flight)
         self.most_in_flight = max(self.most_in_flight, live)
         elapsed = feedback.finished - self._clock
         if elapsed > 0:

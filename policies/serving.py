@@ -38,7 +38,8 @@ obey the same integers (and check them against the token ids).
 
 **Views.**  ``RouteView.batch_sizes[m]``: sequences in model ``m``'s latest pass (0 before its
 first); ``queue_lengths[m]``: calls pending on model ``m`` at the moment of routing;
-``waiting``: arrived requests without a slot.
+``waiting``: arrived requests without a slot; ``work_left``: the output still asked for once no
+request will arrive any more (:class:`WorkLeft`), else ``None``.
 
 **Feedback.**  Per chain level, counts and the :class:`PassTiming` of every pass the request
 took part in (``seconds`` is the forward pass, as the world measured or modelled it);
@@ -491,6 +492,35 @@ def request_record(slot: Slot) -> RequestRecord:
     )
 
 
+class WorkLeft:
+    """The output a workload still asks for: every arrived request's budget, less the tokens
+    committed and the budget of requests that stopped early (end of sequence).  Known --
+    :attr:`value` -- once the input is closed (:meth:`close`: no request will arrive after those
+    in), ``None`` before: both loops fill ``RouteView.work_left`` from it."""
+
+    __slots__ = ("tokens", "closed")
+
+    def __init__(self) -> None:
+        self.tokens = 0
+        self.closed = False
+
+    def arrive(self, request: Request) -> None:
+        self.tokens += request.output_tokens
+
+    def commit(self, slot: Slot, committed: int) -> None:
+        """``slot`` committed ``committed`` tokens (its round just closed)."""
+        self.tokens -= committed
+        if slot.done:
+            self.tokens -= slot.budget - slot.generated  # a request that stopped early
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def value(self) -> int | None:
+        return self.tokens if self.closed else None
+
+
 class ServingStats(NamedTuple):
     requests: int
     rounds: int
@@ -565,6 +595,7 @@ def serve(
     target = size - 1
     arrivals = iter(requests)
     upcoming = next(arrivals, None)
+    work = WorkLeft()
     waiting: deque[Request] = deque()
     running: list[Slot] = []
     batch_sizes = [0] * size
@@ -575,19 +606,24 @@ def serve(
     while True:
         while upcoming is not None and upcoming.arrival <= now:
             waiting.append(upcoming)
+            work.arrive(upcoming)
             upcoming = next(arrivals, None)
+            if upcoming is None:
+                work.close()
         if ended:
             queued = _pending_calls(running, size)
             for slot in ended:
                 rounds += 1
-                tokens += close_round(slot, now, policy, collect, sinks.feedback)
+                committed = close_round(slot, now, policy, collect, sinks.feedback)
+                tokens += committed
+                work.commit(slot, committed)
                 if slot.done:
                     running.remove(slot)
                     finished_requests += 1
                     if sinks.request is not None:
                         sinks.request(request_record(slot), slot)
                 else:
-                    view = route_view(slot, now, ladder, batch_sizes, queued, len(waiting))
+                    view = route_view(slot, now, ladder, batch_sizes, queued, len(waiting), work.value)
                     start_round(slot, policy, view, target, collect)
                     queued[slot.call_model] += 1
             ended = []
@@ -597,7 +633,7 @@ def serve(
             while waiting and (not limit or len(running) + len(admitted) < limit):
                 admitted.append(Slot(waiting.popleft(), size, ladder.model_free))
             for slot in admitted:
-                view = route_view(slot, now, ladder, batch_sizes, queued, len(waiting))
+                view = route_view(slot, now, ladder, batch_sizes, queued, len(waiting), work.value)
                 start_round(slot, policy, view, target, collect)
                 queued[slot.call_model] += 1
             running.extend(admitted)
@@ -624,13 +660,19 @@ def _pending_calls(running: Sequence[Slot], size: int) -> list[int]:
 
 
 def route_view(
-    slot: Slot, now: float, ladder: LadderInfo, batch_sizes: list[int], queued: list[int], waiting: int
+    slot: Slot,
+    now: float,
+    ladder: LadderInfo,
+    batch_sizes: list[int],
+    queued: list[int],
+    waiting: int,
+    work_left: int | None = None,
 ) -> RouteView:
     """What ``slot``'s policy sees when its round starts (the module docstring's "Views")."""
     return _new_tuple(
         RouteView,
         (slot.request_id, slot.prompt_tokens, slot.generated, slot.budget, slot.domain, now, ladder,
-         tuple(batch_sizes), tuple(queued), waiting),
+         tuple(batch_sizes), tuple(queued), waiting, work_left),
     )  # fmt: skip
 
 

@@ -20,9 +20,13 @@ keeps ``route() + observe()`` within a few microseconds.
 * **Exploration.** An optimism bonus ``c sqrt((a (1 - a) + 1 / (n_eff + 2)) / (n_eff + 1))``
   (a Bernoulli standard error with a floor) is added to each pair, where ``n_eff`` is its
   evidence decayed by how long ago it was last observed, so pairs nobody routes through
-  slowly look attractive again and get re-measured.  ``explore_ramp=K`` (off by default) grows
-  the bonus as ``sqrt(t / K)`` over the first ``K`` rounds: a short run cannot earn back long
-  exploratory lookaheads, a long one needs them early (measured in docs/policies.md).
+  slowly look attractive again and get re-measured.  Exploring pays only over the output left
+  to use what it finds, so the bonus is scaled by ``sqrt(min(1, H / explore_horizon))``, ``H``
+  the larger of the work the job still asks for (``RouteView.work_left``, known once its input
+  is closed: a fixed prompt set) and the tokens this router has committed so far (a router that
+  has served ``t`` tokens can expect about as many more).  An open-ended stream (``work_left``
+  ``None``) and any router older than the horizon explore in full; a 256-token job hardly at
+  all (measured in docs/policies.md).
 * **Selection.** :class:`~policies.planner.RoutePlanner` scores every chain and its
   lookahead grid by ``T_eff``.  Hysteresis: the current chain is kept while its best
   ``T_eff`` is within ``hysteresis`` of the best chain's.
@@ -75,7 +79,14 @@ keeps ``route() + observe()`` within a few microseconds.
   table left its value at the last re-plan by more than 20% (a slowdown), or a new part
   of the curve became known (the batch reached widths it had not run at).  (b) and (c)
   happen at most once per ``min_replan_gap`` rounds and are followed by ``followups``
-  re-plans ``min_replan_gap`` rounds apart while the estimates settle.
+  re-plans ``min_replan_gap`` rounds apart while the estimates settle; (d) the plan priced a
+  pass of its route beyond the model's measured pass times (``check_extrapolated``: a
+  drafter's pass or plain decoding narrower, a verify wider, than any measured, by a quarter)
+  while the router is young (fewer than ``explore_horizon`` tokens committed: a few measured
+  cells): once the route's passes are filed where it runs them, it is priced again.  A cold router
+  reads its first target cells, measured at 9 positions x 4 sequences, down to plain decoding
+  at 1.1 ms a pass where the real models take 7.9: without (d) it decoded plainly until the next
+  re-plan (32-114 rounds of a 100-round job).
 """
 
 from __future__ import annotations
@@ -104,6 +115,7 @@ FEED_RATE = 0.25  # EMA rate of the mean feed per model: it must follow a change
 SLOW_FEED_EVERY = 4  # of the learned rounds, 1 in this many also feeds the slow estimates (waits, f)
 LOAD_KEY_EVERY = 16  # the load key (which cached plan applies) is re-read once per this many rounds
 BACKLOG_EVERY = 2048  # rounds per window of the first probe version (BacklogProbe)
+EXTRAPOLATION_SLACK = 1.25  # a pass this far beyond the measured range of N reads as measured
 PROBE_STEP = 128  # rounds between two looks of the saturation probe (its windows end on these)
 
 
@@ -141,6 +153,7 @@ class _DomainState:
         self.watch_target = _AcceptanceWatch()  # the chain's target level
         self.watch_first = _AcceptanceWatch()  # its level 1 (idle on a two-level chain)
         self.followups = 0  # re-plans still due while the estimates settle after a change
+        self.tentative = False  # the plan priced a pass outside the measured pass times
         self.periodic_counted = -1  # planned_at of the plan a periodic re-plan was last counted for
 
 
@@ -161,7 +174,7 @@ class SpecRouter:
         grid_rows: int = 64,
         hysteresis: float = 0.03,
         optimism: float = 0.5,
-        explore_ramp: int = 0,
+        explore_horizon: int = 2048,
         prior_alpha: float = 0.5,
         prior_strength: float = 2.0,
         similarity_weight: float = 0.5,
@@ -173,6 +186,7 @@ class SpecRouter:
         replan_every: int = 1024,
         min_replan_gap: int = 24,
         followups: int = 4,
+        check_extrapolated: bool = True,
         learn_waits: bool = True,
         chain_waits: str = "target",
         load_aware: bool = True,
@@ -217,10 +231,9 @@ class SpecRouter:
         self.grid_rows = grid_rows
         self.hysteresis = hysteresis
         self.optimism = optimism
-        if explore_ramp < 0:
-            raise ValueError(f"SpecRouter explore_ramp must be >= 0 rounds, got {explore_ramp}")
-        # Off by default: it helps runs of a few hundred rounds and costs long ones (docs/policies.md).
-        self.explore_ramp = explore_ramp
+        if explore_horizon < 0:
+            raise ValueError(f"SpecRouter explore_horizon must be >= 0 tokens, got {explore_horizon}")
+        self.explore_horizon = explore_horizon  # 0: explore in full whatever the job's size
         self.prior_alpha = prior_alpha
         self.prior_strength = prior_strength
         self.similarity_weight = similarity_weight
@@ -232,6 +245,9 @@ class SpecRouter:
         self.replan_every = replan_every
         self.min_replan_gap = min_replan_gap
         self.followups = followups
+        # A plan priced off the measured pass times is priced again after its route's first
+        # learned round (_extrapolated).
+        self.check_extrapolated = check_extrapolated
         self.per_domain = per_domain
         # A warm start (policies/prior.py): a world profile's pass times and acceptance as the
         # first estimates, worth prior_trials acceptance trials per pair.
@@ -278,7 +294,7 @@ class SpecRouter:
         self._epoch_round = 0
         self.rounds = 0
         self.replans = 0
-        self.replan_causes = {"periodic": 0, "acceptance": 0, "timing": 0}
+        self.replan_causes = {"periodic": 0, "acceptance": 0, "timing": 0, "extrapolated": 0}
         self.saturation_probe = saturation_probe
         self.probe_mode = probe
         # probe="checked": the hold is re-judged by its own rate; "hold": the first version
@@ -297,6 +313,8 @@ class SpecRouter:
         state = self._domains.get(view.domain if self.per_domain else None)
         if state is None:
             state = self._domain(view.domain, view.ladder)
+            if tracker is None and self.tracker is not None:  # the first view built the tracker:
+                self.tracker.see_view(view)  # it is a new request too
         if self._backlog.plain:
             return self._backlog.route(view.ladder.target)
         plan = state.plans.get(self._load_key)
@@ -493,6 +511,13 @@ class SpecRouter:
             return
         if route is not state.watch_route:
             return
+        if state.tentative and not self._extrapolated(route):
+            # the plan's price read the pass-time curve beyond what was measured; the route's
+            # own passes are now filed where it runs them: price it again on them
+            state.tentative = False
+            state.version += 1
+            self.replan_causes["extrapolated"] += 1
+            return
         top, first = state.watch_target, state.watch_first
         top.fast_accepted = top.fast_accepted * 0.95 + target_accepted
         top.fast_trials = top.fast_trials * 0.95 + target_trials
@@ -519,11 +544,7 @@ class SpecRouter:
         """Planning acceptance of every pair: blended estimate plus the optimism bonus."""
         pairs = state.pairs
         size = pairs.ladder_size
-        bonus_scale = self.optimism if optimism is None else optimism
-        if self.rounds < self.explore_ramp:
-            # Exploring pays only over the rounds left to use what it finds, and a young router
-            # has seen few: the bonus grows as sqrt(rounds / explore_ramp) until the ramp ends.
-            bonus_scale *= math.sqrt(self.rounds / self.explore_ramp)
+        bonus_scale = (self.optimism if optimism is None else optimism) * self.exploration_scale()
         fmap = self.acceptance_map
         alpha = np.ones((size, size))
         for lower in range(size):
@@ -542,6 +563,44 @@ class SpecRouter:
                 bonus = bonus_scale * math.sqrt(spread / (fresh + 1.0))
                 alpha[lower, upper] = min(1.0, estimate + bonus)
         return alpha
+
+    def _young(self) -> bool:
+        """Has this router committed fewer than ``explore_horizon`` tokens?  Its pass-time curve
+        is then a few cells and its extrapolations wild; an older one's extrapolations are new
+        widths under a growing load, re-planned at a limited rate (observe's fresh cells)."""
+        tracker = self.tracker
+        return tracker is not None and tracker.committed_total < max(self.explore_horizon, 1)
+
+    def _extrapolated(self, route: Route) -> bool:
+        """Does ``route`` price a pass beyond its model's measured pass times?  Each member's
+        usual pass, at the width its passes run: a drafter's (and plain decoding's) one position
+        per sequence, a verifier's full-accept feed (the candidates collected below, plus one);
+        the curve is read as measured within a quarter beyond the measured cells' range."""
+        profile, tracker, ladder = self.profile, self.tracker, self.ladder
+        assert profile is not None and tracker is not None and ladder is not None
+        widths = tracker.widths
+        feed = 1
+        for level, model in enumerate(route.chain):
+            if level:
+                feed = sum(route.lookaheads[:level]) + 1
+            elif model in ladder.model_free:
+                continue  # a lookup drafter runs no passes
+            span = profile.known_span(model)
+            if span is None:
+                return True
+            total = max(widths[model], 1.0) * feed
+            if total < span[0] / EXTRAPOLATION_SLACK or total > span[1] * EXTRAPOLATION_SLACK:
+                return True
+        return False
+
+    def exploration_scale(self) -> float:
+        """``sqrt(min(1, H / explore_horizon))`` (module docstring): the output this router can
+        still expect to serve, ``H``, against the horizon over which exploring pays in full."""
+        tracker = self.tracker
+        if not self.explore_horizon or tracker is None:
+            return 1.0
+        expected = max(tracker.work_left, tracker.committed_total)
+        return math.sqrt(min(1.0, expected / self.explore_horizon))
 
     def system_load(self) -> SystemLoad:
         """The batch a round joins: observed widths ``b_m``, requests in flight ``R``, caps."""
@@ -614,6 +673,7 @@ class SpecRouter:
             best = best._replace(route=state.watch_route)  # keep the object the detector follows
         state.chain = best.route.chain
         state.planned_at = state.pairs.rounds
+        state.tentative = self.check_extrapolated and self._young() and self._extrapolated(best.route)
         return _Plan(best.route, best.t_eff, state.version, self._epoch)
 
 

@@ -90,12 +90,21 @@ class SyntheticWorld:
         return a if self.greedy_power is None else a ** (1.0 / self.greedy_power)
 
     def play_round(
-        self, policy: Policy, request_id: int, generated: int, budget: int, domain: str | None
+        self,
+        policy: Policy,
+        request_id: int,
+        generated: int,
+        budget: int,
+        domain: str | None,
+        work_left: int | None = None,
     ) -> int:
-        """Run one round of ``policy`` for a request; returns the target tokens committed."""
+        """Run one round of ``policy`` for a request; returns the target tokens committed.
+        ``work_left``: the job's output still to go, when it is a closed set (``run``)."""
         k = self.ladder.size
         sizes = (self.batch_size,) * k
-        view = RouteView(request_id, 64, generated, budget, domain, self.now, self.ladder, sizes, (0,) * k)
+        view = RouteView(
+            request_id, 64, generated, budget, domain, self.now, self.ladder, sizes, (0,) * k, 0, work_left
+        )
         route = policy.route(view)
         started = self.now
         chain = route.chain
@@ -142,15 +151,18 @@ class SyntheticWorld:
         return tuple(samples)
 
     def run(self, policy: Policy, requests: int, tokens_per_request: int = 128) -> RunStats:
-        """Decode ``requests`` requests one after another (domains cycle)."""
+        """Decode ``requests`` requests one after another (domains cycle): a closed job, so
+        its views carry the work left."""
         started = self.now
         rounds = tokens = 0
+        total = requests * tokens_per_request
         routes: list[Route] = []
         for rid in range(requests):
             domain = self.domains[rid % len(self.domains)]
             generated = 0
             while generated < tokens_per_request:
-                committed = self.play_round(policy, rid, generated, tokens_per_request, domain)
+                left = total - tokens - generated
+                committed = self.play_round(policy, rid, generated, tokens_per_request, domain, left)
                 generated += committed
                 rounds += 1
             tokens += generated

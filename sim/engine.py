@@ -40,6 +40,7 @@ from policies.serving import (
     ServingConfig,
     Sinks,
     Slot,
+    WorkLeft,
     close_round,
     request_record,
     resolve_pass,
@@ -267,6 +268,7 @@ class Simulation:
         self.batch_sizes = [0] * len(cluster.models)
         self.running = 0
         self.admission: deque[Request] = deque()
+        self.work = WorkLeft()  # RouteView.work_left, as the lockstep loop (serve) fills it
 
     # -- lifecycle ---------------------------------------------------------------------
     def run(self, requests: Iterable[Request]) -> SimResult:
@@ -344,19 +346,28 @@ class Simulation:
     def _arrivals(self, requests: Iterable[Request]) -> Any:
         env = self.env
         limit = self.serving.slots
-        for request in requests:  # a request without prompt or output is refused by Slot
+        arrivals = iter(requests)
+        request = next(arrivals, None)
+        while request is not None:  # a request without prompt or output is refused by Slot
             if request.arrival > env.now:
                 yield env.timeout(request.arrival - env.now)
+            upcoming = next(arrivals, None)
+            self.work.arrive(request)
+            if upcoming is None:
+                self.work.close()  # no request arrives after this one
             self.active += 1
             if limit and self.running >= limit:
                 self.admission.append(request)
             else:
                 self.running += 1
                 self._start(Slot(request, len(self.servers), self.ladder.model_free))
+            request = upcoming
 
     def _start(self, slot: Slot) -> None:
         queued = list(map(len, self.queues))
-        view = route_view(slot, self.env.now, self.ladder, self.batch_sizes, queued, len(self.admission))
+        view = route_view(
+            slot, self.env.now, self.ladder, self.batch_sizes, queued, len(self.admission), self.work.value
+        )
         start_round(slot, self.policy, view, self.target, self.collect)
         self.servers[slot.call_model].submit(slot)
 
@@ -377,7 +388,9 @@ class Simulation:
         record_round = self._record_round if self.record_rounds else None
         for slot in ended:
             self.rounds_total += 1
-            self.tokens_total += close_round(slot, now, self.policy, self.collect, record_round)
+            committed = close_round(slot, now, self.policy, self.collect, record_round)
+            self.tokens_total += committed
+            self.work.commit(slot, committed)
             if not slot.done:
                 self._start(slot)
                 continue
