@@ -25,8 +25,8 @@ keeps ``route() + observe()`` within a few microseconds.
   the larger of the work the job still asks for (``RouteView.work_left``, known once its input
   is closed: a fixed prompt set) and the tokens this router has committed so far (a router that
   has served ``t`` tokens can expect about as many more).  An open-ended stream (``work_left``
-  ``None``) and any router older than the horizon explore in full; a 256-token job hardly at
-  all (measured in docs/policies.md).
+  ``None``) and any router older than the horizon explore in full; a 256-token job starts at a
+  third of the bonus (measured in docs/policies.md, "A short job's cold start").
 * **Selection.** :class:`~policies.planner.RoutePlanner` scores every chain and its
   lookahead grid by ``T_eff``.  Hysteresis: the current chain is kept while its best
   ``T_eff`` is within ``hysteresis`` of the best chain's.
