@@ -83,10 +83,12 @@ keeps ``route() + observe()`` within a few microseconds.
   pass of its route beyond the model's measured pass times (``check_extrapolated``: a
   drafter's pass or plain decoding narrower, a verify wider, than any measured, by a quarter)
   while the router is young (fewer than ``explore_horizon`` tokens committed: a few measured
-  cells): once the route's passes are filed where it runs them, it is priced again.  A cold router
-  reads its first target cells, measured at 9 positions x 4 sequences, down to plain decoding
-  at 1.1 ms a pass where the real models take 7.9: without (d) it decoded plainly until the next
-  re-plan (32-114 rounds of a 100-round job).
+  cells): once the route's passes are filed where it runs them, it is priced again; so that this
+  is soon, a young router's change of route also sets its models' mean feed (by which passes are
+  filed) to what the route feeds them (``feed_follows``), where the feed's EMA would take ~8
+  learned rounds.  A cold router reads its first target cells, measured at 9 positions x 4
+  sequences, down to plain decoding at 1.1 ms a pass where the real models take 7.9: without (d)
+  it decoded plainly until the next re-plan (32-114 rounds of a 100-round job).
 """
 
 from __future__ import annotations
@@ -187,6 +189,7 @@ class SpecRouter:
         min_replan_gap: int = 24,
         followups: int = 4,
         check_extrapolated: bool = True,
+        feed_follows: bool = True,
         learn_waits: bool = True,
         chain_waits: str = "target",
         load_aware: bool = True,
@@ -248,6 +251,8 @@ class SpecRouter:
         # A plan priced off the measured pass times is priced again after its route's first
         # learned round (_extrapolated).
         self.check_extrapolated = check_extrapolated
+        # ... and, while young, a change of route sets its models' mean feed (_expect_feeds).
+        self.feed_follows = feed_follows
         self.per_domain = per_domain
         # A warm start (policies/prior.py): a world profile's pass times and acceptance as the
         # first estimates, worth prior_trials acceptance trials per pair.
@@ -564,6 +569,16 @@ class SpecRouter:
                 alpha[lower, upper] = min(1.0, estimate + bonus)
         return alpha
 
+    def _expect_feeds(self, route: Route) -> None:
+        """Set the mean feed of the route's models to what the route feeds them: a drafter one
+        position, a verifier the goal collected below it plus one.  Passes are filed at the mean
+        feed times the width (PassTimeProfile.update), an EMA at FEED_RATE per learned pass; after a
+        change of route it would file, e.g., plain decoding near the verifies' positions for ~8
+        learned rounds, and a young router re-plans on what those passes measure."""
+        feed = self._feed
+        for level, model in enumerate(route.chain):
+            feed[model] = route.lookaheads[level - 1] + 1.0 if level else 1.0
+
     def _young(self) -> bool:
         """Has this router committed fewer than ``explore_horizon`` tokens?  Its pass-time curve
         is then a few cells and its extrapolations wild; an older one's extrapolations are new
@@ -666,6 +681,8 @@ class SpecRouter:
             if kept.t_eff <= best.t_eff * (1.0 + self.hysteresis):
                 best = kept
         if best.route != state.watch_route:
+            if self.feed_follows and self._young():
+                self._expect_feeds(best.route)
             state.watch_route = best.route
             state.watch_rounds = 0
             state.watch_target, state.watch_first = _AcceptanceWatch(), _AcceptanceWatch()
