@@ -248,8 +248,8 @@ class SpecRouter:
         self.replan_every = replan_every
         self.min_replan_gap = min_replan_gap
         self.followups = followups
-        # A plan priced off the measured pass times is priced again after its route's first
-        # learned round (_extrapolated).
+        # While the router is young (_young), a plan priced off the measured pass times is priced
+        # again once its route's passes are measured (_extrapolated).
         self.check_extrapolated = check_extrapolated
         # ... and, while young, a change of route sets its models' mean feed (_expect_feeds).
         self.feed_follows = feed_follows
