@@ -808,7 +808,7 @@ class LoadTracker:
         # the first passes take steps 1/n (the mean so far), then the EMA's rate: a width that
         # started at 1 would take ~1/rate passes to reach a batch that was wide from the start
         seen = self._passes_seen[model] = self._passes_seen[model] + 1
-        self.widths[model] += (self.rate if seen * self.rate >= 1.0 else 1.0 / seen) * (
+        self.widths[model] += (self.rate if seen * self.rate > 1.0 else 1.0 / seen) * (
             batch_size - self.widths[model]
         )
         if batch_size > self.widest[model]:
@@ -866,7 +866,7 @@ class LoadTracker:
             self.live = {rid: seen for rid, seen in self.live.items() if rounds - seen <= horizon}
         live = len(self.live)
         looks = self._in_flight_looks = self._in_flight_looks + 1
-        self.in_flight += (self.rate if looks * self.rate >= 1.0 else 1.0 / looks) * (live - self.in_flight)
+        self.in_flight += (self.rate if looks * self.rate > 1.0 else 1.0 / looks) * (live - self.in_flight)
         self.most_in_flight = max(self.most_in_flight, live)
         elapsed = feedback.finished - self._clock
         if elapsed > 0:

@@ -312,14 +312,13 @@ class SpecRouter:
     # -- the contract --------------------------------------------------------------------
 
     def route(self, view: RouteView) -> Route:
-        tracker = self.tracker
-        if tracker is not None and not view.generated_tokens:
-            tracker.see_view(view)  # a new request: its prompt will be prefilled
         state = self._domains.get(view.domain if self.per_domain else None)
         if state is None:
-            state = self._domain(view.domain, view.ladder)
-            if tracker is None and self.tracker is not None:  # the first view built the tracker:
-                self.tracker.see_view(view)  # it is a new request too
+            state = self._domain(view.domain, view.ladder)  # the first view also builds the tracker
+        if not view.generated_tokens:
+            tracker = self.tracker
+            assert tracker is not None
+            tracker.see_view(view)  # a new request: its prompt will be prefilled
         if self._backlog.plain:
             return self._backlog.route(view.ladder.target)
         plan = state.plans.get(self._load_key)
