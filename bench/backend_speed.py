@@ -161,17 +161,33 @@ def ours(
 
 
 class Method:
-    """One way to generate ``run(prompts) -> outputs``; keeps its fastest time per prompt."""
+    """One way to generate ``run(prompts) -> outputs``; keeps its fastest time per prompt.
 
-    def __init__(self, name: str, run: Callable[..., Outputs]) -> None:
-        self.name, self.run = name, run
+    A learning policy comes as ``fresh`` (a factory): every repeat starts it anew at its first
+    item and passes it as ``run(prompts, policy=...)``, so each repeat is one cold job over the
+    items in order (its learning cost included) and a later repeat never inherits what an
+    earlier one learned (the fastest run would then be the warmest).  The policy is built
+    before the clock starts: a server loads its policy (and a warm start's profile, ~20 ms)
+    once, not per job.
+    """
+
+    def __init__(
+        self, name: str, run: Callable[..., Outputs], fresh: Callable[[], Policy] | None = None
+    ) -> None:
+        self.name, self.run, self.fresh = name, run, fresh
+        self.policy: Policy | None = None
         self.times: list[float] = []
         self.outputs: Outputs = []
 
     def measure(self, index: int, prompts: Outputs) -> None:
         """Time ``run(prompts)`` as item ``index``; keep the fastest time and the outputs."""
+        extra: dict[str, Policy] = {}
+        if self.fresh is not None:
+            if index == 0 or self.policy is None:
+                self.policy = self.fresh()
+            extra["policy"] = self.policy
         started = time.perf_counter()
-        outputs = self.run(prompts=prompts)
+        outputs = self.run(prompts=prompts, **extra)
         elapsed = time.perf_counter() - started
         while len(self.times) <= index:
             self.times.append(float("inf"))
@@ -222,12 +238,6 @@ def chain_methods(ladder: Ladder, prompts: Outputs, new_tokens: int, quick: bool
     return [Method(p.name, partial(ours_outputs, ladder, p, new_tokens, 1)) for p in policies]
 
 
-def scaled_run(
-    ladder: Ladder, make: Callable[[], Policy], new_tokens: int, batch: int, prompts: Outputs
-) -> Outputs:
-    return ours(ladder, make(), prompts, new_tokens, batch)[0]
-
-
 def ours_outputs(
     ladder: Ladder,
     policy: Policy,
@@ -235,8 +245,13 @@ def ours_outputs(
     batch: int,
     lean: bool | None = None,
     prompts: Outputs | None = None,
-) -> Outputs:  # prompts is passed by keyword (Method.measure)
+) -> Outputs:  # prompts (and a fresh policy) are passed by keyword (Method.measure)
     return ours(ladder, policy, prompts or [], new_tokens, batch, lean)[0]
+
+
+def learning(name: str, ladder: Ladder, make: Callable[[], Policy], new_tokens: int, batch: int) -> Method:
+    """A learning policy's method: a fresh policy every repeat (:class:`Method`)."""
+    return Method(name, partial(ours_outputs, ladder, new_tokens=new_tokens, batch=batch), fresh=make)
 
 
 def hf_outputs(
@@ -281,11 +296,15 @@ def lookup_section(
             Method(f"hf_prompt_lookup:{k}", partial(hf_outputs, ladder, new_tokens, None, prompt_lookup=k))
             for k in ((4, 10) if args.quick else (2, 4, 6, 10))
         ]
-        routers = [
-            Method(label, partial(ours_outputs, lad, policy, new_tokens, 1))
-            for label, lad in (("specrouter", ladder), ("specrouter|ngram", with_lookup))
-            if (policy := adaptive_policy()) is not None
-        ]
+        make = adaptive_factory()
+        routers = (
+            [
+                learning(label, lad, make, new_tokens, 1)
+                for label, lad in (("specrouter", ladder), ("specrouter|ngram", with_lookup))
+            ]
+            if make is not None
+            else []
+        )
         methods = [reference, *plain, *lookups, *hf_lookup, *routers]
         measure_all(methods, prompts, repeats, f"lookup {domain}")
         best = {
@@ -339,13 +358,14 @@ def lookup_goals(section: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return goals
 
 
-def adaptive_policy() -> Policy | None:
-    """SpecRouter from the policy registry, cold start (it learns pass times and acceptance online)."""
+def adaptive_factory(spec: str = "specrouter") -> Callable[[], Policy] | None:
+    """A maker of fresh policies from the registry (SpecRouter cold unless told: it learns pass
+    times and acceptance online); ``None`` without the registry."""
     try:
         from policies.registry import make_policy
     except ImportError:
         return None
-    return make_policy("specrouter")
+    return partial(make_policy, spec)
 
 
 def warm_start_profile(
@@ -418,20 +438,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         Method(f"hf_assisted:M{d}", partial(hf_outputs, ladder, new_tokens, d)) for d in range(target)
     ]
     chains = chain_methods(ladder, prompts, new_tokens, quick)
-    policy = adaptive_policy()
-    adaptive = (
-        [Method("ours_adaptive", partial(ours_outputs, ladder, policy, new_tokens, 1))] if policy else []
-    )
-    profile, profile_s = warm_start_profile(args, ladder, ladder_note) if policy else (None, 0.0)
-    warm_spec = None
+    cold = adaptive_factory()
+    adaptive = [learning("ours_adaptive", ladder, cold, new_tokens, 1)] if cold else []
+    profile, profile_s = warm_start_profile(args, ladder, ladder_note) if cold else (None, 0.0)
+    warm: Callable[[], Policy] | None = None
     if profile:
-        from policies.registry import check_fits, make_policy
+        from policies.registry import check_fits
         from specrouter.experiments.demo import warm_specrouter  # imports plotting (1.8 s): only here
 
         warm_spec = warm_specrouter(profile)
         check_fits(warm_spec, ladder.size, ladder.info.names)
-        warm = make_policy(warm_spec)
-        adaptive.append(Method("ours_adaptive_warm", partial(ours_outputs, ladder, warm, new_tokens, 1)))
+        warm = adaptive_factory(warm_spec)
+        assert warm is not None
+        adaptive.append(learning("ours_adaptive_warm", ladder, warm, new_tokens, 1))
     hf_generate(ladder, prompts[:1], 8, None)  # warm-up: the first calls of a process pay one-off costs
     ours(ladder, TargetOnly(), prompts[:1], 8, 1)
     measure_all(base + assisted + chains + adaptive, prompts, repeats, "batch 1")
@@ -444,22 +463,28 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     best_three = max(three, key=lambda m: m.tokens_per_s) if three else None
     best_chain = max((m for m in (best_two, best_three) if m), key=lambda m: m.tokens_per_s, default=None)
 
-    scaling: dict[str, dict[str, float]] = {}
     scale_prompts = [prompts[i % len(prompts)] for i in range(max(batches) * 2)]
     factories: list[tuple[str, Callable[[], Policy]]] = [("target", TargetOnly)]
     if best_chain is not None:
-        from policies.registry import make_policy
-
-        best_name = best_chain.name
-        factories.append((best_name, lambda: make_policy(best_name)))
-    if policy is not None:  # SpecRouter cold at every batch size, as at batch 1
-        factories.append(("specrouter", lambda: make_policy("specrouter")))
-    if warm_spec is not None:  # and warm-started from the profile
-        factories.append(("specrouter warm", lambda: make_policy(warm_spec)))
-    for label, make in factories:
-        row = [Method(f"{label}@{b}", partial(scaled_run, ladder, make, new_tokens, b)) for b in batches]
-        measure_all(row, scale_prompts, repeats, f"batch scaling {label}", split=False)
-        scaling[label] = {str(b): round(m.tokens_per_s, 2) for b, m in zip(batches, row)}
+        best_factory = adaptive_factory(best_chain.name)
+        if best_factory is not None:
+            factories.append((best_chain.name, best_factory))
+    if cold is not None:  # SpecRouter cold at every batch size, as at batch 1
+        factories.append(("specrouter", cold))
+    if warm is not None:  # and warm-started from the profile
+        factories.append(("specrouter warm", warm))
+    # every label and batch size in one interleaved measurement: the ratios the goals read are
+    # side by side, not rows measured one after another under whatever load each met
+    rows = {
+        label: [learning(f"{label}@{b}", ladder, make, new_tokens, b) for b in batches]
+        for label, make in factories
+    }
+    measure_all(
+        [m for row in rows.values() for m in row], scale_prompts, repeats, "batch scaling", split=False
+    )
+    scaling: dict[str, dict[str, float]] = {
+        label: {str(b): round(m.tokens_per_s, 2) for b, m in zip(batches, row)} for label, row in rows.items()
+    }
 
     def entry(method: Method | None) -> dict[str, Any] | None:
         if method is None:
