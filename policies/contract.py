@@ -154,12 +154,18 @@ class PassTiming(NamedTuple):
     feeds 1; verifying ``m`` candidates feeds ``m + 1``: the pending last committed token
     and the candidates; catch-up tokens add to it).  ``batch_size`` is how many sequences
     shared the pass.  ``seconds`` is its wall time (simulated time in the simulator).
+    ``positions`` is what the whole pass computed, as its world charges it: the batch times
+    the widest feed where ragged rows are padded (the torch backend), the sum of the feeds
+    where they are not; 0 where unknown.  In a ragged batch (three-level chains hand the
+    target variable counts; a change of route mixes lookaheads for a round) it differs
+    from ``tokens * batch_size``.
     """
 
     model: int
     tokens: int
     batch_size: int
     seconds: float
+    positions: int = 0
 
 
 class LevelFeedback(NamedTuple):

@@ -173,17 +173,18 @@ class PassTimeProfile:
         tokens: int,
         batch_size: int,
         seconds: float,
-        mean_feed: float | None = None,
+        positions: int = 0,
         prefill_rate: float = 0.0,
     ) -> None:
         """Fold in one pass; prefill-sized, non-finite or negative samples are ignored.
 
-        ``mean_feed`` (optional) is the mean positions per sequence of the model's recent
-        passes: the batch's total is filed as ``max(mean_feed, tokens) * batch_size``
-        rather than this request's own ``tokens * batch_size``, which a ragged batch
-        (3-level chains hand the target variable counts) would misfile -- a request
-        feeding 1 position into a batch whose others feed 9 is not a cheap pass; the max
-        keeps a uniform batch exact while the mean lags a change of route.  ``prefill_rate`` (prompt positions
+        The pass is filed under ``N = positions`` (``PassTiming.positions``: what the whole pass
+        computed, padding included where the world pads), or ``tokens * batch_size`` where the
+        world does not say (0).  A ragged batch makes the difference: 3-level chains hand the
+        target variable counts and a change of route mixes lookaheads for a round, and in a
+        padded batch a row feeding 3 positions beside one feeding 7 costs 7.  (Before the worlds
+        reported it, the total was guessed from an EMA of the model's feeds, which lagged every
+        change of route.)  ``prefill_rate`` (prompt positions
         arriving per second) adds ``prefill_rate * seconds``: written when prompts rode in the
         decode passes.  The serving loop no longer mixes them (``policies.serving.same_kind``),
         but filing without the term measured worse (docs/policies.md, 2026-12-07: slowdown
@@ -192,12 +193,7 @@ class PassTimeProfile:
         """
         if tokens > self.max_positions or not 0.0 <= seconds < math.inf:
             return
-        if batch_size <= 1:
-            total = tokens
-        elif mean_feed is None:
-            total = tokens * batch_size
-        else:
-            total = int(max(mean_feed, tokens) * batch_size + 0.5)
+        total = positions if positions > 0 else tokens * max(batch_size, 1)
         if self.width_cost:
             self._learn_cost(model, total, batch_size if batch_size > 1 else 1, seconds)
         if prefill_rate > 0.0:

@@ -307,10 +307,12 @@ class Pass:
     ``rows`` are the requests in it (each at its current call), ``keeps`` / ``feeds`` their
     cached positions kept and positions fed, ``width`` the widest feed (the padded width).
     The world fills ``accepted`` (candidates accepted, per row; ignored for draft steps) and
-    ``seconds`` (the forward pass's time) and appends TV samples to ``slot.tv[level]``.
+    ``seconds`` (the forward pass's time), appends TV samples to ``slot.tv[level]`` and, where
+    it does not pad ragged rows, sets ``positions`` (the positions it computed; padded by
+    default: rows times ``width``).
     """
 
-    __slots__ = ("model", "rows", "keeps", "feeds", "width", "accepted", "seconds", "collect")
+    __slots__ = ("model", "rows", "keeps", "feeds", "width", "accepted", "seconds", "collect", "positions")
 
     def __init__(
         self, model: int, rows: list[Slot], keeps: list[int], feeds: list[int], width: int, collect: bool
@@ -323,6 +325,7 @@ class Pass:
         self.accepted = [0] * len(rows)
         self.seconds = 0.0
         self.collect = collect
+        self.positions = width * len(rows)
 
     @property
     def size(self) -> int:
@@ -421,12 +424,12 @@ def resolve_pass(step: Pass, continuing: list[Slot] | None = None) -> list[Slot]
     """
     rows = step.rows
     if step.collect:
-        model, size, seconds = step.model, len(rows), step.seconds
+        model, size, seconds, positions = step.model, len(rows), step.seconds, step.positions
         timings: dict[int, PassTiming] = {}
         for slot, fed in zip(rows, step.feeds):
             timing = timings.get(fed)
             if timing is None:
-                timing = timings[fed] = _new_tuple(PassTiming, (model, fed, size, seconds))
+                timing = timings[fed] = _new_tuple(PassTiming, (model, fed, size, seconds, positions))
             slot.passes[slot.call_level].append(timing)
     ended: list[Slot] = []
     keep_going = continuing.append if continuing is not None else _discard

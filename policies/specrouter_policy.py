@@ -83,12 +83,10 @@ keeps ``route() + observe()`` within a few microseconds.
   pass of its route beyond the model's measured pass times (``check_extrapolated``: a
   drafter's pass or plain decoding narrower, a verify wider, than any measured, by a quarter)
   while the router is young (fewer than ``explore_horizon`` tokens committed: a few measured
-  cells): once the route's passes are filed where it runs them, it is priced again; so that this
-  is soon, a young router's change of route also sets its models' mean feed (by which passes are
-  filed) to what the route feeds them (``feed_follows``), where the feed's EMA would take ~8
-  learned rounds.  A cold router reads its first target cells, measured at 9 positions x 4
-  sequences, down to plain decoding at 1.1 ms a pass where the real models take 7.9: without (d)
-  it decoded plainly until the next re-plan (32-114 rounds of a 100-round job).
+  cells): once the route's passes are filed where it runs them, it is priced again.  A cold
+  router reads its first target cells, measured at 9 positions x 4 sequences, down to plain
+  decoding at 1.1 ms a pass where the real models take 7.9: without (d) it decoded plainly until
+  the next re-plan (32-114 rounds of a 100-round job).
 """
 
 from __future__ import annotations
@@ -113,7 +111,6 @@ from policies.estimators import (
 from policies.planner import WIDTH_GRID, ChainPlan, PassCube, RoutePlanner
 from policies.prior import RoutingPrior, load_prior
 
-FEED_RATE = 0.25  # EMA rate of the mean feed per model: it must follow a change of route within a few passes
 SLOW_FEED_EVERY = 4  # of the learned rounds, 1 in this many also feeds the slow estimates (waits, f)
 LOAD_KEY_EVERY = 16  # the load key (which cached plan applies) is re-read once per this many rounds
 BACKLOG_EVERY = 2048  # rounds per window of the first probe version (BacklogProbe)
@@ -189,7 +186,6 @@ class SpecRouter:
         min_replan_gap: int = 24,
         followups: int = 4,
         check_extrapolated: bool = True,
-        feed_follows: bool = True,
         learn_waits: bool = True,
         chain_waits: str = "target",
         load_aware: bool = True,
@@ -251,8 +247,6 @@ class SpecRouter:
         # While the router is young (_young), a plan priced off the measured pass times is priced
         # again once its route's passes are measured (_extrapolated).
         self.check_extrapolated = check_extrapolated
-        # ... and, while young, a change of route sets its models' mean feed (_expect_feeds).
-        self.feed_follows = feed_follows
         self.per_domain = per_domain
         # A warm start (policies/prior.py): a world profile's pass times and acceptance as the
         # first estimates, worth prior_trials acceptance trials per pair.
@@ -293,7 +287,6 @@ class SpecRouter:
         self.learn_every = learn_every
         self.overhead: ChainOverhead | None = None
         self._domains: dict[str | None, _DomainState] = {}
-        self._feed: list[float] = []  # EMA of the positions per sequence of each model's passes
         self.tracker: LoadTracker | None = None  # R, Lambda, prefill rate, pass widths
         self._epoch = 0  # bumped when the pass-time profile moved: every plan is stale
         self._epoch_round = 0
@@ -408,16 +401,12 @@ class SpecRouter:
         the cost)."""
         update = profile.update
         see_pass = tracker.see_pass
-        feed = self._feed
-        max_feed = profile.max_positions
         prefill_rate = self._filed_prefill_rate(tracker)
         for level in levels:
             passes = level.passes
             if passes:
-                model, tokens, batch_size, seconds = passes[-1]
-                if tokens <= max_feed:  # prefill and catch-up are not routing feeds
-                    feed[model] += FEED_RATE * (tokens - feed[model])
-                update(model, tokens, batch_size, seconds, feed[model], prefill_rate)
+                model, tokens, batch_size, seconds, positions = passes[-1]
+                update(model, tokens, batch_size, seconds, positions, prefill_rate)
                 see_pass(model, batch_size)
 
     def _filed_prefill_rate(self, tracker: LoadTracker) -> float:
@@ -440,7 +429,6 @@ class SpecRouter:
                 ladder.size, self.time_rate, ladder.params, self.planner.columns, self._width_axis
             )
             self.tracker = LoadTracker(ladder.size, self.load_rate, count_widths=self.width_spread)
-            self._feed = [1.0] * ladder.size
             per_chain = self.chain_waits == "per_chain"
             self.overhead = ChainOverhead(per_chain=per_chain) if self.learn_waits else None
             self._load_key = (*[0] * ladder.size, 0)
@@ -568,16 +556,6 @@ class SpecRouter:
                 alpha[lower, upper] = min(1.0, estimate + bonus)
         return alpha
 
-    def _expect_feeds(self, route: Route) -> None:
-        """Set the mean feed of the route's models to what the route feeds them: a drafter one
-        position, a verifier the goal collected below it plus one.  Passes are filed at the mean
-        feed times the width (PassTimeProfile.update), an EMA at FEED_RATE per learned pass; after a
-        change of route it would file, e.g., plain decoding near the verifies' positions for ~8
-        learned rounds, and a young router re-plans on what those passes measure."""
-        feed = self._feed
-        for level, model in enumerate(route.chain):
-            feed[model] = route.lookaheads[level - 1] + 1.0 if level else 1.0
-
     def _young(self) -> bool:
         """Has this router committed fewer than ``explore_horizon`` tokens?  Its pass-time curve
         is then a few cells and its extrapolations wild; an older one's extrapolations are new
@@ -680,8 +658,6 @@ class SpecRouter:
             if kept.t_eff <= best.t_eff * (1.0 + self.hysteresis):
                 best = kept
         if best.route != state.watch_route:
-            if self.feed_follows and self._young():
-                self._expect_feeds(best.route)
             state.watch_route = best.route
             state.watch_rounds = 0
             state.watch_target, state.watch_first = _AcceptanceWatch(), _AcceptanceWatch()

@@ -116,7 +116,9 @@ class SyntheticWorld:
             while True:
                 positions = call.candidates + 1 if isinstance(call, Verify) else 1
                 seconds = self.pass_time(call.model, positions, self.batch_size, self.now)
-                passes[call.level].append(PassTiming(call.model, positions, self.batch_size, seconds))
+                passes[call.level].append(
+                    PassTiming(call.model, positions, self.batch_size, seconds, positions * self.batch_size)
+                )
                 self.now += seconds
                 reply = self._accept(route, call, domain) if isinstance(call, Verify) else None
                 call = gen.send(reply)

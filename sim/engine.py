@@ -83,6 +83,7 @@ class WorldPasses:
             return self._lookup(step, now)
         size = len(rows)
         tokens = step.width * size if self.padded else sum(feeds)
+        step.positions = tokens
         context = sum(keeps)
         attention = sum([fed * (keep + fed) for keep, fed in zip(keeps, feeds)])
         seconds = self.pass_time(model, tokens, size, context, attention, now)

@@ -18,7 +18,6 @@ from policies.specrouter_policy import SpecRouter
 from policies.synthetic import SyntheticWorld, linear_pass_time, matrix_alpha
 
 LADDER = LadderInfo(("draft", "mid", "target"))
-FOUR_MODELS: list[list[float]] = [[1, 0.75, 0.65, 0.6], [1, 1, 0.8, 0.72], [1, 1, 1, 0.85], [1, 1, 1, 1]]
 
 
 def test_a_width_starts_at_the_first_pass_and_becomes_an_ema() -> None:
@@ -78,7 +77,7 @@ def test_the_slack_and_a_prior_count_as_measured() -> None:
 def test_an_extrapolated_plan_is_priced_again_after_its_route_was_measured() -> None:
     """A cold router's first plan reads nothing measured; it re-plans after the route's first learned
     round, and once the passes it routes are measured such re-plans stop."""
-    alpha = [[1, 0.75, 0.65], [1, 1, 0.8], [1, 1, 1]]
+    alpha: list[list[float]] = [[1, 0.75, 0.65], [1, 1, 0.8], [1, 1, 1]]
     world = SyntheticWorld(3, matrix_alpha(alpha), linear_pass_time((0.001, 0.003, 0.01), (1e-5, 3e-5, 1e-4)))
     checked, unchecked = SpecRouter(), SpecRouter(check_extrapolated=False)
     world.run(checked, 1, tokens_per_request=40)
@@ -103,31 +102,3 @@ def test_an_old_router_leaves_new_widths_to_the_rate_limited_re_plans() -> None:
     router.tracker.committed_total = 2048
     router._replan(state)
     assert not state.tentative
-
-
-def test_a_young_router_files_a_new_route_at_its_own_feed() -> None:
-    """After a change of route the mean feed (an EMA at 0.25 per learned pass) would file, e.g., plain
-    decoding's passes near the verifies' positions for ~8 learned rounds; a young router sets it to
-    what the new route feeds (a drafter 1, a verifier the goal below it plus 1)."""
-    router = router_with(PassTimeProfile(3), (4.0, 4.0, 4.0))
-    router._feed = [3.0, 3.0, 7.0]
-    router._expect_feeds(Route((0, 1, 2), (2, 5), 2))
-    assert router._feed == [1.0, 3.0, 6.0]
-    router._expect_feeds(Route((2,), (), 2))
-    assert router._feed == [1.0, 3.0, 1.0]
-
-
-def test_following_the_feed_saves_the_compute_bound_world_its_detours() -> None:
-    """The world of test_falls_back_to_target_only_when_verification_stops_being_free: batches of
-    64, pass time in proportion to the positions.  Without the feed set, plain decoding's first
-    passes are filed at ~4 x 64 positions, read as dear as a verify, and the router speculates
-    longer (5 seeds: 720 against 662 seconds per token)."""
-    compute_bound = linear_pass_time((0.2, 1.0, 4.0, 10.0), (0.2, 1.0, 4.0, 10.0))
-
-    def time_per_token(router: SpecRouter, seed: int) -> float:
-        world = SyntheticWorld(4, matrix_alpha(FOUR_MODELS), compute_bound, batch_size=64, seed=seed)
-        return world.run(router, 30).time_per_token
-
-    following = sum(time_per_token(SpecRouter(), seed) for seed in (2, 3, 4))
-    lagging = sum(time_per_token(SpecRouter(feed_follows=False), seed) for seed in (2, 3, 4))
-    assert following < 0.97 * lagging

@@ -26,7 +26,7 @@ def fed(profile: PassTimeProfile, passes: int, noise: float, seed: int = 0, widt
     rng = np.random.default_rng(seed)
     for _ in range(passes):
         b, n = int(rng.integers(1, widths + 1)), int(rng.integers(1, 6))
-        profile.update(0, n, b, world(n, b) * float(np.exp(noise * rng.standard_normal())), float(n))
+        profile.update(0, n, b, world(n, b) * float(np.exp(noise * rng.standard_normal())), n * b)
 
 
 def test_recovers_a_known_per_sequence_cost_from_mixed_widths() -> None:
@@ -67,8 +67,8 @@ def test_batch_one_passes_read_the_pooled_curve_exactly() -> None:
     for _ in range(2_000):
         n = int(rng.integers(1, 9))
         seconds = world(n, 1) * float(np.exp(0.1 * rng.standard_normal()))
-        pooled.update(0, n, 1, seconds, float(n))
-        split.update(0, n, 1, seconds, float(n))
+        pooled.update(0, n, 1, seconds, n)
+        split.update(0, n, 1, seconds, n)
     assert split.fit_sequence_cost(0) == 0.0  # no width ever differed from a cell's
     for b in (1.0, 2.5, 4.0):
         assert np.array_equal(split.table([b], 9), pooled.table([b], 9))
@@ -80,7 +80,7 @@ def test_a_width_that_never_meets_another_leaves_the_cost_at_zero() -> None:
     split = PassTimeProfile(1, 0.02, None, 9, width_cost=True)
     for i in range(4_000):
         b = 1 + i % 4
-        split.update(0, 1, b, world(1, b), 1.0)
+        split.update(0, 1, b, world(1, b), b)
     assert split.fit_sequence_cost(0) == 0.0
     for b in (1, 2, 4):
         assert abs(split.table([b], 2)[0, 1] - world(1, b)) < 0.02 * world(1, b)
