@@ -90,9 +90,9 @@ class PassTimeProfile:
     A pass's time is governed by the positions the *whole batch* feeds, ``N = n b``
     (``n`` per sequence, ``b`` sequences): flat while streaming the weights dominates
     (memory-bound), then growing ~linearly in ``N`` (compute-bound).  So a pass is filed
-    under ``N`` -- the batch size times the larger of this request's feed and the mean
-    feed of the model's recent passes (every request's feedback reaches the policy, so
-    that is the batch's own mean) -- and one curve serves every (n, b) with the same product: verifying 5
+    under ``N`` -- the positions the whole pass computed, as its world reports them
+    (``PassTiming.positions``: padding included where the world pads) -- and one curve serves
+    every (n, b) with the same product: verifying 5
     positions at batch 50 predicts plain decoding at batch 250, the comparison that
     decides whether speculation still pays under load.
 
