@@ -9,16 +9,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 
 import backend_speed  # noqa: E402
 
+from policies import Policy, TargetOnly  # noqa: E402
+
 
 def test_learning_method_gets_a_fresh_policy_each_repeat_shared_over_its_items() -> None:
-    built: list[object] = []
-    seen: list[tuple[int, object]] = []
+    built: list[Policy] = []
+    seen: list[tuple[int, Policy]] = []
 
-    def make() -> object:
-        built.append(object())
+    def make() -> Policy:
+        built.append(TargetOnly())
         return built[-1]
 
-    def run(prompts: list[list[int]], policy: object) -> list[list[int]]:
+    def run(prompts: list[list[int]], policy: Policy) -> list[list[int]]:
         seen.append((prompts[0][0], policy))
         return [[7]]
 
