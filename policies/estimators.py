@@ -69,6 +69,28 @@ def read_curve(totals: np.ndarray, times: np.ndarray, wanted: np.ndarray) -> np.
     return out
 
 
+def young_line(totals: np.ndarray, times: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A young curve (fewer than ``PRIOR_UNTIL_KNOWN`` known cells) as one straight line: the
+    least-squares line through its cells, each weighted by its samples, its slope within
+    ``[0, V/N]`` at their weighted mean (so it never reads negative), given as the two points
+    at the ends of the measured range (:func:`read_curve` extends them).
+
+    Piece by piece, a few cells of one or two samples each make segments that are mostly noise:
+    on the real models at batch 4 (a 26-round job) the target's cells at 20 and 28 positions read
+    14.9 and 14.2 ms where the passes take 11.0 and 12.5, so longer verifies looked free and the
+    router settled on lookahead 5-7 where 3-4 is best.  The line pools them (docs/policies.md).
+    """
+    mean_total = float(np.average(totals, weights=samples))
+    mean_time = float(np.average(times, weights=samples))
+    spread = float(np.average((totals - mean_total) ** 2, weights=samples))
+    if spread <= 0.0:
+        return totals, times
+    slope = float(np.average((totals - mean_total) * (times - mean_time), weights=samples)) / spread
+    slope = min(max(slope, 0.0), mean_time / mean_total)
+    ends = np.array([totals[0], totals[-1]])
+    return ends, mean_time + slope * (ends - mean_total)
+
+
 def width_bin(width: float) -> int:
     """Bin of a batch width for the per-sequence cost: exact up to 8, then 4 per octave."""
     if width <= 8.0:
@@ -386,7 +408,11 @@ class PassTimeProfile:
             widths = widths[order] if widths is not None else None
         if widths is not None:  # the width-one curve f_m: every cell moved to width one
             times = np.maximum(times - self.sequence_cost[model] * (widths - 1.0), 0.0)
-        return totals, np.maximum.accumulate(times)  # never cheaper with more positions
+        times = np.maximum.accumulate(times)  # never cheaper with more positions
+        counts = self._count[model]
+        if prior is None and len(cells) >= 2 and sum(c >= FRESH_SAMPLES for c in counts) < PRIOR_UNTIL_KNOWN:
+            return young_line(totals, times, np.array([counts[c] for c in cells], dtype=float))
+        return totals, times
 
     def _read(
         self,

@@ -102,3 +102,43 @@ def test_an_old_router_leaves_new_widths_to_the_rate_limited_re_plans() -> None:
     router.tracker.committed_total = 2048
     router._replan(state)
     assert not state.tentative
+
+
+def fill(profile: PassTimeProfile, total: int, seconds: float, samples: int) -> None:
+    for _ in range(samples):
+        profile.update(0, total, 1, seconds)
+
+
+def test_a_young_curve_reads_as_the_weighted_line_through_its_cells() -> None:
+    """Two cells of a few samples: the line through them (weighted by samples), not the piecewise
+    segments a third, noisy cell would bend; once three cells are known, the cells again."""
+    profile = PassTimeProfile(1, max_positions=64)
+    fill(profile, 16, 0.0097, 3)
+    fill(profile, 28, 0.0122, 3)
+    fill(profile, 20, 0.0149, 1)  # one noisy sample: read piece by piece, 20 -> 28 would look free
+    points = profile.points(0)
+    assert points is not None
+    totals, times = points
+    assert list(totals) == [16.0, 28.0]  # the line's two ends
+    rise = (times[1] - times[0]) / 12.0
+    assert 0.0 < rise <= times[1] / 28.0
+    at = profile.curve(0, 1.0, 40)
+    assert at is not None and at[28] - at[20] == pytest.approx(8 * rise)  # longer verifies cost more
+    for total, seconds, more in ((16, 0.0097, 1), (28, 0.0122, 1), (20, 0.0105, 3)):
+        fill(profile, total, seconds, more)  # three known cells (FRESH_SAMPLES each): read piece by piece
+    grown = profile.points(0)
+    assert grown is not None and list(grown[0]) == [16.0, 20.0, 28.0]
+
+
+def test_a_young_line_never_falls_and_a_prior_keeps_its_own_reading() -> None:
+    falling = PassTimeProfile(1, max_positions=64)
+    fill(falling, 8, 0.012, 2)
+    fill(falling, 24, 0.010, 2)  # a slower sample at fewer positions: noise, not a falling curve
+    points = falling.points(0)
+    assert points is not None and points[1][1] >= points[1][0]
+    seeded = PassTimeProfile(1, max_positions=64)
+    seeded.seed(0, [(8.0, 0.010), (24.0, 0.020), (48.0, 0.030)])
+    fill(seeded, 8, 0.010, 2)
+    fill(seeded, 24, 0.020, 2)
+    kept = seeded.points(0)
+    assert kept is not None and 48.0 in list(kept[0])  # the prior's cells fill in: no line
