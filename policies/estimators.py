@@ -392,7 +392,9 @@ class PassTimeProfile:
         if width_cost and self._cost_updates[model] >= COST_REFIT:
             self.fit_sequence_cost(model)
         widths = np.array([self._width[model][c] for c in cells]) if width_cost else None
-        if prior is not None and sum(c >= FRESH_SAMPLES for c in self._count[model]) < PRIOR_UNTIL_KNOWN:
+        counts = self._count[model]
+        young = sum(c >= FRESH_SAMPLES for c in counts) < PRIOR_UNTIL_KNOWN  # a prior kept, or a line
+        if prior is not None and young:
             prior_totals, prior_times = prior
             scale = float(np.median(times / read_curve(prior_totals, prior_times, totals))) if cells else 1.0
             measured_cells = set(cells)
@@ -409,8 +411,7 @@ class PassTimeProfile:
         if widths is not None:  # the width-one curve f_m: every cell moved to width one
             times = np.maximum(times - self.sequence_cost[model] * (widths - 1.0), 0.0)
         times = np.maximum.accumulate(times)  # never cheaper with more positions
-        counts = self._count[model]
-        if prior is None and len(cells) >= 2 and sum(c >= FRESH_SAMPLES for c in counts) < PRIOR_UNTIL_KNOWN:
+        if prior is None and young and len(cells) >= 2:
             return young_line(totals, times, np.array([counts[c] for c in cells], dtype=float))
         return totals, times
 
