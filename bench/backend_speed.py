@@ -258,8 +258,11 @@ def ours_outputs(
     return ours(ladder, policy, prompts or [], new_tokens, batch, lean)[0]
 
 
-def learning(name: str, ladder: Ladder, make: Callable[[], Policy], new_tokens: int, batch: int) -> Method:
-    """A learning policy's method: a fresh policy every repeat (:class:`Method`)."""
+def fresh_each_repeat(
+    name: str, ladder: Ladder, make: Callable[[], Policy], new_tokens: int, batch: int
+) -> Method:
+    """A method whose policy is built afresh every repeat (:class:`Method`): a learning policy
+    starts cold; a fixed one (the batch-scaling rows) is built the same way."""
     return Method(name, partial(ours_outputs, ladder, new_tokens=new_tokens, batch=batch), fresh=make)
 
 
@@ -305,10 +308,10 @@ def lookup_section(
             Method(f"hf_prompt_lookup:{k}", partial(hf_outputs, ladder, new_tokens, None, prompt_lookup=k))
             for k in ((4, 10) if args.quick else (2, 4, 6, 10))
         ]
-        make = adaptive_factory()
+        make = registry_factory()
         routers = (
             [
-                learning(label, lad, make, new_tokens, 1)
+                fresh_each_repeat(label, lad, make, new_tokens, 1)
                 for label, lad in (("specrouter", ladder), ("specrouter|ngram", with_lookup))
             ]
             if make is not None
@@ -367,9 +370,9 @@ def lookup_goals(section: dict[str, Any] | None) -> dict[str, dict[str, Any]]:
     return goals
 
 
-def adaptive_factory(spec: str = "specrouter") -> Callable[[], Policy] | None:
-    """A maker of fresh policies from the registry (SpecRouter cold unless told: it learns pass
-    times and acceptance online); ``None`` without the registry."""
+def registry_factory(spec: str = "specrouter") -> Callable[[], Policy] | None:
+    """A maker of fresh policies of ``spec`` from the registry (SpecRouter, cold, unless told);
+    ``None`` without the registry."""
     try:
         from policies.registry import make_policy
     except ImportError:
@@ -447,8 +450,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         Method(f"hf_assisted:M{d}", partial(hf_outputs, ladder, new_tokens, d)) for d in range(target)
     ]
     chains = chain_methods(ladder, prompts, new_tokens, quick)
-    cold = adaptive_factory()
-    adaptive = [learning("ours_adaptive", ladder, cold, new_tokens, 1)] if cold else []
+    cold = registry_factory()
+    adaptive = [fresh_each_repeat("ours_adaptive", ladder, cold, new_tokens, 1)] if cold else []
     profile, profile_s = warm_start_profile(args, ladder, ladder_note) if cold else (None, 0.0)
     warm: Callable[[], Policy] | None = None
     if profile:
@@ -457,9 +460,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
         warm_spec = warm_specrouter(profile)
         check_fits(warm_spec, ladder.size, ladder.info.names)
-        warm = adaptive_factory(warm_spec)
+        warm = registry_factory(warm_spec)
         assert warm is not None
-        adaptive.append(learning("ours_adaptive_warm", ladder, warm, new_tokens, 1))
+        adaptive.append(fresh_each_repeat("ours_adaptive_warm", ladder, warm, new_tokens, 1))
     hf_generate(ladder, prompts[:1], 8, None)  # warm-up: the first calls of a process pay one-off costs
     ours(ladder, TargetOnly(), prompts[:1], 8, 1)
     measure_all(base + assisted + chains + adaptive, prompts, repeats, "batch 1")
@@ -475,7 +478,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     scale_prompts = [prompts[i % len(prompts)] for i in range(max(batches) * 2)]
     factories: list[tuple[str, Callable[[], Policy]]] = [("target", TargetOnly)]
     if best_chain is not None:
-        best_factory = adaptive_factory(best_chain.name)
+        best_factory = registry_factory(best_chain.name)
         if best_factory is not None:
             factories.append((best_chain.name, best_factory))
     if cold is not None:  # SpecRouter cold at every batch size, as at batch 1
@@ -485,7 +488,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     # every label and batch size in one interleaved measurement: the ratios the goals read are
     # side by side, not rows measured one after another under whatever load each met
     rows = {
-        label: [learning(f"{label}@{b}", ladder, make, new_tokens, b) for b in batches]
+        label: [fresh_each_repeat(f"{label}@{b}", ladder, make, new_tokens, b) for b in batches]
         for label, make in factories
     }
     measure_all(
