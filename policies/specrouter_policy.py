@@ -202,6 +202,7 @@ class SpecRouter:
         offered_load: bool = True,
         width_cost: str = "one_device",
         file_prefill: bool = True,
+        stale_passes: int = 0,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -273,6 +274,11 @@ class SpecRouter:
         # File (and read the cube's) pass times with the prompt positions arriving per second of
         # pass (PassTimeProfile.update): on by default; off, the curve is in decode positions.
         self.file_prefill = file_prefill
+        # A pass-time cell no pass was filed in for more than stale_passes of its model's passes
+        # is not read (PassTimeProfile.fresh_cells; 0: every cell is read).
+        if stale_passes < 0:
+            raise ValueError(f"SpecRouter stale_passes must be >= 0, got {stale_passes}")
+        self.stale_passes = stale_passes
         self._width_axis = width_cost == "on"  # settled by the first ladder (_domain)
         self._file_prefill = file_prefill
         if name:
@@ -426,7 +432,12 @@ class SpecRouter:
             if self.width_cost == "one_device" and not stages_overlap(ladder.devices):
                 self._width_axis, self._file_prefill = True, False
             self.profile = PassTimeProfile(
-                ladder.size, self.time_rate, ladder.params, self.planner.columns, self._width_axis
+                ladder.size,
+                self.time_rate,
+                ladder.params,
+                self.planner.columns,
+                self._width_axis,
+                stale_after=self.stale_passes,
             )
             self.tracker = LoadTracker(ladder.size, self.load_rate, count_widths=self.width_spread)
             per_chain = self.chain_waits == "per_chain"
