@@ -50,6 +50,7 @@ UNMEASURED_FRACTION = 0.05  # prior pass time of an unmeasured model, as a fract
 COST_RATE_SHARE = 0.25  # the cost cells' median step, as a share of the curve's (width_cost)
 WIDTH_BINS = 64  # width bins of the per-sequence cost's cells (width_bin; key = cell * WIDTH_BINS + bin)
 COST_REFIT = 64  # passes of a model between two fits of its per-sequence cost (width_cost)
+SHIFT_FOLLOWED = 0.1  # a model's cells moved by more than this (median) since the last snapshot: a shift
 
 
 def read_curve(totals: np.ndarray, times: np.ndarray, wanted: np.ndarray) -> np.ndarray:
@@ -164,6 +165,7 @@ class PassTimeProfile:
         max_positions: int = 64,
         width_cost: bool = False,
         stale_after: int = 0,
+        follow_shifts: bool = False,
     ):
         if not 0.0 < rate < 1.0:
             raise ValueError(f"PassTimeProfile rate must be in (0, 1), got {rate}")
@@ -184,6 +186,8 @@ class PassTimeProfile:
         self.stale_after = stale_after
         self._filed = [0] * ladder_size
         self._last = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
+        # Cells left behind follow the shift of the cells passes moved to (snapshot).
+        self.follow_shifts = follow_shifts
         self.width_cost = width_cost
         self._width = [[1.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean width of the cell's samples
         # the per-sequence cost's cells (_learn_cost): positions cell * WIDTH_BINS + width bin ->
@@ -193,6 +197,7 @@ class PassTimeProfile:
         self.sequence_cost = [0.0] * ladder_size  # c_m, seconds per sequence in the batch
         self._prior_width: list[np.ndarray | None] = [None] * ladder_size
         self._snapshot = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
+        self._snapshot_count = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
         self._prior: list[tuple[np.ndarray, np.ndarray] | None] = [None] * ladder_size  # seed()
         self.moved = False  # some settled cell left its snapshot by more than ``tolerance``
         self.fresh = False  # some cell became known (FRESH_SAMPLES) since the last snapshot
@@ -392,10 +397,45 @@ class PassTimeProfile:
             self._prior_width[model] = np.array([max(w, 1.0) for _, _, w in kept])
 
     def snapshot(self) -> None:
-        """Remember the current estimates; :attr:`moved` reports departures from them."""
+        """Remember the current estimates; :attr:`moved` reports departures from them.  With
+        ``follow_shifts``, first carry the cells no pass reached since the last snapshot along
+        with the shift of those that were (:meth:`follow_shift`)."""
+        if self.follow_shifts:
+            for model in range(self.ladder_size):
+                self.follow_shift(model)
         self._snapshot = [list(row) for row in self._time]
+        self._snapshot_count = [list(row) for row in self._count]
         self.moved = False
         self.fresh = False
+
+    def follow_shift(self, model: int) -> float:
+        """Scale the model's cells that no pass was filed in since the last snapshot by the median
+        ratio, now to then, of its settled cells that passes were filed in; returns that ratio
+        (1.0 when it is within ``SHIFT_FOLLOWED`` of 1, and nothing is scaled).
+
+        A device that slows down slows every pass, but a cell only moves when a pass is filed in
+        it, and with the prefill term (``prefill_rate * seconds``) slower passes are filed further
+        up the curve: under ``slowdown``'s 4x episode the target's passes leave the cells near
+        ``N = 30`` for those near 200, and the cells left behind read 23 ms where every pass takes
+        ~80 (seed 0, t = 2,861 s), so a short verify looks 2-3x cheaper than a long one and the
+        planner shortens speculation when it should deepen.  The cells that were reached say how
+        far the device moved; the others are moved as far."""
+        counts, times = self._count[model], self._time[model]
+        before, seen = self._snapshot[model], self._snapshot_count[model]
+        ratios = [
+            times[c] / before[c]
+            for c in range(TOTAL_CELLS)
+            if counts[c] > seen[c] and seen[c] * self.rate > 1.0 and before[c] > 0.0
+        ]
+        if not ratios:
+            return 1.0
+        shift = float(np.median(ratios))
+        if abs(shift - 1.0) <= SHIFT_FOLLOWED:
+            return 1.0
+        for c in range(TOTAL_CELLS):
+            if counts[c] and counts[c] == seen[c]:
+                times[c] *= shift
+        return shift
 
     def known_span(self, model: int) -> tuple[float, float] | None:
         """The range of ``N`` where the model's curve interpolates -- from its smallest to its

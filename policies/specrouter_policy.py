@@ -203,6 +203,7 @@ class SpecRouter:
         width_cost: str = "one_device",
         file_prefill: bool = True,
         stale_passes: int = 0,
+        follow_shifts: bool = True,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -279,6 +280,10 @@ class SpecRouter:
         if stale_passes < 0:
             raise ValueError(f"SpecRouter stale_passes must be >= 0, got {stale_passes}")
         self.stale_passes = stale_passes
+        # Where the curve is filed with the prefill term, cells no pass reached since the last
+        # re-plan epoch follow the shift of those that were (PassTimeProfile.follow_shift): under a
+        # slowdown slower passes are filed further up the curve and leave stale, fast cells behind.
+        self.follow_shifts = follow_shifts
         self._width_axis = width_cost == "on"  # settled by the first ladder (_domain)
         self._file_prefill = file_prefill
         if name:
@@ -438,6 +443,7 @@ class SpecRouter:
                 self.planner.columns,
                 self._width_axis,
                 stale_after=self.stale_passes,
+                follow_shifts=self.follow_shifts and self._file_prefill,
             )
             self.tracker = LoadTracker(ladder.size, self.load_rate, count_widths=self.width_spread)
             per_chain = self.chain_waits == "per_chain"

@@ -1,4 +1,6 @@
-"""Stale pass-time cells are not read (`PassTimeProfile(stale_after=...)`, `SpecRouter(stale_passes=...)`).
+"""Pass-time cells left behind: they follow the shift of the cells passes moved to
+(``PassTimeProfile(follow_shifts=True)``, SpecRouter's default where the curve is filed with the
+prefill term), or are not read at all (``stale_after`` / ``SpecRouter(stale_passes=...)``, off).
 
 Where a pass is filed moves with the world: under a slowdown every pass takes longer and the prompt
 positions filed with it (``prefill_rate * seconds``) carry it up the curve, so the cells it left
@@ -9,7 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from policies import make_policy
+from policies import SpecRouter, make_policy
+from policies.contract import LadderInfo
 from policies.estimators import PassTimeProfile
 
 
@@ -61,3 +64,46 @@ def test_stale_after_must_not_be_negative() -> None:
         PassTimeProfile(1, stale_after=-1)
     with pytest.raises(ValueError, match="stale_passes"):
         make_policy("specrouter:stale_passes=-1")
+
+
+def shifted(follow: bool, factor: float) -> PassTimeProfile:
+    """Settled cells at N = 10, 20, 150, 200; after a snapshot only 150 and 200 see passes, at
+    ``factor`` times their old time; then the next snapshot."""
+    profile = PassTimeProfile(1, 0.02, None, 64, follow_shifts=follow)
+    for total, seconds in ((10, 0.020), (20, 0.022), (150, 0.040), (200, 0.045)):
+        file_passes(profile, total, seconds, 100)
+    profile.snapshot()
+    for _ in range(100):
+        file_passes(profile, 150, 0.040 * factor, 1)
+        file_passes(profile, 200, 0.045 * factor, 1)
+    profile.snapshot()
+    return profile
+
+
+def test_cells_left_behind_follow_the_shift_of_the_cells_passes_moved_to() -> None:
+    followed, kept = shifted(True, 2.0), shifted(False, 2.0)
+    followed_curve, kept_curve = followed.curve(0, 1.0, 64), kept.curve(0, 1.0, 64)
+    assert followed_curve is not None and kept_curve is not None
+    assert kept_curve[10] == pytest.approx(0.020, rel=0.01)
+    assert followed_curve[10] == pytest.approx(0.040, rel=0.05)  # moved 2x, like the cells reached
+    assert followed_curve[20] == pytest.approx(0.044, rel=0.05)
+    assert followed.follow_shift(0) == 1.0  # nothing filed since: nothing moves again
+
+
+def test_a_shift_within_the_noise_moves_nothing() -> None:
+    small = shifted(True, 1.08)
+    curve = small.curve(0, 1.0, 64)
+    assert curve is not None and curve[10] == pytest.approx(0.020, rel=0.01)
+
+
+def test_specrouter_follows_shifts_only_where_the_curve_is_filed_with_the_prefill_term() -> None:
+    pipelined = SpecRouter()
+    pipelined._domain(None, LadderInfo(("a", "b", "c"), devices=(0, 1, 2)))
+    one_device = SpecRouter()  # the lockstep loop: filed in decode positions, no term to shift passes
+    one_device._domain(None, LadderInfo(("a", "b", "c"), devices=(0, 0, 0)))
+    assert pipelined.profile is not None and pipelined.profile.follow_shifts
+    assert one_device.profile is not None and not one_device.profile.follow_shifts
+    off = make_policy("specrouter:follow_shifts=false")
+    assert isinstance(off, SpecRouter)
+    off._domain(None, LadderInfo(("a", "b", "c"), devices=(0, 1, 2)))
+    assert off.profile is not None and not off.profile.follow_shifts
