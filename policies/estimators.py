@@ -352,16 +352,12 @@ class PassTimeProfile:
 
     def fresh_cells(self, model: int) -> list[int]:
         """The model's measured cells, less the stale ones: those no pass was filed in for more
-        than ``stale_after`` of the model's passes (unless fewer than two would be left).
+        than ``stale_after`` of the model's passes (unless fewer than two would be left).  Below
+        the first fresh cell the curve then extends the fresh cells' slope.
 
-        A cell only moves when a pass is filed in it, and where passes are filed moves with the
-        world: under a 4x slowdown of the target (``slowdown``) every pass takes 4x longer, so
-        the prompt positions filed with it (``prefill_rate * seconds``) carry it from the cells
-        near ``N = 30`` to those near ``N = 200``.  The cells it left keep the old, fast times:
-        the curve reads 23 ms at ``N <= 36`` beside 65 ms at 146 while every pass takes ~80
-        (seed 0, t = 2,861 s), a verify looks 2-3x the price of a plain decode, and the planner
-        shortens speculation exactly when it should deepen.  Below the first fresh cell the curve
-        extends the slope of the fresh cells instead."""
+        The other answer to cells that passes left behind (:meth:`follow_shift`, which says why
+        they go stale): dropping them also drops what they know, and measured worse in the demo's
+        world (docs/policies.md), so ``stale_after`` is 0 unless asked for."""
         counts = self._count[model]
         cells = [c for c, count in enumerate(counts) if count]
         if not self.stale_after:
