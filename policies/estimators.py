@@ -164,13 +164,10 @@ class PassTimeProfile:
         params: Sequence[float] | None = None,
         max_positions: int = 64,
         width_cost: bool = False,
-        stale_after: int = 0,
         follow_shifts: bool = False,
     ):
         if not 0.0 < rate < 1.0:
             raise ValueError(f"PassTimeProfile rate must be in (0, 1), got {rate}")
-        if stale_after < 0:
-            raise ValueError(f"PassTimeProfile stale_after must be >= 0 passes, got {stale_after}")
         if params is not None and len(params) != ladder_size:
             raise ValueError(f"ladder params has {len(params)} entries for {ladder_size} models")
         self.ladder_size = ladder_size
@@ -180,12 +177,6 @@ class PassTimeProfile:
         self._time = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
         self._total = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean N of the cell's samples
         self._count = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
-        # Stale cells (fresh_cells): a cell no pass was filed in for more than ``stale_after`` of
-        # the model's passes is not read (0: every cell is read).  ``_filed`` counts each model's
-        # filed passes, ``_last`` is that count at the cell's latest pass.
-        self.stale_after = stale_after
-        self._filed = [0] * ladder_size
-        self._last = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
         # Cells left behind follow the shift of the cells passes moved to (snapshot).
         self.follow_shifts = follow_shifts
         self.width_cost = width_cost
@@ -235,9 +226,6 @@ class PassTimeProfile:
         if prefill_rate > 0.0:
             total += int(prefill_rate * seconds + 0.5)
         cell = total if total <= EXACT_TOTALS else total_cell(total)
-        filed = self._filed[model] + 1
-        self._filed[model] = filed
-        self._last[model][cell] = filed
         counts = self._count[model]
         c = counts[cell] + 1
         counts[cell] = c
@@ -345,27 +333,10 @@ class PassTimeProfile:
 
     def _measured(self, model: int) -> tuple[list[int], np.ndarray, np.ndarray]:
         """The model's measured cells in order of ``N`` (cells are ranges of ``N``), their mean
-        ``N`` and their median times: the fresh ones (:meth:`fresh_cells`)."""
-        cells = self.fresh_cells(model)
+        ``N`` and their median times."""
+        cells = [c for c, count in enumerate(self._count[model]) if count]
         cell_totals, cell_times = self._total[model], self._time[model]
         return cells, np.array([cell_totals[c] for c in cells]), np.array([cell_times[c] for c in cells])
-
-    def fresh_cells(self, model: int) -> list[int]:
-        """The model's measured cells, less the stale ones: those no pass was filed in for more
-        than ``stale_after`` of the model's passes (unless fewer than two would be left).  Below
-        the first fresh cell the curve then extends the fresh cells' slope.
-
-        The other answer to cells that passes left behind (:meth:`follow_shift`, which says why
-        they go stale): dropping them also drops what they know, and measured worse in the demo's
-        world (docs/policies.md), so ``stale_after`` is 0 unless asked for."""
-        counts = self._count[model]
-        cells = [c for c, count in enumerate(counts) if count]
-        if not self.stale_after:
-            return cells
-        oldest = self._filed[model] - self.stale_after
-        last = self._last[model]
-        fresh = [c for c in cells if last[c] >= oldest]
-        return fresh if len(fresh) >= 2 else cells
 
     def seed(
         self, model: int, points: Sequence[tuple[float, float]], widths: Sequence[float] | None = None

@@ -80,7 +80,6 @@ KNOB_RANGES: dict[str, KnobRange] = {
     "similarity_weight": KnobRange(0, 1),
     "followups": KnobRange(0),
     "learn_every": KnobRange(1),
-    "stale_passes": KnobRange(0),
     "exploration": KnobRange(0),
     "gamma": KnobRange(0, 1, open_low=True),  # the bandit's discount
     "time_bucket": KnobRange(0, open_low=True),

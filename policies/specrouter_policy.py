@@ -202,7 +202,6 @@ class SpecRouter:
         offered_load: bool = True,
         width_cost: str = "one_device",
         file_prefill: bool = True,
-        stale_passes: int = 0,
         follow_shifts: bool = True,
         name: str | None = None,
     ):
@@ -275,11 +274,6 @@ class SpecRouter:
         # File (and read the cube's) pass times with the prompt positions arriving per second of
         # pass (PassTimeProfile.update): on by default; off, the curve is in decode positions.
         self.file_prefill = file_prefill
-        # A pass-time cell no pass was filed in for more than stale_passes of its model's passes
-        # is not read (PassTimeProfile.fresh_cells; 0: every cell is read).
-        if stale_passes < 0:
-            raise ValueError(f"SpecRouter stale_passes must be >= 0, got {stale_passes}")
-        self.stale_passes = stale_passes
         # Where the curve is filed with the prefill term, cells no pass reached since the last
         # re-plan epoch follow the shift of those that were (PassTimeProfile.follow_shift): under a
         # slowdown slower passes are filed further up the curve and leave stale, fast cells behind.
@@ -442,7 +436,6 @@ class SpecRouter:
                 ladder.params,
                 self.planner.columns,
                 self._width_axis,
-                stale_after=self.stale_passes,
                 follow_shifts=self.follow_shifts and self._file_prefill,
             )
             self.tracker = LoadTracker(ladder.size, self.load_rate, count_widths=self.width_spread)

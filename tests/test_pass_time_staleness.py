@@ -1,6 +1,7 @@
-"""Pass-time cells left behind: they follow the shift of the cells passes moved to
+"""Pass-time cells left behind follow the shift of the cells passes moved to
 (``PassTimeProfile(follow_shifts=True)``, SpecRouter's default where the curve is filed with the
-prefill term), or are not read at all (``stale_after`` / ``SpecRouter(stale_passes=...)``, off).
+prefill term).  (Not reading such cells at all, ``stale_passes``, was tried and removed:
+docs/policies.md, "Stale pass-time cells under a slowdown".)
 
 Where a pass is filed moves with the world: under a slowdown every pass takes longer and the prompt
 positions filed with it (``prefill_rate * seconds``) carry it up the curve, so the cells it left
@@ -19,51 +20,6 @@ from policies.estimators import PassTimeProfile
 def file_passes(profile: PassTimeProfile, total: int, seconds: float, count: int) -> None:
     for _ in range(count):
         profile.update(0, 1, total, seconds)  # one position per sequence, `total` sequences
-
-
-def slowed(stale_after: int) -> PassTimeProfile:
-    """Passes at N = 10-40 take 20-25 ms; then the device slows 4x and passes land at N = 150-200."""
-    profile = PassTimeProfile(1, 0.02, None, 64, stale_after=stale_after)
-    for total, seconds in ((10, 0.020), (20, 0.022), (40, 0.025)):
-        file_passes(profile, total, seconds, 100)
-    for _ in range(40):
-        file_passes(profile, 150, 0.080, 1)
-        file_passes(profile, 200, 0.081, 1)
-    return profile
-
-
-def test_cells_left_behind_stop_being_read() -> None:
-    kept, fresh = slowed(0), slowed(50)
-    kept_curve = kept.curve(0, 1.0, 64)
-    fresh_curve = fresh.curve(0, 1.0, 64)
-    assert kept_curve is not None and fresh_curve is not None
-    assert kept_curve[10] == pytest.approx(0.020, rel=0.05)  # every cell read: the old, fast time
-    assert fresh_curve[10] == pytest.approx(0.080, rel=0.05)  # the fresh cells' level, extended down
-    assert fresh.fresh_cells(0) == [cell for cell in kept.fresh_cells(0) if cell > 64]
-    assert len(kept.fresh_cells(0)) == 5
-
-
-def test_a_cell_is_stale_only_after_more_than_stale_after_passes_elsewhere() -> None:
-    profile = PassTimeProfile(1, 0.02, None, 64, stale_after=10)
-    file_passes(profile, 10, 0.020, 5)
-    file_passes(profile, 20, 0.022, 5)
-    file_passes(profile, 30, 0.024, 10)  # cell 10 last filed 15 passes ago, cell 20 exactly 10 ago
-    assert profile.fresh_cells(0) == [20, 30]
-
-
-def test_the_whole_curve_is_read_while_fewer_than_two_cells_are_fresh() -> None:
-    profile = PassTimeProfile(1, 0.02, None, 64, stale_after=10)
-    file_passes(profile, 10, 0.020, 5)
-    file_passes(profile, 20, 0.022, 5)
-    file_passes(profile, 30, 0.024, 50)  # one fresh cell: a curve needs two, keep them all
-    assert profile.fresh_cells(0) == [10, 20, 30]
-
-
-def test_stale_after_must_not_be_negative() -> None:
-    with pytest.raises(ValueError, match="stale_after"):
-        PassTimeProfile(1, stale_after=-1)
-    with pytest.raises(ValueError, match="stale_passes"):
-        make_policy("specrouter:stale_passes=-1")
 
 
 def shifted(follow: bool, factor: float) -> PassTimeProfile:
