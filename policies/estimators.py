@@ -737,6 +737,9 @@ class AcceptanceMap:
         return 0.0 if value < 0.0 else 1.0 if value > 1.0 else value
 
 
+HIDDEN_MEAN_RATE = 0.05  # ChainOverhead.hidden_share: the horizon of the means it regresses about
+
+
 class ChainOverhead:
     """Per chain, the wall time a round spends waiting beyond its passes.
 
@@ -751,6 +754,16 @@ class ChainOverhead:
     overload must not haunt a chain forever::
 
         w = n * stale_keep^staleness,   wait = (w E/n + prior pooled) / (w + prior)
+
+    **Drafting hidden in the wait** (:meth:`hidden_share`): a request that drafts longer reaches
+    the target later, and a busy target's next pass starts when it starts, so it waits less.
+    The share is read from the rounds: minus the slope of a round's excess on its drafting
+    seconds, each taken against its short-horizon mean (rate ``HIDDEN_MEAN_RATE``), so that a
+    load swing, which moves both, counts little.  It is an attenuated estimate, not a
+    measurement: the means follow a swing with a lag, and on a test world with a slow swing and
+    a true share of 1 it reads ~0.5; in the simulator it reads near 1 during prefill bursts (the
+    wait many times the target pass) and near 0 in calm periods, which is when drafting does and
+    does not hide (docs/policies.md, "Drafting hidden in the wait at the target").
 
     The planner adds a chain's wait to the latency of every round of it.  ``per_chain=False``
     gives every chain the pooled wait: the target's queue, most of a round's wait, is common to
@@ -768,19 +781,32 @@ class ChainOverhead:
         self.sums: dict[tuple[int, ...], list[float]] = {}  # chain -> [excess, rounds, last sample]
         self.pooled = [0.0, 0.0]
         self.target_seconds = 0.0  # discounted like pooled[1]: the rounds' target pass seconds
+        self.draft_seconds = 0.0  # likewise: the rounds' other passes (drafting)
         self.samples = 0
+        # hidden_share's regression: short-horizon means, discounted co-moments about them
+        self._draft_mean = self._excess_mean = 0.0
+        self._draft_excess = self._draft_square = 0.0
 
     def add(self, chain: tuple[int, ...], latency: float, passes: float, target: float = 0.0) -> None:
         """One round: its wall time, the seconds of all its passes and of its target passes."""
         excess = latency - passes
         if not (0.0 <= passes < math.inf and 0.0 <= excess < math.inf):
             return
-        self.target_seconds = self.target_seconds * self.keep + target
+        keep = self.keep
+        self.target_seconds = self.target_seconds * keep + target
+        drafting = passes - target
+        self.draft_seconds = self.draft_seconds * keep + drafting
+        if not self.samples:
+            self._draft_mean, self._excess_mean = drafting, excess
+        off_draft, off_excess = drafting - self._draft_mean, excess - self._excess_mean
+        self._draft_excess = self._draft_excess * keep + off_draft * off_excess
+        self._draft_square = self._draft_square * keep + off_draft * off_draft
+        self._draft_mean += HIDDEN_MEAN_RATE * off_draft
+        self._excess_mean += HIDDEN_MEAN_RATE * off_excess
         self.samples += 1
         sums = self.sums.get(chain)
         if sums is None:
             sums = self.sums[chain] = [0.0, 0.0, 0.0]
-        keep = self.keep
         sums[0] = sums[0] * keep + excess
         sums[1] = sums[1] * keep + 1.0
         sums[2] = self.samples
@@ -790,6 +816,18 @@ class ChainOverhead:
     def target_factor(self) -> float:
         """Pooled seconds of waiting per second of target pass (``chain_waits="target"``)."""
         return self.pooled[0] / self.target_seconds if self.target_seconds > 0 else 0.0
+
+    def draft_factor(self) -> float:
+        """Pooled seconds of drafting per second of target pass (``d`` of ``planner.TargetWait``)."""
+        return self.draft_seconds / self.target_seconds if self.target_seconds > 0 else 0.0
+
+    def hidden_share(self) -> float:
+        """The share of a round's drafting that hides in its wait (``h`` of
+        ``planner.TargetWait``): minus the slope of the excess on the drafting seconds about
+        their short-horizon means, in ``[0, 1]`` (class docstring)."""
+        if self._draft_square <= 0.0:
+            return 0.0
+        return min(max(-self._draft_excess / self._draft_square, 0.0), 1.0)
 
     def wait(self, chain: tuple[int, ...]) -> float:
         """Expected waiting seconds per round of ``chain``."""

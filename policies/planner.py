@@ -230,13 +230,44 @@ def member_values(members: np.ndarray, values: Sequence[float] | None, default: 
     return table[members]
 
 
-def with_target_wait(waits: FloatArray | None, parts: FloatArray, factor: float) -> FloatArray | None:
-    """Row waits plus ``factor`` times each row's target pass time (``parts[:, -1]``): a round
-    waits at the target for the pass in progress there, which lasts as long as the passes the
-    route itself puts on the target."""
-    if factor <= 0.0:
+class TargetWait(NamedTuple):
+    """A round's wait at the target, per row: ``max(0, c P_T + h (d P_T - P_D))``.
+
+    ``c`` (``per_target_second``): seconds waited per second of target pass, pooled over the
+    rounds -- a round waits at the target for the pass in progress there, which lasts as long
+    as the passes routes put on the target.  ``P_T`` is the row's target pass time, ``P_D``
+    the time of its other passes (drafting), ``d`` (``drafting_per_target_second``) the
+    drafting seconds per target second of the rounds ``c`` was measured on, and ``h``
+    (``hidden``) the share of drafting that hides in the wait: a request that drafts longer
+    reaches a busy target later and waits less for its next pass (``h = 1``: the round lasts
+    the target's cycle whatever the drafting; ``h = 0``: waits and drafting add up).  A route
+    drafting what the measured rounds drafted (``P_D = d P_T``) waits ``c P_T`` either way.
+    """
+
+    per_target_second: float = 0.0
+    hidden: float = 0.0
+    drafting_per_target_second: float = 0.0
+
+    def rows(self, parts: FloatArray) -> FloatArray:
+        """Each row's wait (``parts``: one column per chain level, the target's last)."""
+        target = parts[:, -1]
+        wait = self.per_target_second * target
+        if self.hidden > 0.0:
+            drafting = parts[:, :-1].sum(axis=1)
+            wait = np.maximum(wait + self.hidden * (self.drafting_per_target_second * target - drafting), 0.0)
+        return wait
+
+
+NO_TARGET_WAIT = TargetWait()
+
+
+def with_target_wait(
+    waits: FloatArray | None, parts: FloatArray, target_wait: TargetWait
+) -> FloatArray | None:
+    """Row waits plus each row's wait at the target (:class:`TargetWait`)."""
+    if target_wait.per_target_second <= 0.0:
         return waits
-    extra = factor * parts[:, -1]
+    extra = target_wait.rows(parts)
     return extra if waits is None else waits + extra
 
 
@@ -247,7 +278,7 @@ def solve_row_widths(
     cube: PassCube,
     load: SystemLoad,
     waits: FloatArray | None,
-    target_wait: float = 0.0,
+    target_wait: TargetWait = NO_TARGET_WAIT,
 ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """Little's-law widths and requests in flight per row (:func:`policies.cost_model.solve_load`),
     then parts and tokens at them."""
@@ -353,7 +384,7 @@ class RoutePlanner:
         round_overhead: FloatArray | None = None,
         load: SystemLoad | None = None,
         pass_time_at: PassCube | None = None,
-        target_wait: float = 0.0,
+        target_wait: TargetWait = NO_TARGET_WAIT,
     ) -> list[ChainPlan]:
         """The best lookaheads of every chain (same order as ``self.chains``).
 
@@ -411,11 +442,10 @@ class RoutePlanner:
         round_overhead: FloatArray | None,
         load: SystemLoad | None,
         pass_time_at: PassCube | None = None,
-        target_wait: float = 0.0,
+        target_wait: TargetWait = NO_TARGET_WAIT,
     ) -> tuple[FloatArray, FloatArray, FloatArray]:
         """Latency (waits included), tokens and the minimised cost of every row; ``target_wait``
-        adds that many seconds of waiting per second of the row's target pass (system objective
-        only: :func:`with_target_wait`)."""
+        adds each row's wait at the target (system objective only: :func:`with_target_wait`)."""
         waits = round_overhead[chain_ids] if round_overhead is not None else None
         if load is None:
             latency, tokens = evaluate_routes(members, grid, alpha, pass_table)

@@ -39,7 +39,10 @@ keeps ``route() + observe()`` within a few microseconds.
   target pass, pooled over all chains, times the route's own target time -- a round waits
   at the target for the pass in progress, as long as the passes routes put there;
   ``"per_chain"`` each chain's own wait per round, ``"pooled"`` the wait pooled over all;
-  ``learn_waits=False`` turns it off.
+  ``learn_waits=False`` turns it off.  Where the models run on several devices, drafting
+  hides in that wait by the share read from the rounds (``hide_drafting``,
+  :class:`~policies.planner.TargetWait`): a request that drafts longer reaches a busy target
+  later and waits less.
 * **The system objective** (``objective="system"``, the default; see
   :func:`policies.cost_model.estimate_system`).  A round is priced in the batch it
   joins: every pass at the width ``b_m`` the policy's passes experienced lately (an EMA
@@ -108,7 +111,7 @@ from policies.estimators import (
     PassTimeProfile,
     round_acceptance,
 )
-from policies.planner import WIDTH_GRID, ChainPlan, PassCube, RoutePlanner
+from policies.planner import NO_TARGET_WAIT, WIDTH_GRID, ChainPlan, PassCube, RoutePlanner, TargetWait
 from policies.prior import RoutingPrior, load_prior
 
 SLOW_FEED_EVERY = 4  # of the learned rounds, 1 in this many also feeds the slow estimates (waits, f)
@@ -203,6 +206,7 @@ class SpecRouter:
         width_cost: str = "one_device",
         file_prefill: bool = True,
         follow_shifts: bool = True,
+        hide_drafting: bool = True,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -278,6 +282,9 @@ class SpecRouter:
         # re-plan epoch follow the shift of those that were (PassTimeProfile.follow_shift): under a
         # slowdown slower passes are filed further up the curve and leave stale, fast cells behind.
         self.follow_shifts = follow_shifts
+        # With chain_waits="target", on several devices: the share of drafting that hides in the
+        # wait at the target (ChainOverhead.hidden_share; planner.TargetWait).
+        self.hide_drafting = hide_drafting
         self._width_axis = width_cost == "on"  # settled by the first ladder (_domain)
         self._file_prefill = file_prefill
         if name:
@@ -628,9 +635,9 @@ class SpecRouter:
         assert self.planner is not None and self.profile is not None and self.tracker is not None
         assert self.ladder is not None  # set with the planner, by the first view
         overhead = None
-        target_wait = 0.0
+        target_wait = NO_TARGET_WAIT
         if self.overhead is not None and self.chain_waits == "target":
-            target_wait = self.overhead.target_factor()
+            target_wait = self.target_wait()
         elif self.overhead is not None:
             overhead = np.array([self.overhead.wait(chain) for chain in self.planner.chains])
         load = self.system_load()
@@ -656,6 +663,18 @@ class SpecRouter:
             else None,
             target_wait,
         )
+
+    def target_wait(self) -> TargetWait:
+        """The wait at the target the planner prices (``chain_waits="target"``): per second of
+        target pass, less the drafting it hides where the models run on several devices (on one
+        device the drafting is the device's own time, and nothing overlaps it)."""
+        overhead = self.overhead
+        if overhead is None:
+            return NO_TARGET_WAIT
+        assert self.ladder is not None
+        if not (self.hide_drafting and stages_overlap(self.ladder.devices)):
+            return TargetWait(overhead.target_factor())
+        return TargetWait(overhead.target_factor(), overhead.hidden_share(), overhead.draft_factor())
 
     def _replan(self, state: _DomainState) -> _Plan:
         assert self.planner is not None

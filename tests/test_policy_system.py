@@ -21,7 +21,7 @@ from policies.cost_model import (
     stages_overlap,
 )
 from policies.oracle import PhasedRouter, RouteCensus
-from policies.planner import PassCube, RoutePlanner
+from policies.planner import PassCube, RoutePlanner, TargetWait
 from policies.synthetic import cube_from, pass_table_from
 from sim.config import cluster_from_dict
 from sim.engine import Simulation
@@ -118,7 +118,7 @@ def test_a_wait_per_target_second_prices_as_the_scalar_model_with_that_wait() ->
     load = SystemLoad((3.0, 5.0, 8.0, 20.0), 40.0)
     table = pass_table_from(lambda m, n: roofline(m, n, load.batch_sizes[m]), 4, planner.columns)
     plain = {p.route.chain: p for p in planner.plan_chains(alpha, table, None, load)}
-    for plan in planner.plan_chains(alpha, table, None, load, None, factor):
+    for plan in planner.plan_chains(alpha, table, None, load, None, TargetWait(factor)):
         at_widths = lambda m, n: roofline(m, n, load.batch_sizes[m])  # noqa: E731
         target_time = estimate_round_parts(plan.route, alpha_from_matrix(alpha), at_widths).level_time[-1]
         scalar = estimate_system(
@@ -127,7 +127,8 @@ def test_a_wait_per_target_second_prices_as_the_scalar_model_with_that_wait() ->
         assert plan.t_eff == pytest.approx(scalar.t_sys, rel=1e-9), plan.route
         assert plan.t_eff > plain[plan.route.chain].t_eff  # waiting costs every chain something
     # target-only waits the least: it puts one short pass on the target
-    chains = {p.route.chain: p for p in planner.plan_chains(alpha, table, None, load, None, factor)}
+    waited = planner.plan_chains(alpha, table, None, load, None, TargetWait(factor))
+    chains = {p.route.chain: p for p in waited}
     assert chains[(3,)].latency - plain[(3,)].latency == pytest.approx(factor * roofline(3, 1, 20.0))
 
 
