@@ -839,6 +839,43 @@ class ChainOverhead:
         return (weight * sums[0] / sums[1] + self.prior * pooled) / (weight + self.prior)
 
 
+class QueueReach:
+    """How soon the target takes a round's verify, by the target's queue when the round starts.
+
+    Per bucket of the calls pending on the target at routing (0, 1, 2-3, 4-7, 8+), a ring of
+    the last ``size`` rounds' ``rho = (D + W) / P_T``: the seconds from the round's start until
+    its target pass began (its drafting ``D`` plus its wait ``W``) per second of its target
+    pass.  A row drafting ``P_D`` with target pass ``P_T`` then waits ``max(0, rho P_T - P_D)``
+    (``planner.TargetWait.reach``): drafting hides in a busy target's queue.
+    """
+
+    BUCKETS = 5
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self.rings: list[list[float]] = [[] for _ in range(self.BUCKETS)]
+        self.next = [0] * self.BUCKETS
+
+    @staticmethod
+    def bucket(queue: int) -> int:
+        return min(queue.bit_length(), QueueReach.BUCKETS - 1)
+
+    def add(self, bucket: int, drafting: float, wait: float, target: float) -> None:
+        if not (target > 0.0 and drafting >= 0.0 and wait >= 0.0):
+            return
+        rho = (drafting + wait) / target
+        ring = self.rings[bucket]
+        if len(ring) < self.size:
+            ring.append(rho)
+        else:
+            ring[self.next[bucket]] = rho
+            self.next[bucket] = (self.next[bucket] + 1) % self.size
+
+    def samples(self, bucket: int, least: int = 8) -> np.ndarray | None:
+        ring = self.rings[bucket]
+        return np.array(ring) if len(ring) >= least else None
+
+
 WIDTH_BIN = [0] + [
     min(int(WIDTH_STEPS_PER_OCTAVE * math.log2(b) + 0.5), len(WIDTH_GRID) - 1) for b in range(1, 1025)
 ]  # batch width -> its WIDTH_GRID bin

@@ -247,10 +247,16 @@ class TargetWait(NamedTuple):
     per_target_second: float = 0.0
     hidden: float = 0.0
     drafting_per_target_second: float = 0.0
+    reach: FloatArray | None = None  # samples of rho: QueueWait.rows
 
     def rows(self, parts: FloatArray) -> FloatArray:
         """Each row's wait (``parts``: one column per chain level, the target's last)."""
         target = parts[:, -1]
+        if self.reach is not None:
+            drafting = parts[:, :-1].sum(axis=1)
+            # the target is free rho P_T after the round starts; the round waits for what its
+            # drafting does not cover: E max(0, rho P_T - P_D) over the measured rho
+            return np.maximum(self.reach[None, :] * target[:, None] - drafting[:, None], 0.0).mean(axis=1)
         wait = self.per_target_second * target
         if self.hidden > 0.0:
             drafting = parts[:, :-1].sum(axis=1)
@@ -265,7 +271,7 @@ def with_target_wait(
     waits: FloatArray | None, parts: FloatArray, target_wait: TargetWait
 ) -> FloatArray | None:
     """Row waits plus each row's wait at the target (:class:`TargetWait`)."""
-    if target_wait.per_target_second <= 0.0:
+    if target_wait.per_target_second <= 0.0 and target_wait.reach is None:
         return waits
     extra = target_wait.rows(parts)
     return extra if waits is None else waits + extra

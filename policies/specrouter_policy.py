@@ -43,6 +43,14 @@ keeps ``route() + observe()`` within a few microseconds.
   hides in that wait by the share read from the rounds (``hide_drafting``,
   :class:`~policies.planner.TargetWait`): a request that drafts longer reaches a busy target
   later and waits less.
+* **Routes by the target's queue** (``queue_routes``, where the models run on several
+  devices).  The waits come in bursts (prefills queued at the target), and the calls queued
+  at the target when a round starts (``RouteView.queue_lengths``) predict them: a round that
+  starts with calls queued there has plans of its own per bucket of that queue (1, 2-3, 4-7,
+  8+), each route priced with the bucket's measured reach of the target,
+  ``wait = E max(0, rho P_T - P_D)`` (:class:`~policies.estimators.QueueReach`): drafting up
+  to the target's reach is free.  Only while the calm plan speculates: under a plan of plain
+  decoding the queue is a saturated target, not free drafting time.
 * **The system objective** (``objective="system"``, the default; see
   :func:`policies.cost_model.estimate_system`).  A round is priced in the batch it
   joins: every pass at the width ``b_m`` the policy's passes experienced lately (an EMA
@@ -109,6 +117,7 @@ from policies.estimators import (
     LoadTracker,
     PairStats,
     PassTimeProfile,
+    QueueReach,
     round_acceptance,
 )
 from policies.planner import NO_TARGET_WAIT, WIDTH_GRID, ChainPlan, PassCube, RoutePlanner, TargetWait
@@ -207,6 +216,7 @@ class SpecRouter:
         file_prefill: bool = True,
         follow_shifts: bool = True,
         hide_drafting: bool = True,
+        queue_routes: bool = False,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -285,6 +295,12 @@ class SpecRouter:
         # With chain_waits="target", on several devices: the share of drafting that hides in the
         # wait at the target (ChainOverhead.hidden_share; planner.TargetWait).
         self.hide_drafting = hide_drafting
+        # On several devices: rounds that start with calls queued at the target get the plan of
+        # that queue's bucket, priced with its measured reach of the target (QueueReach).
+        self.queue_routes = queue_routes
+        self.reach = QueueReach()
+        self._queue_at: dict[int, int] = {}  # request -> target queue bucket when its round was routed
+        self._queue_plans = False  # settled by the first ladder: several devices and queue_routes
         self._width_axis = width_cost == "on"  # settled by the first ladder (_domain)
         self._file_prefill = file_prefill
         if name:
@@ -330,13 +346,40 @@ class SpecRouter:
         if plan is None or plan.version != state.version or plan.epoch != self._epoch:
             plan = self._replan(state)
             state.plans[self._load_key] = plan
+        if self._queue_plans:
+            bucket = QueueReach.bucket(view.queue_lengths[-1])
+            self._queue_at[view.request_id] = bucket
+            # A target with calls queued takes this round's verify late: drafting hides in the
+            # wait, so such rounds have plans of their own -- unless plain decoding is the plan
+            # (a compute-bound target: the queue is the saturation, not free drafting time).
+            if bucket and len(plan.route.chain) > 1:
+                key = (*self._load_key, -bucket)
+                busy = state.plans.get(key)
+                if busy is None or busy.version != state.version or busy.epoch != self._epoch:
+                    busy = self._queue_plan(state, bucket)
+                    state.plans[key] = busy
+                return busy.route
         return plan.route
+
+    def _queue_plan(self, state: _DomainState, bucket: int) -> _Plan:
+        """The plan of rounds that start with ``bucket``'s calls queued at the target
+        (``queue_routes``): every route priced with that bucket's measured reach of the target
+        (``QueueReach``); the calm plan while the bucket has too few samples.  No hysteresis and
+        no change detector of its own: both follow the calm plan, which every round still asks."""
+        reach = self.reach.samples(bucket)
+        if reach is None:
+            return state.plans[self._load_key]
+        self.replans += 1
+        best = min(self.chain_plans(state, reach), key=lambda p: p.t_eff)
+        return _Plan(best.route, best.t_eff, state.version, self._epoch)
 
     def observe(self, feedback: RoundFeedback) -> None:
         rounds = self.rounds = self.rounds + 1
         tracker = self.tracker
         if tracker is None:
             return  # a round this policy never routed
+        if feedback.request_done and self._queue_plans:
+            self._queue_at.pop(feedback.request_id, None)
         tracker.see_round(feedback)
         if self.saturation_probe and not rounds % self._probe_step:
             self._backlog.step(tracker, feedback.finished)
@@ -353,6 +396,12 @@ class SpecRouter:
         # Of the learned rounds, 1 in SLOW_FEED_EVERY also feeds the slow estimates (waits, f).
         sampled = not (rounds // self.learn_every) % SLOW_FEED_EVERY
         self._learn_pass_times(levels, profile, tracker)
+        if self._queue_plans:
+            bucket = self._queue_at.get(feedback.request_id)
+            if bucket is not None and not _prefilled(levels[-1], profile.max_positions):
+                target = sum([timing.seconds for timing in levels[-1].passes])
+                passes = sum([sum([timing.seconds for timing in level.passes]) for level in levels])
+                self.reach.add(bucket, passes - target, feedback.finished - feedback.started - passes, target)
         if sampled and self.overhead is not None and not _prefilled(levels[-1], profile.max_positions):
             self.overhead.add(
                 chain,
@@ -435,6 +484,7 @@ class SpecRouter:
                 )
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
+            self._queue_plans = self.queue_routes and stages_overlap(ladder.devices)
             if self.width_cost == "one_device" and not stages_overlap(ladder.devices):
                 self._width_axis, self._file_prefill = True, False
             self.profile = PassTimeProfile(
@@ -630,13 +680,15 @@ class SpecRouter:
         widths = (load or self.system_load()).batch_sizes
         return self.profile.table(widths, self.planner.columns)
 
-    def chain_plans(self, state: _DomainState) -> list[ChainPlan]:
+    def chain_plans(self, state: _DomainState, reach: np.ndarray | None = None) -> list[ChainPlan]:
         """Every chain's best lookaheads and cost under the current estimates."""
         assert self.planner is not None and self.profile is not None and self.tracker is not None
         assert self.ladder is not None  # set with the planner, by the first view
         overhead = None
         target_wait = NO_TARGET_WAIT
-        if self.overhead is not None and self.chain_waits == "target":
+        if reach is not None:
+            target_wait = TargetWait(reach=reach)
+        elif self.overhead is not None and self.chain_waits == "target":
             target_wait = self.target_wait()
         elif self.overhead is not None:
             overhead = np.array([self.overhead.wait(chain) for chain in self.planner.chains])
