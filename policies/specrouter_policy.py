@@ -216,7 +216,7 @@ class SpecRouter:
         file_prefill: bool = True,
         follow_shifts: bool = True,
         hide_drafting: bool = True,
-        queue_routes: bool = False,
+        queue_routes: bool = True,
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
