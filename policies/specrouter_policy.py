@@ -346,13 +346,14 @@ class SpecRouter:
         if plan is None or plan.version != state.version or plan.epoch != self._epoch:
             plan = self._replan(state)
             state.plans[self._load_key] = plan
-        if self._queue_plans:
-            bucket = QueueReach.bucket(view.queue_lengths[-1])
-            self._queue_at[view.request_id] = bucket
+        queued = view.queue_lengths[-1]
+        if queued and self._queue_plans:
+            bucket = QueueReach.bucket(queued)
+            self._queue_at[view.request_id] = bucket  # observe() files the round's reach there
             # A target with calls queued takes this round's verify late: drafting hides in the
             # wait, so such rounds have plans of their own -- unless plain decoding is the plan
             # (a compute-bound target: the queue is the saturation, not free drafting time).
-            if bucket and len(plan.route.chain) > 1:
+            if len(plan.route.chain) > 1:
                 key = (*self._load_key, -bucket)
                 busy = state.plans.get(key)
                 if busy is None or busy.version != state.version or busy.epoch != self._epoch:
@@ -378,8 +379,8 @@ class SpecRouter:
         tracker = self.tracker
         if tracker is None:
             return  # a round this policy never routed
-        if feedback.request_done and self._queue_plans:
-            self._queue_at.pop(feedback.request_id, None)
+        # the bucket of calls queued at the target when this round was routed (none queued: None)
+        bucket = self._queue_at.pop(feedback.request_id, None) if self._queue_at else None
         tracker.see_round(feedback)
         if self.saturation_probe and not rounds % self._probe_step:
             self._backlog.step(tracker, feedback.finished)
@@ -396,12 +397,10 @@ class SpecRouter:
         # Of the learned rounds, 1 in SLOW_FEED_EVERY also feeds the slow estimates (waits, f).
         sampled = not (rounds // self.learn_every) % SLOW_FEED_EVERY
         self._learn_pass_times(levels, profile, tracker)
-        if self._queue_plans:
-            bucket = self._queue_at.get(feedback.request_id)
-            if bucket is not None and not _prefilled(levels[-1], profile.max_positions):
-                target = sum([timing.seconds for timing in levels[-1].passes])
-                passes = sum([sum([timing.seconds for timing in level.passes]) for level in levels])
-                self.reach.add(bucket, passes - target, feedback.finished - feedback.started - passes, target)
+        if bucket is not None and not _prefilled(levels[-1], profile.max_positions):
+            target = sum([timing.seconds for timing in levels[-1].passes])
+            passes = sum([sum([timing.seconds for timing in level.passes]) for level in levels])
+            self.reach.add(bucket, passes - target, feedback.finished - feedback.started - passes, target)
         if sampled and self.overhead is not None and not _prefilled(levels[-1], profile.max_positions):
             self.overhead.add(
                 chain,
