@@ -858,9 +858,12 @@ class QueueReach:
 
     @staticmethod
     def bucket(queue: int) -> int:
+        """Calls queued at the target -> bucket: 0, 1, 2-3, 4-7, 8+ -> 0 .. 4."""
         return min(queue.bit_length(), QueueReach.BUCKETS - 1)
 
     def add(self, bucket: int, drafting: float, wait: float, target: float) -> None:
+        """One round's seconds of passes below the target, of waiting, and of target passes (a
+        round without a target pass or with a negative time is no measurement)."""
         if not (target > 0.0 and drafting >= 0.0 and wait >= 0.0):
             return
         rho = (drafting + wait) / target
@@ -872,6 +875,7 @@ class QueueReach:
             self.next[bucket] = (self.next[bucket] + 1) % self.size
 
     def samples(self, bucket: int, least: int = 8) -> np.ndarray | None:
+        """The bucket's ``rho`` samples, or ``None`` while it holds fewer than ``least``."""
         ring = self.rings[bucket]
         return np.array(ring) if len(ring) >= least else None
 

@@ -242,12 +242,17 @@ class TargetWait(NamedTuple):
     reaches a busy target later and waits less for its next pass (``h = 1``: the round lasts
     the target's cycle whatever the drafting; ``h = 0``: waits and drafting add up).  A route
     drafting what the measured rounds drafted (``P_D = d P_T``) waits ``c P_T`` either way.
+
+    With ``reach`` (samples of ``rho``, the seconds from a round's start until the target took
+    its verify per second of its target pass, for rounds that started with the target's queue
+    in one bucket: ``estimators.QueueReach``) the wait is ``mean over rho of max(0, rho P_T - P_D)``
+    instead: drafting fully hidden, over the measured distribution of the target's reach.
     """
 
     per_target_second: float = 0.0
     hidden: float = 0.0
     drafting_per_target_second: float = 0.0
-    reach: FloatArray | None = None  # samples of rho: QueueWait.rows
+    reach: FloatArray | None = None  # measured rho of the round's queue bucket (estimators.QueueReach)
 
     def rows(self, parts: FloatArray) -> FloatArray:
         """Each row's wait (``parts``: one column per chain level, the target's last)."""
