@@ -397,17 +397,16 @@ class SpecRouter:
         # Of the learned rounds, 1 in SLOW_FEED_EVERY also feeds the slow estimates (waits, f).
         sampled = not (rounds // self.learn_every) % SLOW_FEED_EVERY
         self._learn_pass_times(levels, profile, tracker)
-        if bucket is not None and not _prefilled(levels[-1], profile.max_positions):
-            target = sum([timing.seconds for timing in levels[-1].passes])
+        overhead = self.overhead if sampled else None
+        if (bucket is not None or overhead is not None) and not _prefilled(levels[-1], profile.max_positions):
+            # the round's pass seconds, all and the target's: its wall time beyond them is its wait
+            latency = feedback.finished - feedback.started
             passes = sum([sum([timing.seconds for timing in level.passes]) for level in levels])
-            self.reach.add(bucket, passes - target, feedback.finished - feedback.started - passes, target)
-        if sampled and self.overhead is not None and not _prefilled(levels[-1], profile.max_positions):
-            self.overhead.add(
-                chain,
-                feedback.finished - feedback.started,
-                sum([sum([timing.seconds for timing in level.passes]) for level in levels]),
-                sum([timing.seconds for timing in levels[-1].passes]),
-            )
+            target = sum([timing.seconds for timing in levels[-1].passes])
+            if bucket is not None:
+                self.reach.add(bucket, passes - target, latency - passes, target)
+            if overhead is not None:
+                overhead.add(chain, latency, passes, target)
         target_accepted = target_trials = first_accepted = first_trials = 0
         top = len(levels) - 1
         asked = levels[0].proposed  # a model-free drafter's tokens asked for (0 for a model drafter)
