@@ -51,7 +51,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from policies.contract import (
     LadderInfo,
@@ -109,7 +109,7 @@ class Slot:
     __slots__ = (
         "request_id", "arrival", "prompt_tokens", "budget", "domain", "generated", "committed",
         "first_token", "valid", "stop_at", "round_id", "last_round_end",
-        "route", "chain", "lookaheads", "top", "round_started", "latent", "passes", "tv", "buffer",
+        "route", "chain", "lookaheads", "top", "round_started", "latent", "draws", "passes", "tv", "buffer",
         "call_model", "call_level", "call_candidates",
         "proposed", "accepted", "emitted", "produced", "goal", "room", "drafts_left", "drafted",
         "model_free",
@@ -139,6 +139,7 @@ class Slot:
         self.top = 0
         self.round_started = 0.0
         self.latent: list[float] = []  # the simulator's per-position acceptance draws
+        self.draws: Any = None  # the simulator's random stream for this request (made on first use)
         self.passes: list[list[PassTiming]] = []
         self.tv: list[list[float]] = []
         self.buffer: list[int] = []  # per chain level: tentative tokens it holds

@@ -105,13 +105,19 @@ class RandomPool:
     Callers read ``normals[n]`` / ``exponentials[e]`` and advance the cursors themselves
     after :meth:`reserve` guarantees enough values remain (a refill starts a fresh chunk,
     so the stream stays a deterministic function of the seed and the call sequence).
+    ``entropy`` seeds the two streams as ``[*entropy, 1]`` (verdicts) and ``[*entropy, 2]``
+    (TV samples, proposals); the second is made on its first use.  Chunks start at ``chunk``
+    values and double on each refill up to :attr:`CHUNK`, so a short request's stream costs
+    a few hundred draws, not 65,536.
     """
 
     CHUNK = 1 << 16
 
-    def __init__(self, seed: int) -> None:
-        self._normal_rng = np.random.default_rng([seed, 1])  # verdicts: independent of TV sampling
-        self._exponential_rng = np.random.default_rng([seed, 2])
+    def __init__(self, entropy: int | Sequence[int], chunk: int = CHUNK) -> None:
+        self._entropy = [entropy] if isinstance(entropy, int) else list(entropy)
+        self._normal_rng = np.random.default_rng([*self._entropy, 1])  # independent of TV sampling
+        self._exponential_rng: np.random.Generator | None = None
+        self._normal_chunk = self._exponential_chunk = min(chunk, self.CHUNK)
         self.normals: list[float] = []
         self.exponentials: list[float] = []
         self.n = 0
@@ -120,12 +126,16 @@ class RandomPool:
 
     def reserve(self, normals: int, exponentials: int) -> None:
         if self.n + normals > len(self.normals):
-            self.normals = self._normal_rng.standard_normal(max(self.CHUNK, normals)).tolist()
+            size = max(self._normal_chunk, normals)
+            self._normal_chunk = min(2 * self._normal_chunk, self.CHUNK)
+            self.normals = self._normal_rng.standard_normal(size).tolist()
             self.n = 0
         if self.e + exponentials > len(self.exponentials):
-            self.exponentials = self._exponential_rng.standard_exponential(
-                max(self.CHUNK, exponentials)
-            ).tolist()
+            if self._exponential_rng is None:
+                self._exponential_rng = np.random.default_rng([*self._entropy, 2])
+            size = max(self._exponential_chunk, exponentials)
+            self._exponential_chunk = min(2 * self._exponential_chunk, self.CHUNK)
+            self.exponentials = self._exponential_rng.standard_exponential(size).tolist()
             self.e = 0
         self.normals_size, self.exponentials_size = len(self.normals), len(self.exponentials)
 
@@ -181,7 +191,8 @@ class AcceptanceModel:
         self.shared = math.sqrt(correlation)
         self.own = math.sqrt(1.0 - correlation)
         self.correlation = correlation
-        self.pool = RandomPool(seed)
+        self.seed = seed
+        self.pool = RandomPool(seed)  # draws of callers that bring no stream of their own
         self.static = drift_amplitude == 0.0 and not self.overrides
         # keyed by (lower, upper, domain, lookahead): the lookahead is 0 unless a profile gives
         # per-lookahead acceptance
@@ -226,13 +237,23 @@ class AcceptanceModel:
         return pair.alpha
 
     # -- a model-free member's proposals --------------------------------------------------
-    def propose(self, member: int, domain: str | None, limit: int) -> int:
-        """How many of ``limit`` tokens model-free ``member`` proposes (one seeded draw)."""
+    def stream(self, request_id: int) -> RandomPool:
+        """The draws of one request: a stream of its own, seeded by the world's seed and its id.
+
+        Common random numbers: a request that takes the same routes under two policies draws
+        the same verdicts, whatever the other requests do, so a comparison of policies on one
+        seed measures the policies, not which request drew a lucky stream.
+        """
+        return RandomPool([self.seed, 3, request_id], chunk=256)
+
+    def propose(self, member: int, domain: str | None, limit: int, pool: RandomPool | None = None) -> int:
+        """How many of ``limit`` tokens model-free ``member`` proposes (one draw of ``pool``)."""
         key = (member, domain, limit)
         cdf = self._proposal_cdf.get(key)
         if cdf is None:
             cdf = self._proposal_cdf[key] = self._cumulative(member, domain, limit)
-        pool = self.pool
+        if pool is None:
+            pool = self.pool
         if pool.e >= pool.exponentials_size:
             pool.reserve(0, 1)
         uniform = math.exp(-pool.exponentials[pool.e])  # X ~ Exp(1): exp(-X) ~ U(0, 1)
@@ -311,12 +332,17 @@ class AcceptanceModel:
         offset: int,
         candidates: int,
         tv_out: list[float] | None,
+        pool: RandomPool | None = None,
     ) -> int:
-        """Accepted prefix length of ``candidates`` at positions ``offset..``; TV samples appended."""
+        """Accepted prefix length of ``candidates`` at positions ``offset..``; TV samples appended.
+
+        The draws come from ``pool`` (a request's :meth:`stream`), else the model's own.
+        """
         lookahead = candidates if self.profile is not None else 0
         cached = self._threshold_cache.get((lower, upper, domain, lookahead)) if self.static else None
         limits, gap = cached if cached is not None else self._limits(lower, upper, domain, now, lookahead)
-        pool = self.pool
+        if pool is None:
+            pool = self.pool
         missing = offset + candidates - len(latent)
         need = candidates + missing if missing > 0 else candidates
         n = pool.n
@@ -342,7 +368,7 @@ class AcceptanceModel:
         pool.n = n
         if tv_out is not None and candidates:
             if self.profile is not None:
-                self._replay_tv(lower, upper, domain, gap, candidates, tv_out)
+                self._replay_tv(lower, upper, domain, gap, candidates, tv_out, pool)
             else:
                 e = pool.e
                 for x in pool.exponentials[e : e + candidates]:
@@ -352,10 +378,16 @@ class AcceptanceModel:
         return accepted
 
     def _replay_tv(
-        self, lower: int, upper: int, domain: str | None, gap: float, n: int, out: list[float]
+        self,
+        lower: int,
+        upper: int,
+        domain: str | None,
+        gap: float,
+        n: int,
+        out: list[float],
+        pool: RandomPool,
     ) -> None:
         """TV samples replayed from the profile (drawn uniformly), else the parametric draw."""
-        pool = self.pool
         empirical = self._empirical_pair(lower, upper, domain)
         samples = empirical.tv if empirical is not None else ()
         for x in pool.exponentials[pool.e : pool.e + n]:

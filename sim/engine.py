@@ -74,6 +74,7 @@ class WorldPasses:
         self.charges_overhead = any(self.overhead)  # GPU clusters: none, and no per-pass work for it
         self.verify = world.acceptance.verify
         self.propose = world.acceptance.propose
+        self.stream = world.acceptance.stream
         self.model_free = cluster.model_free
 
     def run(self, step: Pass, now: float) -> float:
@@ -97,9 +98,12 @@ class WorldPasses:
             candidates = slot.call_candidates
             if candidates > 0:
                 level = slot.call_level
+                draws = slot.draws
+                if draws is None:
+                    draws = slot.draws = self.stream(slot.request_id)
                 accepted[index] = verify(
                     slot.chain[level - 1], model, slot.domain, end, slot.latent, slot.buffer[level],
-                    candidates, slot.tv[level] if collect else None,
+                    candidates, slot.tv[level] if collect else None, draws,
                 )  # fmt: skip
         return spent
 
@@ -115,7 +119,9 @@ class WorldPasses:
         for index, slot in enumerate(rows):
             if slot.call_candidates != LOOKUP:
                 raise RuntimeError(f"request {slot.request_id}: model-free M{model} was asked to score")
-            accepted[index] = propose(model, slot.domain, slot.drafted)
+            if slot.draws is None:
+                slot.draws = self.stream(slot.request_id)
+            accepted[index] = propose(model, slot.domain, slot.drafted, slot.draws)
         return spent
 
 
