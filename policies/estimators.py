@@ -70,6 +70,22 @@ def read_curve(totals: np.ndarray, times: np.ndarray, wanted: np.ndarray) -> np.
     return out
 
 
+def median_step(value: float, sample: float, step: float, clip: bool) -> float:
+    """One step of the multiplicative sign rule ``v <- v (1 + step sign(t - v))`` that tracks a
+    median; with ``clip`` a step never passes the sample.  A cell's first steps are ``1/c`` (it
+    settles within a few samples) and are clipped: unclipped, a second pass 8% faster than the
+    first halved a cell of the target (21.2 -> 10.6 ms, truth 19.5; ``useless_middle`` seed 1),
+    and the planner priced short verifies at 60% of their cost for 770 rounds.  Settled steps
+    (``rate``) are not clipped: clipping them too measured no better (docs/policies.md)."""
+    if sample > value:
+        moved = value * (1.0 + step)
+        return sample if clip and moved > sample else moved
+    if sample < value:
+        moved = value * (1.0 - step)
+        return sample if clip and moved < sample else moved
+    return value
+
+
 def young_line(totals: np.ndarray, times: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A young curve (fewer than ``PRIOR_UNTIL_KNOWN`` known cells) as one straight line: the
     least-squares line through its cells, each weighted by its samples, its slope within
@@ -244,12 +260,7 @@ class PassTimeProfile:
             self._total[model][cell] = float(total)
         else:
             step = self.rate if c * self.rate > 1.0 else 1.0 / c
-            if seconds > value:
-                value *= 1.0 + step
-                if value > seconds and c <= 2:
-                    value = seconds
-            elif seconds < value:
-                value *= 1.0 - step
+            value = median_step(value, seconds, step, c * self.rate <= 1.0)
             times[cell] = value
             if cell > EXACT_TOTALS:
                 totals = self._total[model]
@@ -276,11 +287,7 @@ class PassTimeProfile:
         entry[1] = count
         rate = COST_RATE_SHARE * self.rate  # c is a difference of cells: steadier medians
         step = rate if count * rate > 1.0 else 1.0 / count
-        value = entry[0]
-        if seconds > value:
-            entry[0] = value * (1.0 + step)
-        elif seconds < value:
-            entry[0] = value * (1.0 - step)
+        entry[0] = median_step(entry[0], seconds, step, count * rate <= 1.0)
         entry[2] += (total - entry[2]) * step
         entry[3] += (width - entry[3]) * step
         self._cost_updates[model] += 1
