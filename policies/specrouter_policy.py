@@ -806,6 +806,12 @@ class SaturationProbe(_PlainDecoding):
       arrivals were still ramping up and both arms measured a transient (``high_rate`` seed 5:
       lost at 23 in flight, 8.8 s; re-judged at 14.7 s and held, 1.046 -> 0.996x target-only).
       The saturated workload's first verdict came with the demand met, so it still waits.
+      A **provisional verdict is re-judged at** ``REJUDGE_PROVISIONAL`` (``sqrt 2``) times the
+      load, and a **hold released while the demand led is provisional too**: on ``high_rate``
+      seed 0 a hold won at 101 in flight was released 0.7 s later (its windows, in the ramp,
+      carried the arrivals' prefills: 1,892 tokens/s), and speculation then ran to the admission
+      limit at 33 s; 8 seeds, CRN-paired: 1.011 -> 0.992 x target-only (7 of 8 below it),
+      ``stationary``, ``load_ramp`` and ``slowdown`` unchanged to the digit.
 
     (The first version held plain decoding until the backlog cleared and compared the probe
     window with the window before it, unbacklogged or not, and counted the probe's first
@@ -822,6 +828,7 @@ class SaturationProbe(_PlainDecoding):
     WARMUP_ROUNDS = 4.0  # of the probe's warm-up
     PROBE_ROUNDS = 12.0  # and of its measured window
     REJUDGE_GROWTH = 2.0  # a backlog this many times the last probe's is probed at once
+    REJUDGE_PROVISIONAL = 2.0**0.5  # a provisional verdict: re-judged at half a doubling
 
     def __init__(self) -> None:
         self.plain = False  # route everything target-only (probing or holding)
@@ -881,9 +888,10 @@ class SaturationProbe(_PlainDecoding):
                 self._spec_seconds = self.SPEC_KEEP * self._spec_seconds + seconds
                 # A verdict holds for the load it was judged at: a backlog that has grown
                 # REJUDGE_GROWTH-fold since, up to the admission limit, is probed again
-                # whatever the gap.
+                # whatever the gap; a provisional one at REJUDGE_PROVISIONAL-fold.
                 grown = tracker.in_flight >= self.REJUDGE_GROWTH * self._judged_at
-                stale = grown and (tracker.waiting > 0 or self._provisional)
+                regrown = tracker.in_flight >= self.REJUDGE_PROVISIONAL * self._judged_at
+                stale = (grown and tracker.waiting > 0) or (regrown and self._provisional)
                 if self.windows_since_probe >= self.gap or stale:
                     self.mode, self.plain = "warmup", True
                     self.windows_since_probe = 0
@@ -910,6 +918,9 @@ class SaturationProbe(_PlainDecoding):
                 self._resume(double=False)
             elif self._hold_windows >= self.CHECK_AFTER and self.hold_rate < self.spec_rate:
                 self.releases += 1
+                # released while the demand led: the hold's windows measured the ramp's
+                # prefills, not plain decoding's capacity, so the release is provisional too
+                self._provisional = tracker.demand_lead > 1.0 + self.MARGIN
                 self._resume(double=True)
 
     def _resume(self, double: bool) -> None:

@@ -192,3 +192,42 @@ def test_a_probe_lost_while_the_demand_led_is_judged_again_when_the_backlog_doub
     assert ramp.holds == 1 and ramp_looks <= 4 * window_looks
     met, met_looks = probe_after_growth(lead=1.0)
     assert met.holds == 1 and met_looks >= SaturationProbe.GAP_FIRST * window_looks
+
+
+def hold_released_then_grown(lead: float) -> tuple[SaturationProbe, int]:
+    """Plain decoding wins a probe at 100 requests in flight and holds; its hold windows then
+    commit 0.6x routing's rate (arrivals' prefills in a ramp) and the hold is released with the
+    admitted requests asking ``lead`` times what the rounds commit; the backlog grows 1.5-fold,
+    where plain decoding commits twice routing's rate.  Returns the probe and the looks from the
+    release until plain decoding holds again."""
+    probe, tracker = SaturationProbe(), Tracker(in_flight=100.0, most=100)
+    tracker.demand_lead = lead
+    phase = {"ramp": False}
+
+    def rate(plain: bool) -> float:
+        return (600.0 if phase["ramp"] else 2000.0) if plain else 1000.0
+
+    while probe.holds == 0:
+        drive(probe, tracker, 1, rate)
+    phase["ramp"] = True
+    while probe.releases == 0:
+        drive(probe, tracker, 1, rate)
+    phase["ramp"] = False
+    tracker.in_flight, tracker.most_in_flight = 150.0, 150
+    looks = 0
+    while probe.holds == 1 and looks < 5000:
+        drive(probe, tracker, 1, rate)
+        looks += 1
+    return probe, looks
+
+
+def test_a_hold_released_while_the_demand_led_is_judged_again_at_half_a_doubling() -> None:
+    """high_rate seed 0: a hold won at 101 in flight was released 0.7 s later (its windows carried
+    the ramp's prefills) and the next probe came at the admission limit, 18 s on.  Released while
+    the demand led, the verdict is provisional: a backlog grown sqrt(2)-fold is probed again at
+    once.  Released with the demand met, it waits for the (doubled) gap."""
+    window_looks = int(SaturationProbe.ROUTE_ROUNDS * 150) // PROBE_STEP + 1
+    ramp, ramp_looks = hold_released_then_grown(lead=2.0)
+    assert ramp.holds == 2 and ramp_looks <= 4 * window_looks
+    met, met_looks = hold_released_then_grown(lead=1.0)
+    assert met.holds == 2 and met_looks >= 2 * SaturationProbe.GAP_FIRST * window_looks
