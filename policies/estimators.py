@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import math
+from bisect import insort
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
@@ -193,6 +194,8 @@ class PassTimeProfile:
         self._time = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]
         self._total = [[0.0] * TOTAL_CELLS for _ in range(ladder_size)]  # mean N of the cell's samples
         self._count = [[0] * TOTAL_CELLS for _ in range(ladder_size)]
+        self._known = [0] * ladder_size  # cells with FRESH_SAMPLES or more (counts only grow)
+        self._cells: list[list[int]] = [[] for _ in range(ladder_size)]  # measured cells, in order
         # Cells left behind follow the shift of the cells passes moved to (snapshot).
         self.follow_shifts = follow_shifts
         self.width_cost = width_cost
@@ -258,6 +261,7 @@ class PassTimeProfile:
         if c == 1:
             times[cell] = value = seconds
             self._total[model][cell] = float(total)
+            insort(self._cells[model], cell)
         else:
             step = self.rate if c * self.rate > 1.0 else 1.0 / c
             value = median_step(value, seconds, step, c * self.rate <= 1.0)
@@ -267,6 +271,7 @@ class PassTimeProfile:
                 totals[cell] += (total - totals[cell]) * step
             if c == FRESH_SAMPLES:
                 self.fresh = True
+                self._known[model] += 1
         if not self.moved and c * self.rate > 1.0:  # a settled cell left its snapshot
             reference = self._snapshot[model][cell]
             if abs(value - reference) > self.tolerance * reference:
@@ -341,7 +346,7 @@ class PassTimeProfile:
     def _measured(self, model: int) -> tuple[list[int], np.ndarray, np.ndarray]:
         """The model's measured cells in order of ``N`` (cells are ranges of ``N``), their mean
         ``N`` and their median times."""
-        cells = [c for c, count in enumerate(self._count[model]) if count]
+        cells = self._cells[model]
         cell_totals, cell_times = self._total[model], self._time[model]
         return cells, np.array([cell_totals[c] for c in cells]), np.array([cell_times[c] for c in cells])
 
@@ -417,8 +422,7 @@ class PassTimeProfile:
         ``None`` if nothing was measured (its reads are scaled from another model's)."""
         if self._prior[model] is not None:
             return 0.0, math.inf
-        counts = self._count[model]
-        cells = [c for c, count in enumerate(counts) if count]
+        cells = self._cells[model]
         if not cells:
             return None
         totals = self._total[model]
@@ -440,7 +444,7 @@ class PassTimeProfile:
             self.fit_sequence_cost(model)
         widths = np.array([self._width[model][c] for c in cells]) if width_cost else None
         counts = self._count[model]
-        young = sum(c >= FRESH_SAMPLES for c in counts) < PRIOR_UNTIL_KNOWN  # a prior kept, or a line
+        young = self._known[model] < PRIOR_UNTIL_KNOWN  # a prior kept, or a line
         if prior is not None and young:
             prior_totals, prior_times = prior
             scale = float(np.median(times / read_curve(prior_totals, prior_times, totals))) if cells else 1.0
