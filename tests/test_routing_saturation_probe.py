@@ -155,11 +155,18 @@ def probe_after_growth(
         drive(probe, tracker, 1, rate)
     assert probe.holds == 0 and probe.gap == 2 * SaturationProbe.GAP_FIRST
     tracker.in_flight, tracker.most_in_flight, tracker.waiting = 250.0, 256, waiting
+    return probe, looks_until_held(probe, tracker, rate, 1)
+
+
+def looks_until_held(
+    probe: SaturationProbe, tracker: Tracker, rate: Callable[[bool], float], holds: int
+) -> int:
+    """Looks of the probe until it has held plain decoding ``holds`` times (at most 5,000)."""
     looks = 0
-    while probe.holds == 0 and looks < 5000:
+    while probe.holds < holds and looks < 5000:
         drive(probe, tracker, 1, rate)
         looks += 1
-    return probe, looks
+    return looks
 
 
 def test_a_backlog_that_grew_is_probed_again_at_once() -> None:
@@ -214,11 +221,7 @@ def hold_released_then_grown(lead: float) -> tuple[SaturationProbe, int]:
         drive(probe, tracker, 1, rate)
     phase["ramp"] = False
     tracker.in_flight, tracker.most_in_flight = 150.0, 150
-    looks = 0
-    while probe.holds == 1 and looks < 5000:
-        drive(probe, tracker, 1, rate)
-        looks += 1
-    return probe, looks
+    return probe, looks_until_held(probe, tracker, rate, 2)
 
 
 def test_a_hold_released_while_the_demand_led_is_judged_again_at_half_a_doubling() -> None:
