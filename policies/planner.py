@@ -396,6 +396,8 @@ class RoutePlanner:
         load: SystemLoad | None = None,
         pass_time_at: PassCube | None = None,
         target_wait: TargetWait = NO_TARGET_WAIT,
+        keep: Route | None = None,
+        keep_within: float = 0.0,
     ) -> list[ChainPlan]:
         """The best lookaheads of every chain (same order as ``self.chains``).
 
@@ -405,6 +407,8 @@ class RoutePlanner:
         hold each model's pass times at its width ``load.batch_sizes[m]``, unless
         ``pass_time_at`` (a :class:`PassCube`) answers at any width: then the widths follow
         each route by Little's law (``load.iterations`` steps).  ``ChainPlan.t_eff`` is the cost minimised.
+        ``keep`` (optional): its chain's plan keeps ``keep``'s lookaheads while they cost at most
+        ``1 + keep_within`` times that chain's best (hysteresis on the lookaheads).
         """
         plans: list[ChainPlan | None] = [None] * len(self.chains)
         for members, grid, chain_ids in self._groups:
@@ -416,6 +420,12 @@ class RoutePlanner:
             firsts = order[np.concatenate(([True], ranked[1:] != ranked[:-1]))]
             for row in firsts:
                 route = self._route(members, grid, int(row))
+                if keep is not None and route.chain == keep.chain and route.lookaheads != keep.lookaheads:
+                    same = (chain_ids == chain_ids[row]) & (grid == keep.lookaheads).all(axis=1)
+                    kept = np.nonzero(same)[0]
+                    if len(kept) and cost[kept[0]] <= cost[row] * (1.0 + keep_within):
+                        row = kept[0]
+                        route = self._route(members, grid, int(row))
                 plans[int(chain_ids[row])] = ChainPlan(
                     route, float(cost[row]), float(latency[row]), float(tokens[row])
                 )

@@ -29,7 +29,8 @@ keeps ``route() + observe()`` within a few microseconds.
   third of the bonus (measured in docs/policies.md, "A short job's cold start").
 * **Selection.** :class:`~policies.planner.RoutePlanner` scores every chain and its
   lookahead grid by ``T_eff``.  Hysteresis: the current chain is kept while its best
-  ``T_eff`` is within ``hysteresis`` of the best chain's.
+  ``T_eff`` is within ``hysteresis`` of the best chain's, and (``keep_lookaheads``, on one
+  device by default) its current lookaheads while they cost within ``hysteresis`` of its best.
 * **Waiting.** A round's wall time exceeds its passes by the waits between them
   (queues, batch formation, models sharing a GPU), and by how much depends on the
   servers a chain visits.  :class:`~policies.estimators.ChainOverhead` learns it (sampled
@@ -217,6 +218,7 @@ class SpecRouter:
         follow_shifts: bool = True,
         hide_drafting: bool = True,
         queue_routes: bool = True,
+        keep_lookaheads: str = "one_device",
         name: str | None = None,
     ):
         if objective not in ("system", "request"):
@@ -285,6 +287,16 @@ class SpecRouter:
         if width_cost not in ("off", "on", "one_device"):
             raise ValueError(f"SpecRouter width_cost must be 'off', 'on' or 'one_device', got {width_cost!r}")
         self.width_cost = width_cost
+        # Hysteresis on the lookaheads too: a re-plan keeps the chain's current lookaheads while
+        # they cost within ``hysteresis`` of its best.  "one_device" (the default): where the
+        # ladder runs on one device (the demo's world: its prices for k = 2, 3, 4 lie within 1-3%
+        # at widths 2-4 and re-plans flipped between them); on the GPU presets it measured mixed.
+        if keep_lookaheads not in ("off", "on", "one_device"):
+            raise ValueError(
+                f"SpecRouter keep_lookaheads must be 'off', 'on' or 'one_device', got {keep_lookaheads!r}"
+            )
+        self.keep_lookaheads = keep_lookaheads
+        self._keep_lookaheads = keep_lookaheads == "on"  # settled by the first ladder (_domain)
         # File (and read the cube's) pass times with the prompt positions arriving per second of
         # pass (PassTimeProfile.update): on by default; off, the curve is in decode positions.
         self.file_prefill = file_prefill
@@ -483,6 +495,8 @@ class SpecRouter:
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
             self._queue_plans = self.queue_routes and stages_overlap(ladder.devices)
+            if self.keep_lookaheads == "one_device" and not stages_overlap(ladder.devices):
+                self._keep_lookaheads = True
             if self.width_cost == "one_device" and not stages_overlap(ladder.devices):
                 self._width_axis, self._file_prefill = True, False
             self.profile = PassTimeProfile(
@@ -712,6 +726,8 @@ class SpecRouter:
             if widths_follow
             else None,
             target_wait,
+            state.watch_route if self._keep_lookaheads else None,
+            self.hysteresis,
         )
 
     def target_wait(self) -> TargetWait:
