@@ -919,6 +919,7 @@ class SaturationProbe(_PlainDecoding):
             if rate > (1.0 + self.MARGIN) * self.spec_rate:
                 self.mode = "hold"
                 self.holds += 1
+                self._provisional = False  # a verdict plain decoding won is no transient
                 self._hold_tokens, self._hold_seconds, self._hold_windows = tokens, seconds, 1
             else:
                 # Lost while the admitted requests asked for more than the rounds committed:

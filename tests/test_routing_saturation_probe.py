@@ -234,3 +234,10 @@ def test_a_hold_released_while_the_demand_led_is_judged_again_at_half_a_doubling
     assert ramp.holds == 2 and ramp_looks <= 4 * window_looks
     met, met_looks = hold_released_then_grown(lead=1.0)
     assert met.holds == 2 and met_looks >= 2 * SaturationProbe.GAP_FIRST * window_looks
+
+
+def test_a_won_probe_clears_a_provisional_verdict() -> None:
+    """A provisional loss (the demand led) is judged again at sqrt(2) times its load; once plain
+    decoding wins, the verdict is no transient, and a later backlog waits for the gap again."""
+    probe, _ = probe_after_growth(lead=2.0)
+    assert probe.holds == 1 and not probe._provisional
