@@ -494,10 +494,11 @@ class SpecRouter:
                 )
             self.ladder = ladder
             self.planner = RoutePlanner(ladder.size, self.max_lookahead, self.grid_rows)
-            self._queue_plans = self.queue_routes and stages_overlap(ladder.devices)
-            if self.keep_lookaheads == "one_device" and not stages_overlap(ladder.devices):
+            overlap = stages_overlap(ladder.devices)
+            self._queue_plans = self.queue_routes and overlap
+            if self.keep_lookaheads == "one_device" and not overlap:
                 self._keep_lookaheads = True
-            if self.width_cost == "one_device" and not stages_overlap(ladder.devices):
+            if self.width_cost == "one_device" and not overlap:
                 self._width_axis, self._file_prefill = True, False
             self.profile = PassTimeProfile(
                 ladder.size,
@@ -922,11 +923,7 @@ class SaturationProbe(_PlainDecoding):
                 self._provisional = False  # a verdict plain decoding won is no transient
                 self._hold_tokens, self._hold_seconds, self._hold_windows = tokens, seconds, 1
             else:
-                # Lost while the admitted requests asked for more than the rounds committed:
-                # arrivals were still ramping up, so the windows measured a transient, not the
-                # capacity of either arm; the next doubling of the backlog re-judges.
-                self._provisional = tracker.demand_lead > 1.0 + self.MARGIN
-                self._resume(double=True)
+                self._lose(tracker)
         else:  # hold
             self._hold_tokens += tokens
             self._hold_seconds += seconds
@@ -935,10 +932,16 @@ class SaturationProbe(_PlainDecoding):
                 self._resume(double=False)
             elif self._hold_windows >= self.CHECK_AFTER and self.hold_rate < self.spec_rate:
                 self.releases += 1
-                # released while the demand led: the hold's windows measured the ramp's
-                # prefills, not plain decoding's capacity, so the release is provisional too
-                self._provisional = tracker.demand_lead > 1.0 + self.MARGIN
-                self._resume(double=True)
+                self._lose(tracker)
+
+    def _lose(self, tracker: LoadTracker) -> None:
+        """Plain decoding lost (a probe) or stopped paying (a hold): routing resumes and the gap
+        doubles.  Judged while the admitted requests asked for more than the rounds committed,
+        arrivals were still ramping up and the windows measured a transient (their prefills),
+        not the capacity of either arm: the verdict is provisional, re-judged at
+        ``REJUDGE_PROVISIONAL`` times its load."""
+        self._provisional = tracker.demand_lead > 1.0 + self.MARGIN
+        self._resume(double=True)
 
     def _resume(self, double: bool) -> None:
         self.mode, self.plain = "route", False
