@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_routing_queue_reach import train
 
-from policies import SpecRouter, make_policy
-from policies.contract import LadderInfo, Route
+from policies import SpecRouter
+from policies.contract import Route
 from policies.planner import RoutePlanner
-from policies.synthetic import SyntheticWorld, linear_pass_time, matrix_alpha, pass_table_from
+from policies.synthetic import pass_table_from
 
 
 def near_tie() -> tuple[RoutePlanner, np.ndarray, np.ndarray, Route, Route]:
@@ -44,14 +45,8 @@ def test_a_kept_route_within_the_margin_stays_and_beyond_it_gives_way() -> None:
     assert unkept.lookaheads == best.lookaheads
 
 
-def trained(devices: tuple[int, ...] | None, option: str) -> SpecRouter:
-    alpha = matrix_alpha([[1, 0.8, 0.6], [1, 1, 0.8], [1, 1, 1]])
-    world = SyntheticWorld(3, alpha, linear_pass_time((0.001, 0.004, 0.02), (0, 0, 1e-4)))
-    world.ladder = LadderInfo(world.ladder.names, devices=devices)
-    policy = make_policy(f"specrouter:keep_lookaheads={option}")
-    assert isinstance(policy, SpecRouter)
-    world.run(policy, 5)
-    return policy
+def trained(devices: tuple[int, ...], option: str) -> SpecRouter:
+    return train(devices, f"specrouter:keep_lookaheads={option}")[0]
 
 
 def test_the_default_keeps_lookaheads_on_one_device_only() -> None:
